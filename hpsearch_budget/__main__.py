@@ -1,0 +1,3 @@
+from hpsearch_budget.cli import main
+
+main()

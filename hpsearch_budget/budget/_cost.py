@@ -1,0 +1,56 @@
+"""Cost: what a trial, a sweep or a reservation spends, in every unit a budget can limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hpsearch_budget.units import g_to_kg, j_to_kwh, s_to_hours
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Energy at the device (J), carbon (g CO2e, PUE included), money (USD) and GPU time (s)."""
+
+    energy_j: float = 0.0
+    co2e_g: float = 0.0
+    usd: float = 0.0
+    gpu_s: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.energy_j + other.energy_j,
+            self.co2e_g + other.co2e_g,
+            self.usd + other.usd,
+            self.gpu_s + other.gpu_s,
+        )
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(
+            self.energy_j - other.energy_j,
+            self.co2e_g - other.co2e_g,
+            self.usd - other.usd,
+            self.gpu_s - other.gpu_s,
+        )
+
+    def scale(self, factor: float) -> Cost:
+        return Cost(
+            self.energy_j * factor, self.co2e_g * factor, self.usd * factor, self.gpu_s * factor
+        )
+
+    def clip(self) -> Cost:
+        """No negative component (a release can never give back more than was reserved)."""
+        return Cost(
+            max(0.0, self.energy_j), max(0.0, self.co2e_g), max(0.0, self.usd), max(0.0, self.gpu_s)
+        )
+
+    @property
+    def energy_kwh(self) -> float:
+        return j_to_kwh(self.energy_j)
+
+    @property
+    def co2e_kg(self) -> float:
+        return g_to_kg(self.co2e_g)
+
+    @property
+    def gpu_hours(self) -> float:
+        return s_to_hours(self.gpu_s)

@@ -1,0 +1,56 @@
+"""Joules -> kWh x PUE -> g CO2e and USD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hpsearch_budget.carbon.intensity import IntensityProvider
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.units import j_to_kwh
+
+#: Paper default (Strubell et al. 2019), which is also the Uptime Institute's 2019/2023
+#: global average data-centre PUE.
+DEFAULT_PUE = 1.58
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """Carbon and money for some energy, with the factors that produced them."""
+
+    energy_j: float  # at the device, before PUE
+    energy_kwh: float  # at the meter of the building: PUE included
+    co2e_g: float
+    usd: float
+    g_per_kwh: float
+    intensity_source: str
+    pue: float
+
+
+@dataclass(frozen=True)
+class CarbonModel:
+    """Turns device energy into facility energy (PUE), carbon (intensity) and money (price)."""
+
+    intensity: IntensityProvider
+    pue: float = DEFAULT_PUE
+    usd_per_kwh: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.pue >= 1.0:
+            raise HpauditInputError(f"PUE must be >= 1.0 (a ratio of facility to IT power), got {self.pue}")
+        if not self.usd_per_kwh >= 0.0:
+            raise HpauditInputError(f"electricity price must be >= 0 USD/kWh, got {self.usd_per_kwh}")
+
+    def footprint(self, energy_j: float, when: datetime | None = None) -> Footprint:
+        when = when or datetime.now(UTC)
+        intensity = self.intensity.at(when)
+        kwh = j_to_kwh(energy_j) * self.pue
+        return Footprint(
+            energy_j=energy_j,
+            energy_kwh=kwh,
+            co2e_g=kwh * intensity.g_per_kwh,
+            usd=kwh * self.usd_per_kwh,
+            g_per_kwh=intensity.g_per_kwh,
+            intensity_source=intensity.label,
+            pue=self.pue,
+        )

@@ -1,0 +1,48 @@
+"""Helpers shared by CLI commands: output formats and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import StrEnum
+from typing import Any
+
+from rich.console import Console
+
+from hpsearch_budget.errors import HpauditInputError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one line to stderr and exit (2: usage or input error)."""
+    print(f"hpaudit: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def print_json(payload: Any) -> None:
+    """JSON for scripts: stable key order, NaN/inf as null."""
+    sys.stdout.write(json.dumps(_clean(payload), indent=2, sort_keys=False) + "\n")
+
+
+def non_negative(value: float, name: str) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise HpauditInputError(f"{name} must be a number >= 0, got {value}")
+    return value

@@ -1,0 +1,106 @@
+"""The meter contract: where joules come from.
+
+A :class:`Meter` reads cumulative joules per *domain* ("gpu:0", "cpu:package-0",
+"dram:package-0", "cpu", "ram", ...) together with a monotonic timestamp. Energy over a window
+is the difference of two readings. Every domain carries a :class:`Source` so that an estimate is
+never presented as a measurement.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Source(StrEnum):
+    """How an energy figure was obtained, from most to least trustworthy."""
+
+    MEASURED = "measured"  # a hardware energy counter (NVML total energy, RAPL)
+    INTEGRATED = "integrated"  # sampled power integrated over time
+    ESTIMATED = "estimated"  # a model, e.g. per-core watts x CPU time
+    REPLAYED = "replayed"  # a recorded or simulated trace (tests, benchmarks)
+
+
+# When domains of different sources are combined, the combination is only as good as its
+# weakest part.
+_SOURCE_RANK = {Source.MEASURED: 0, Source.INTEGRATED: 1, Source.REPLAYED: 2, Source.ESTIMATED: 3}
+
+
+def weakest(sources: "Mapping[str, Source] | list[Source]") -> Source | None:
+    """The least trustworthy source among ``sources`` (None when empty)."""
+    values = list(sources.values()) if isinstance(sources, Mapping) else list(sources)
+    if not values:
+        return None
+    return max(values, key=lambda s: _SOURCE_RANK[Source(s)])
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """Cumulative energy per domain at one instant.
+
+    ``time_s`` is ``time.monotonic()`` (or the simulated clock of a replay meter).
+    """
+
+    time_s: float
+    energy_j: Mapping[str, float]
+    sources: Mapping[str, Source]
+
+    def __sub__(self, earlier: Reading) -> Measurement:
+        domains = set(self.energy_j) & set(earlier.energy_j)
+        by_domain = {d: max(0.0, self.energy_j[d] - earlier.energy_j[d]) for d in sorted(domains)}
+        return Measurement(
+            wall_s=max(0.0, self.time_s - earlier.time_s),
+            by_domain=by_domain,
+            sources={d: self.sources[d] for d in by_domain},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """Energy spent over one window, per domain, with each domain's source."""
+
+    wall_s: float
+    by_domain: Mapping[str, float] = field(default_factory=dict)
+    sources: Mapping[str, Source] = field(default_factory=dict)
+
+    @property
+    def energy_j(self) -> float:
+        return float(sum(self.by_domain.values()))
+
+    @property
+    def source(self) -> Source | None:
+        """The weakest source among the domains: the label a single total must carry."""
+        return weakest(self.sources)
+
+    def __add__(self, other: Measurement) -> Measurement:
+        by_domain = dict(self.by_domain)
+        for d, e in other.by_domain.items():
+            by_domain[d] = by_domain.get(d, 0.0) + e
+        sources = {**self.sources, **other.sources}
+        return Measurement(self.wall_s + other.wall_s, by_domain, sources)
+
+
+class Meter(abc.ABC):
+    """One reader per hardware family. Subclasses read counters; they never interpret them."""
+
+    #: The source label of every domain this meter reports.
+    source: Source
+
+    @abc.abstractmethod
+    def domains(self) -> list[str]:
+        """Names of the energy domains this meter reports."""
+
+    @abc.abstractmethod
+    def read(self) -> Reading:
+        """Cumulative joules per domain since an arbitrary origin, and the time."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release handles and stop threads."""
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
