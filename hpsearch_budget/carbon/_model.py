@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hpsearch_budget.carbon.intensity import IntensityProvider
+from hpsearch_budget.carbon.intensity import IntensityProvider, StaticIntensity
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.units import j_to_kwh
 
@@ -29,7 +29,13 @@ class Footprint:
 
 @dataclass(frozen=True)
 class CarbonModel:
-    """Turns device energy into facility energy (PUE), carbon (intensity) and money (price)."""
+    """Turns device energy into facility energy (PUE), carbon (intensity) and money (price).
+
+    >>> model = CarbonModel(StaticIntensity.of(400.0), pue=1.5, usd_per_kwh=0.1)
+    >>> f = model.footprint(3.6e6)  # 1 kWh at the device
+    >>> f.energy_kwh, f.co2e_g, round(f.usd, 2)
+    (1.5, 600.0, 0.15)
+    """
 
     intensity: IntensityProvider
     pue: float = DEFAULT_PUE
@@ -37,9 +43,13 @@ class CarbonModel:
 
     def __post_init__(self) -> None:
         if not self.pue >= 1.0:
-            raise HpauditInputError(f"PUE must be >= 1.0 (a ratio of facility to IT power), got {self.pue}")
+            raise HpauditInputError(
+                f"PUE must be >= 1.0 (a ratio of facility to IT power), got {self.pue}"
+            )
         if not self.usd_per_kwh >= 0.0:
-            raise HpauditInputError(f"electricity price must be >= 0 USD/kWh, got {self.usd_per_kwh}")
+            raise HpauditInputError(
+                f"electricity price must be >= 0 USD/kWh, got {self.usd_per_kwh}"
+            )
 
     def footprint(self, energy_j: float, when: datetime | None = None) -> Footprint:
         when = when or datetime.now(UTC)
@@ -54,3 +64,15 @@ class CarbonModel:
             intensity_source=intensity.label,
             pue=self.pue,
         )
+
+
+def default_carbon_model() -> CarbonModel:
+    """World-average intensity, the paper's PUE (1.58) and the default US electricity price."""
+    from hpsearch_budget.carbon._regions import default_intensity
+    from hpsearch_budget.carbon.prices import default_electricity_price
+
+    return CarbonModel(
+        StaticIntensity(default_intensity()),
+        pue=DEFAULT_PUE,
+        usd_per_kwh=default_electricity_price().usd_per_kwh,
+    )

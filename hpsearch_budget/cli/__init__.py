@@ -10,6 +10,11 @@ import sys
 
 import typer
 
+try:  # typer >= 0.24 bundles its own click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException  # type: ignore[no-redef]
+
 from hpsearch_budget.cli import _budget, _estimate, _ledger, _policy, _report
 from hpsearch_budget.errors import HpauditError
 
@@ -41,12 +46,27 @@ for _module in (_estimate, _ledger, _report, _policy, _budget):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app, turning library errors into one-line messages."""
+    """Console entry point: run the app, turning every error into one line on stderr.
+
+    Typer's own usage errors (unknown option, missing value, bad choice) would print a boxed
+    panel; running it with ``standalone_mode=False`` lets us print them as one line, exit 2.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, standalone_mode=True)
+        result = app(args=args or ["--help"], prog_name="hpaudit", standalone_mode=False)
     except HpauditError as exc:
         print(f"hpaudit: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except ClickException as exc:
+        print(f"hpaudit: error: {exc.format_message()}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        print("hpaudit: aborted", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("hpaudit: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
