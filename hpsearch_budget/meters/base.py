@@ -9,7 +9,8 @@ never presented as a measurement.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -28,7 +29,7 @@ class Source(StrEnum):
 _SOURCE_RANK = {Source.MEASURED: 0, Source.INTEGRATED: 1, Source.REPLAYED: 2, Source.ESTIMATED: 3}
 
 
-def weakest(sources: "Mapping[str, Source] | list[Source]") -> Source | None:
+def weakest(sources: Mapping[str, Source] | list[Source]) -> Source | None:
     """The least trustworthy source among ``sources`` (None when empty)."""
     values = list(sources.values()) if isinstance(sources, Mapping) else list(sources)
     if not values:
@@ -67,7 +68,8 @@ class Measurement:
 
     @property
     def energy_j(self) -> float:
-        return float(sum(self.by_domain.values()))
+        # fsum: the total of many small domains must not drift (attribution checks conservation).
+        return math.fsum(self.by_domain.values())
 
     @property
     def source(self) -> Source | None:
@@ -87,6 +89,10 @@ class Meter(abc.ABC):
 
     #: The source label of every domain this meter reports.
     source: Source
+
+    #: Why a domain is missing, estimated or incomplete (a fallback, a lost device, a reset
+    #: counter): one line each, for reports, so that no figure is ever silently zero.
+    notes: Sequence[str] = ()
 
     @abc.abstractmethod
     def domains(self) -> list[str]:

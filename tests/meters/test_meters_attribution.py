@@ -1,0 +1,176 @@
+"""Splitting machine energy between concurrent trials: shares, idle and exact conservation."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+
+import pytest
+
+from hpsearch_budget.attribution import Attributor, Usage, attribute
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.meters import Measurement, ReplayMeter, Source
+
+DOMAINS = {"gpu:0": 280.0, "gpu:1": 310.0, "cpu:package-0": 95.0, "dram:package-0": 12.0}
+
+
+def _exactly_conserved(split: object, measured: Measurement) -> bool:
+    by_trial = split.by_trial.values()  # type: ignore[attr-defined]
+    idle = split.idle  # type: ignore[attr-defined]
+    return all(
+        math.fsum([*(t.by_domain[d] for t in by_trial), idle.by_domain[d]]) == e
+        for d, e in measured.by_domain.items()
+    )
+
+
+def test_three_concurrent_trials_conserve_energy_to_the_joule() -> None:
+    meter = ReplayMeter(power_w=DOMAINS)
+    begin = meter.read()
+    meter.advance(123.456)
+    measured = meter.read() - begin
+    usage = {
+        "t0": Usage(cpu_s=100.0, gpus={"gpu:0": 1.0}),
+        "t1": Usage(cpu_s=61.7, gpus={"gpu:1": 0.5}),
+        "t2": Usage(cpu_s=0.3, gpus={"gpu:1": 0.25}),
+    }
+    split = attribute(measured, usage, cpu_capacity_s=8 * 123.456)
+    assert split.conserved() and _exactly_conserved(split, measured)
+    total = split.attributed_j + split.idle.energy_j
+    assert total == pytest.approx(measured.energy_j, abs=1e-6)
+    # GPU: the holder pays all of gpu:0; gpu:1 by share, the unheld quarter is idle
+    assert split.by_trial["t0"].by_domain["gpu:0"] == measured.by_domain["gpu:0"]
+    assert split.by_trial["t2"].by_domain["gpu:0"] == 0.0
+    gpu1 = measured.by_domain["gpu:1"]
+    assert split.by_trial["t1"].by_domain["gpu:1"] == pytest.approx(0.5 * gpu1)
+    assert split.idle.by_domain["gpu:1"] == pytest.approx(0.25 * gpu1)
+    # CPU package: CPU-time share of capacity (8 cores x wall)
+    pkg = measured.by_domain["cpu:package-0"]
+    assert split.by_trial["t1"].by_domain["cpu:package-0"] == pytest.approx(
+        pkg * 61.7 / (8 * 123.456)
+    )
+    assert split.idle.by_domain["cpu:package-0"] == pytest.approx(pkg * (1 - 162 / 987.648))
+    assert split.by_trial["t0"].sources["gpu:0"] == Source.REPLAYED
+
+
+def test_conservation_is_exact_for_awkward_numbers() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        measured = Measurement(
+            rng.uniform(0.001, 1e4),
+            {d: rng.uniform(0, 1e7) * rng.choice([1e-9, 1.0, 1e3]) for d in DOMAINS},
+            dict.fromkeys(DOMAINS, Source.MEASURED),
+        )
+        usage = {
+            f"t{i}": Usage(
+                cpu_s=rng.uniform(0, measured.wall_s * 4),
+                gpus={d: rng.choice([0.0, 1 / 3, 0.5, 1.0]) for d in ("gpu:0", "gpu:1")},
+            )
+            for i in range(3)
+        }
+        split = attribute(
+            measured,
+            usage,
+            cpu_capacity_s=2 * measured.wall_s,
+            cpu_split=rng.choice(["capacity", "used"]),
+        )
+        assert _exactly_conserved(split, measured)
+        assert all(j >= 0 for t in split.by_trial.values() for j in t.by_domain.values())
+        assert all(j >= 0 for j in split.idle.by_domain.values())
+
+
+def test_oversubscribed_gpu_is_split_by_relative_share() -> None:
+    measured = Measurement(10.0, {"gpu:0": 900.0}, {"gpu:0": Source.MEASURED})
+    split = attribute(measured, {"a": Usage(gpus={"gpu:0": 1.0}), "b": Usage(gpus={"gpu:0": 0.5})})
+    assert split.energy_j("a") == pytest.approx(600.0)
+    assert split.energy_j("b") == pytest.approx(300.0)
+    assert split.idle.energy_j == pytest.approx(0.0, abs=1e-9)
+
+
+def test_used_split_and_estimated_domains_leave_no_cpu_idle() -> None:
+    measured = Measurement(
+        10.0,
+        {"cpu:package-0": 1000.0, "cpu": 400.0},
+        {"cpu:package-0": Source.MEASURED, "cpu": Source.ESTIMATED},
+    )
+    usage = {"a": Usage(cpu_s=3.0), "b": Usage(cpu_s=1.0)}
+    capacity = attribute(measured, usage, cpu_capacity_s=40.0)
+    # a measured package: the 36 unused core-seconds are idle; the estimate: all used
+    assert capacity.by_trial["a"].by_domain["cpu:package-0"] == pytest.approx(75.0)
+    assert capacity.by_trial["a"].by_domain["cpu"] == pytest.approx(300.0)
+    used = attribute(measured, usage, cpu_split="used")
+    assert used.by_trial["a"].by_domain["cpu:package-0"] == pytest.approx(750.0)
+    assert used.idle.energy_j == pytest.approx(0.0, abs=1e-9)
+    nobody = attribute(measured, {"a": Usage()}, cpu_split="used")
+    assert nobody.idle.energy_j == 1400.0 and nobody.energy_j("a") == 0.0
+
+
+def test_bad_usage_is_rejected() -> None:
+    with pytest.raises(HpauditInputError, match="cpu_s"):
+        Usage(cpu_s=-1.0)
+    with pytest.raises(HpauditInputError, match="gpu:<index>"):
+        Usage(gpus={"cuda:0": 1.0})
+    with pytest.raises(HpauditInputError, match="share in"):
+        Usage(gpus={"gpu:0": 1.5})
+    with pytest.raises(HpauditInputError, match="cpu_split"):
+        attribute(Measurement(1.0), {}, cpu_split="fair")  # type: ignore[arg-type]
+
+
+def test_attributor_trials_starting_and_stopping_at_different_times() -> None:
+    meter = ReplayMeter(power_w={"gpu:0": 300.0, "cpu:package-0": 100.0})
+    cpu = {"a": 0.0, "b": 0.0, "c": 0.0}
+    att = Attributor(meter, cores=4)
+    begin = meter.read()
+    att.start("a", cpu_s=lambda: cpu["a"], gpus={"gpu:0": 1.0})
+    meter.advance(10.0)
+    cpu["a"] += 40.0  # 4 cores busy for 10 s
+    att.start("b", cpu_s=lambda: cpu["b"])
+    att.start("c", cpu_s=lambda: cpu["c"])
+    meter.advance(10.0)
+    cpu["a"] += 20.0
+    cpu["b"] += 10.0
+    cpu["c"] += 10.0
+    a = att.stop("a")
+    meter.advance(10.0)  # only b and c, using nothing: all idle
+    b, c = att.stop("b"), att.stop("c")
+    measured = meter.read() - begin
+    assert a.by_domain["gpu:0"] == pytest.approx(6000.0)
+    assert a.by_domain["cpu:package-0"] == pytest.approx(1000.0 + 500.0)
+    assert b.energy_j == pytest.approx(250.0) and c.energy_j == pytest.approx(250.0)
+    parts = a.energy_j + b.energy_j + c.energy_j + att.idle.energy_j
+    assert parts == pytest.approx(measured.energy_j, abs=1e-6)
+    assert att.idle.by_domain["gpu:0"] == pytest.approx(3000.0)
+
+
+def test_attributor_charges_threads_by_their_own_cpu_time() -> None:
+    stop = threading.Event()
+    started = threading.Barrier(3)
+
+    def busy() -> None:
+        started.wait()
+        while not stop.is_set():
+            pass
+
+    def idle() -> None:
+        started.wait()
+        stop.wait()
+
+    threads = [threading.Thread(target=f) for f in (busy, idle)]
+    for t in threads:
+        t.start()
+    meter = ReplayMeter(power_w={"cpu:package-0": 100.0}, realtime=True)
+    att = Attributor(meter, cpu_split="used")
+    try:
+        att.start("busy", thread=threads[0].ident)
+        att.start("idle", thread=threads[1].ident)
+        started.wait()
+        time.sleep(0.3)
+        busy_m, idle_m = att.stop("busy"), att.stop("idle")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert busy_m.energy_j > 5 * idle_m.energy_j
+    with pytest.raises(HpauditInputError, match="exactly one of"):
+        att.start("x", pid=1, thread=threads[0].ident)
