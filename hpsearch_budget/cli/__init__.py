@@ -13,7 +13,7 @@ import typer
 try:  # typer >= 0.24 bundles its own click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import ClickException  # type: ignore[no-redef]
+    from click.exceptions import ClickException  # type: ignore[no-redef,assignment]
 
 from hpsearch_budget.cli import _budget, _estimate, _ledger, _policy, _report
 from hpsearch_budget.errors import HpauditError
@@ -25,7 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
 
 
 @app.callback()

@@ -1,9 +1,161 @@
-"""CLI commands (to be filled by the owning module's author)."""
+"""``hpaudit verify``, ``hpaudit export`` and ``hpaudit ledger studies|show``.
+
+These commands only read: they never create a ledger (a mistyped path is an error, exit 2).
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from hpsearch_budget.cli._common import OutputFormat, console, print_json
+from hpsearch_budget.units import j_to_kwh, s_to_hours
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
+
+LedgerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger",
+        envvar="HPAUDIT_LEDGER",
+        help="Ledger URL: sqlite:///path.db or postgresql+psycopg://user@host/db "
+        "[default: sqlite:///hpaudit.db]",
+        show_default=False,
+    ),
+]
+StudyOption = Annotated[str | None, typer.Option("--study", help="Only this study.")]
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    codecarbon = "codecarbon"
+
+
+def _open(url: str | None) -> Ledger:
+    from hpsearch_budget.ledger import Ledger
+
+    return Ledger(url, create=False)
+
+
+def _known_study(ledger: Ledger, study: str | None) -> None:
+    from hpsearch_budget.errors import HpauditInputError
+
+    if study is not None and study not in (names := ledger.studies()):
+        shown = ", ".join(names[:10]) if names else "none"
+        raise HpauditInputError(f"no study {study!r} in the ledger; studies: {shown}")
+
+
+def verify(
+    ledger: LedgerOption = None,
+    study: StudyOption = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+) -> None:
+    """Check the hash chains: exit 0 if sound, 1 naming the first edited/inserted/deleted row."""
+    with _open(ledger) as opened:
+        _known_study(opened, study)
+        report = opened.verify(study)
+    if fmt is OutputFormat.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "studies": report.studies,
+                "rows": report.rows,
+                "problems": [
+                    {"study": p.study, "kind": p.kind, "row_id": p.row_id, "seq": p.seq,
+                     "message": p.message}
+                    for p in report.problems
+                ],
+            }
+        )  # fmt: skip
+    else:
+        console.print(report.summary(), highlight=False, soft_wrap=True)
+        for problem in report.problems[1:]:
+            console.print(f"also: {problem.message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def export(
+    out: Annotated[Path, typer.Option("--out", help="File to write (replaced atomically).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, parquet or codecarbon")],
+    ledger: LedgerOption = None,
+    study: StudyOption = None,
+) -> None:
+    """Write the ledger's rows to a file: csv, parquet, or CodeCarbon's emissions.csv columns."""
+    from hpsearch_budget.ledger import export_frame
+
+    with _open(ledger) as opened:
+        _known_study(opened, study)
+        frame = opened.entries(study)
+    n = export_frame(frame, out, fmt.value)
+    console.print(f"wrote {n} rows to {out} ({fmt.value})", highlight=False, soft_wrap=True)
+
+
+def studies(ledger: LedgerOption = None) -> None:
+    """List the studies in the ledger with their windows and cost so far."""
+    from hpsearch_budget.ledger import Scope
+
+    with _open(ledger) as opened:
+        for name in opened.studies():
+            cost = opened.spent(Scope(study=name))
+            frame = opened.entries(name)
+            estimated = " (includes estimates)" if (frame.source == "estimated").any() else ""
+            # Plain tab-separated lines: easy to read and to cut / awk.
+            print(
+                f"{name}\t{len(frame)} windows\t{cost.energy_kwh:.4g} kWh{estimated}\t"
+                f"{cost.co2e_kg:.4g} kg CO2e"
+            )
+
+
+def show(
+    ledger: LedgerOption = None,
+    study: StudyOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest rows to show.")] = 20,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json")] = OutputFormat.text,
+) -> None:
+    """Show the newest windows: status, energy (with its source), CO2e, GPU time."""
+    from rich.table import Table
+
+    with _open(ledger) as opened:
+        _known_study(opened, study)
+        frame = opened.entries(study).tail(limit)
+    if fmt is OutputFormat.json:
+        records = frame.assign(
+            started_at=frame.started_at.astype(str),
+            updated_at=frame.updated_at.astype(str),
+            ended_at=frame.ended_at.astype(str),
+        ).to_dict("records")
+        print_json([{k: _plain(v) for k, v in r.items()} for r in records])
+        return
+    table = Table("id", "study", "trial", "phase", "status", "kWh", "source", "g CO2e", "GPU-h")
+    for r in frame.itertuples(index=False):
+        table.add_row(
+            str(r.id), r.study, r.trial_key, r.phase, r.status, f"{j_to_kwh(r.energy_j):.4g}",
+            str(r.source or "-"), f"{r.co2e_g:.4g}", f"{s_to_hours(r.gpu_s):.3g}",
+        )  # fmt: skip
+    console.print(table)
+    if (frame.source == "estimated").any():
+        console.print("kWh marked 'estimated' come from a model, not a hardware counter.")
+
+
+def _plain(value: object) -> object:
+    """A JSON-ready scalar: pandas' missing values (NaN, NA, NaT) become None."""
+    import pandas as pd
+
+    if isinstance(value, dict | list):
+        return value
+    return None if pd.isna(value) else value  # type: ignore[call-overload]
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("verify")(verify)
+    app.command("export")(export)
+    group = typer.Typer(help="Look inside the energy ledger.", no_args_is_help=True)
+    group.command("studies")(studies)
+    group.command("show")(show)
+    app.add_typer(group, name="ledger")

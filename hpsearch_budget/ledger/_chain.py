@@ -1,0 +1,213 @@
+"""The per-study hash chain over finished rows, and its verification.
+
+Each finished row gets the next sequence number of its study and
+``row_hash = sha256(prev_hash + canonical JSON of the row)``; the study's newest link is also
+kept in ``hpaudit_chain_heads``. An edited row no longer matches its hash, an inserted row breaks
+the sequence or the link to its predecessor, a deleted row leaves a gap (or a head that points
+past the end). The chain is tamper-*evident*: someone who rewrites every later row and the head
+with the same algorithm is not detected; copy the head hashes elsewhere to guard against that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import BigInteger, Double, Integer
+
+from hpsearch_budget.ledger import _schema
+
+GENESIS = "0" * 64
+
+# Every stored column except the hash itself takes part.
+HASHED_COLUMNS = tuple(c.name for c in _schema.windows.columns if c.name != "row_hash")
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the same text for the same values, everywhere."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True, default=str)
+
+
+_DOUBLE = frozenset(c.name for c in _schema.windows.columns if isinstance(c.type, Double))
+_INTEGER = frozenset(
+    c.name for c in _schema.windows.columns if isinstance(c.type, Integer | BigInteger)
+)
+
+
+def _hashable(column: str, value: Any) -> Any:
+    # The same number must hash the same whichever backend returned it (SQLite hands back a
+    # REAL column's 1 as 1.0, a driver may hand back an int column as a Decimal).
+    if value is None:
+        return None
+    if column in _DOUBLE:
+        value = float(value)
+        return "NaN" if math.isnan(value) else value
+    if column in _INTEGER:
+        return int(value)
+    return value
+
+
+def row_hash(row: Mapping[str, Any], prev_hash: str) -> str:
+    """sha256 over the previous link and the canonical JSON of every column but the hash."""
+    body = canonical_json({c: _hashable(c, row[c]) for c in HASHED_COLUMNS})
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first row of a study's chain that does not check out."""
+
+    study: str
+    kind: str  # edited | inserted | deleted | unchained
+    message: str
+    row_id: int | None = None
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Ledger.verify` found: ``ok`` and, per broken study, its first bad row."""
+
+    studies: int
+    rows: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"ledger sound: {self.rows} finished rows in {self.studies} studies verified"
+        return f"ledger NOT sound: {self.problems[0].message}"
+
+
+def verify_study(
+    study: str,
+    rows: Sequence[Mapping[str, Any]],
+    head: Mapping[str, Any] | None,
+) -> Problem | None:
+    """Check one study's finished rows (any order) against its chain; the first problem."""
+    unchained = [r for r in rows if r["seq"] is None]
+    chained = sorted((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"])
+    prev_hash = GENESIS
+    previous: Mapping[str, Any] | None = None
+    expected_seq = 1
+    for row in chained:
+        rid, seq = row["id"], row["seq"]
+        if seq != expected_seq:
+            if seq > expected_seq:
+                return Problem(
+                    study,
+                    "deleted",
+                    f"study {study!r}: row with seq {expected_seq} (before row id {rid}) "
+                    "was deleted",
+                    rid,
+                    expected_seq,
+                )
+            return Problem(
+                study,
+                "inserted",
+                f"study {study!r}: row id {rid} repeats seq {seq}: inserted",
+                rid,
+                seq,
+            )
+        if row["prev_hash"] != prev_hash:
+            if previous is None:  # the first link must start from the genesis hash
+                return Problem(
+                    study,
+                    "edited",
+                    f"study {study!r}: row id {rid} (seq {seq}) was edited after it was finalised",
+                    rid,
+                    seq,
+                )
+            # The row before passes its own hash check but is not what this row was chained to:
+            # it was rewritten (hash and all) or slipped in.
+            return Problem(
+                study,
+                "edited",
+                f"study {study!r}: row id {previous['id']} (seq {previous['seq']}) was edited or "
+                f"inserted: row id {rid} (seq {seq}) no longer links to it",
+                previous["id"],
+                previous["seq"],
+            )
+        if row_hash(row, prev_hash) != row["row_hash"]:
+            return Problem(
+                study,
+                "edited",
+                f"study {study!r}: row id {rid} (seq {seq}) was edited after it was finalised",
+                rid,
+                seq,
+            )
+        if row["status"] not in _schema.FINISHED:
+            return Problem(
+                study,
+                "edited",
+                f"study {study!r}: row id {rid} (seq {seq}) has status {row['status']!r}",
+                rid,
+                seq,
+            )
+        prev_hash = row["row_hash"]
+        previous = row
+        expected_seq += 1
+    if unchained:
+        r = unchained[0]
+        return Problem(
+            study,
+            "inserted",
+            f"study {study!r}: finished row id {r['id']} is not in the chain: inserted or edited",
+            r["id"],
+            None,
+        )
+    last_seq = expected_seq - 1
+    if head is None:
+        if chained:
+            return Problem(
+                study,
+                "deleted",
+                f"study {study!r}: the chain head record is missing (deleted)",
+                None,
+                None,
+            )
+        return None
+    if head["seq"] > last_seq:
+        return Problem(
+            study,
+            "deleted",
+            f"study {study!r}: row with seq {last_seq + 1} (the chain's newest of {head['seq']}) "
+            "was deleted",
+            None,
+            last_seq + 1,
+        )
+    if head["seq"] < last_seq:
+        extra = chained[int(head["seq"])]
+        return Problem(
+            study,
+            "inserted",
+            f"study {study!r}: row id {extra['id']} (seq {extra['seq']}) was added after the "
+            f"chain's last recorded link (seq {head['seq']}): inserted",
+            extra["id"],
+            extra["seq"],
+        )
+    if head["head_hash"] != prev_hash:
+        newest = chained[-1] if chained else None
+        return Problem(
+            study,
+            "edited",
+            f"study {study!r}: the newest row (id {newest['id'] if newest else None}, seq "
+            f"{last_seq}) does not match the chain head: edited, or the head was tampered with",
+            newest["id"] if newest else None,
+            last_seq,
+        )
+    return None

@@ -1,0 +1,251 @@
+"""Database plumbing: URL checks, engines, write locks, and database errors as LedgerError.
+
+SQLite runs in WAL mode (readers never block the writer) with a busy timeout; every write
+transaction starts with ``BEGIN IMMEDIATE`` so it takes the database's write lock up front
+instead of failing half-way when a read transaction tries to upgrade. PostgreSQL serialises the
+few operations that need it with transaction-level advisory locks, released at commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import weakref
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from hpsearch_budget.errors import LedgerError
+
+DEFAULT_URL = "sqlite:///hpaudit.db"
+ENV_VAR = "HPAUDIT_LEDGER"
+TIMEOUT_ENV_VAR = "HPAUDIT_LEDGER_TIMEOUT_S"
+#: How long a writer waits for a lock (SQLite's write lock, a PostgreSQL advisory lock) before
+#: giving up with a LedgerError; $HPAUDIT_LEDGER_TIMEOUT_S overrides it.
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def lock_timeout_s() -> float:
+    raw = os.environ.get(TIMEOUT_ENV_VAR)
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and value < 1e6):
+        raise LedgerError(f"${TIMEOUT_ENV_VAR} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+# Advisory-lock namespaces (first key of pg_advisory_xact_lock(int, int)).
+_LOCK_CHAIN = 0x68706131  # per study: the chain's sequence numbers
+_LOCK_RESERVE = 0x68706132  # global: reservations against shared limits
+_LOCK_SCHEMA = 0x68706133  # global: creating the tables
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to open: the argument, else ``$HPAUDIT_LEDGER``, else ``sqlite:///hpaudit.db``."""
+    if url is None:
+        url = os.environ.get(ENV_VAR) or DEFAULT_URL
+    if not isinstance(url, str) or not url.strip():
+        raise LedgerError(
+            f"ledger URL must be a non-empty string like {DEFAULT_URL!r}, got {url!r}"
+        )
+    return url.strip()
+
+
+def parse_url(url: str) -> URL:
+    """Check the URL names a backend the ledger supports, with a file path that can exist."""
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise LedgerError(
+            f"not a database URL: {url!r}; use sqlite:///path/to/ledger.db or "
+            "postgresql+psycopg://user@host:port/dbname"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise LedgerError(
+            f"unsupported ledger database {backend!r} in {url!r}; use sqlite:/// or "
+            "postgresql+psycopg://"
+        )
+    if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+        # Same server, the driver this package depends on; other drivers are untested.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        _check_sqlite_path(parsed, url)
+    return parsed
+
+
+def _check_sqlite_path(parsed: URL, url: str) -> None:
+    database = parsed.database
+    if not database or database == ":memory:":
+        raise LedgerError(
+            f"an in-memory SQLite ledger ({url!r}) would vanish with the process and cannot "
+            "be shared by workers; give a file: sqlite:///hpaudit.db"
+        )
+    path = Path(database)
+    if path.is_dir():
+        raise LedgerError(f"ledger path {database!r} is a directory; name a file inside it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise LedgerError(
+            f"cannot create ledger {database!r}: folder {str(parent)!r} does not exist; "
+            "create it first"
+        )
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise LedgerError(
+            f"cannot write ledger {database!r}: {str(target)!r} is not writable; "
+            "fix its permissions or choose another path"
+        )
+
+
+def create_engine(parsed: URL, *, durable: bool = True) -> Engine:
+    """An engine for the ledger. ``durable=False`` (PostgreSQL only) commits without waiting
+    for the WAL flush: used for checkpoints, which may lose their last interval anyway."""
+    timeout_s = lock_timeout_s()
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": timeout_s})
+        _sqlite_events(engine, timeout_s)
+    else:
+        options = f"-c lock_timeout={int(timeout_s * 1000)}"
+        if not durable:
+            options += " -c synchronous_commit=off"
+        try:
+            # No pre-ping: it would cost a round trip per transaction; a connection the server
+            # dropped fails once with a clear LedgerError instead.
+            engine = sa.create_engine(
+                parsed, connect_args={"options": options, "connect_timeout": 10}
+            )
+        except (ImportError, exc.NoSuchModuleError):
+            raise LedgerError(
+                "a PostgreSQL ledger needs the psycopg driver: "
+                "pip install 'hpsearch_budget[postgres]'"
+            ) from None
+    # A process forked with an open pool must not share its parent's sockets / file handles.
+    # (A weak reference: the hook must not keep every engine ever made alive.)
+    ref = weakref.ref(engine)
+
+    def _forget_parent_connections() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=_forget_parent_connections)
+    return engine
+
+
+def _sqlite_events(engine: Engine, timeout_s: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from the sqlite3 module, so BEGIN is ours to emit.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+        # In WAL mode NORMAL still survives a killed process; only a power cut can lose the
+        # last commits (never corrupt the file).
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("hpaudit_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def enable_wal(engine: Engine) -> None:
+    """Switch a SQLite file to WAL (persistent): readers no longer block the writer."""
+    # Outside any transaction (SQLite refuses the switch inside one): the raw DBAPI connection.
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        cur.close()
+    finally:
+        raw.close()
+    if str(mode).lower() != "wal":
+        raise LedgerError(
+            f"SQLite ledger {engine.url.database!r} cannot use WAL mode (got {mode!r}); "
+            "put it on a local disk, not a network file system"
+        )
+
+
+@contextlib.contextmanager
+def write_txn(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: SQLite's write lock from its first statement (BEGIN IMMEDIATE)."""
+    with engine.connect().execution_options(hpaudit_write=True) as conn, conn.begin():
+        yield conn
+
+
+@contextlib.contextmanager
+def read_txn(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+def _key(text: str) -> int:
+    # crc32 is stable across processes (hash() is salted) and fits PostgreSQL's int4.
+    value = zlib.crc32(text.encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def lock_chain(conn: Connection, study: str) -> None:
+    """Serialise finalisations of one study (SQLite: BEGIN IMMEDIATE already did)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": _LOCK_CHAIN, "b": _key(study)}
+        )
+
+
+def lock_reservations(conn: Connection) -> None:
+    """Serialise reservations against shared limits, across processes and machines."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, 0)"), {"a": _LOCK_RESERVE})
+
+
+def lock_schema(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, 0)"), {"a": _LOCK_SCHEMA})
+
+
+def describe(url: URL) -> str:
+    """The URL without its password, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+def translate(error: exc.DBAPIError | exc.SQLAlchemyError, url: URL) -> LedgerError:
+    """A database error as a one-line LedgerError that says what to do."""
+    where = describe(url)
+    orig = getattr(error, "orig", None)
+    raw = str(orig if orig is not None else error).strip()
+    text = raw.splitlines()[0] if raw else type(error).__name__
+    low = text.lower()
+    if "file is not a database" in low or "malformed" in low or "not a database" in low:
+        return LedgerError(
+            f"ledger {where} is not a SQLite database or is corrupted ({text}); "
+            "restore it from a backup or point to another file"
+        )
+    if "database is locked" in low or "database is busy" in low or "lock timeout" in low:
+        return LedgerError(
+            f"ledger {where} stayed locked by another process for over {lock_timeout_s():g} s; "
+            f"stop the process holding it, or raise ${TIMEOUT_ENV_VAR}"
+        )
+    if "readonly" in low or "read-only" in low or "unable to open" in low:
+        return LedgerError(
+            f"cannot write ledger {where} ({text}); check the path and its permissions"
+        )
+    if isinstance(error, exc.OperationalError) and url.get_backend_name() == "postgresql":
+        return LedgerError(
+            f"cannot reach PostgreSQL ledger {where} ({text}); check the host, port, "
+            "database name and that the server is running"
+        )
+    return LedgerError(f"ledger {where}: database error: {text}")

@@ -1,0 +1,852 @@
+"""The energy ledger: one row per trial window, checkpointed, finalised, hash-chained."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, RowMapping
+
+from hpsearch_budget.budget import Cost
+from hpsearch_budget.carbon import CarbonModel, default_carbon_model
+from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.ledger import _chain, _engine, _schema
+from hpsearch_budget.ledger._chain import VerifyReport
+from hpsearch_budget.ledger._scope import Scope, to_unix_s
+from hpsearch_budget.meters import Measurement
+from hpsearch_budget.units import j_to_kwh
+
+W = _schema.windows
+T = TypeVar("T")
+
+#: A running window silent for this many checkpoint intervals is taken for dead.
+MISSED_INTERVALS = 3
+#: At most one opportunistic reap per this many seconds per Ledger object.
+_REAP_EVERY_S = 10.0
+
+#: The columns of :meth:`Ledger.entries`, in order (docs/contracts.md).
+ENTRY_COLUMNS = (
+    "id", "study", "trial_key", "trial_number", "phase", "status", "project", "user", "host",
+    "pid", "started_at", "updated_at", "ended_at", "wall_s", "step", "energy_j",
+    "energy_by_domain", "sources", "source", "gpu_s", "devices", "gpu_share", "pue",
+    "g_per_kwh", "intensity_source", "co2e_g", "usd", "params", "value", "values",
+    "reserved_energy_j", "reserved_co2e_g", "reserved_usd", "reserved_gpu_s", "row_hash",
+    "seq", "checkpoint_interval_s",
+)  # fmt: skip
+
+
+def default_carbon() -> CarbonModel:
+    """The model used when nothing is said: world-average grid intensity, PUE 1.58 and the
+    default electricity price (see :func:`hpsearch_budget.carbon.default_carbon_model`).
+    Pass ``carbon=`` (or a lab policy's defaults) for your own grid."""
+    return default_carbon_model()
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+class Ledger:
+    """The energy ledger, in SQLite (default) or PostgreSQL, through SQLAlchemy Core.
+
+    Each trial (or final-training, seed-rerun, idle) window is a row: opened when it starts,
+    checkpointed while it runs (a crash loses at most one interval), finalised with its status.
+    Carbon and money are charged per checkpoint with the intensity in force at that moment.
+    Finished rows are append-only and hash-chained per study (:meth:`verify`).
+
+    >>> import tempfile, os
+    >>> from hpsearch_budget.meters import Measurement
+    >>> path = os.path.join(tempfile.mkdtemp(), "ledger.db")
+    >>> ledger = Ledger(f"sqlite:///{path}")
+    >>> w = ledger.open_window("demo", "demo:0", trial_number=0, params={"lr": 0.1})
+    >>> cost = ledger.finalize(w, Measurement(10.0, {"cpu": 3.6e6}), status="complete", value=0.9)
+    >>> round(cost.energy_kwh, 3), ledger.studies(), ledger.verify().ok
+    (1.0, ['demo'], True)
+    >>> ledger.close()
+
+    Args:
+        url: ``sqlite:///path.db`` or ``postgresql+psycopg://user@host:port/db``; ``None`` reads
+            ``$HPAUDIT_LEDGER``, else ``sqlite:///hpaudit.db``.
+        carbon: intensity, PUE and price used to charge this process's windows.
+        allow_other_tables: open a database that also holds other tables (e.g. an Optuna
+            storage). By default such a database is refused as "not a ledger".
+        create: make the ledger if there is none (default). Readers (``hpaudit verify``,
+            reports) pass ``False`` so a mistyped path is an error, not a new empty ledger.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        carbon: CarbonModel | None = None,
+        allow_other_tables: bool = False,
+        create: bool = True,
+    ) -> None:
+        self.url = _engine.resolve_url(url)
+        self.carbon = carbon if carbon is not None else default_carbon()
+        self._allow_other_tables = allow_other_tables
+        self._create = create
+        self._parsed = _engine.parse_url(self.url)
+        sqlite_path = str(self._parsed.database)
+        if (
+            not create
+            and self._parsed.get_backend_name() == "sqlite"
+            and not os.path.exists(sqlite_path)
+        ):
+            raise LedgerError(
+                f"no ledger at {sqlite_path!r}; check the path (or ${_engine.ENV_VAR}), "
+                "or run a sweep first to create it"
+            )
+        self._engine = self._guard(lambda: _engine.create_engine(self._parsed))
+        # Checkpoints and window openings need not wait for PostgreSQL's WAL flush: a server
+        # crash then loses at most the last checkpoint, the loss a checkpoint interval allows.
+        # Finalisations and reservations stay fully durable. (SQLite: one engine.)
+        self._fast = (
+            self._engine
+            if self._engine.dialect.name == "sqlite"
+            else self._guard(lambda: _engine.create_engine(self._parsed, durable=False))
+        )
+        self._last_reap = -math.inf
+        self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
+        self._host = socket.gethostname()
+        try:
+            self._guard(self._open_schema)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, turning database errors into one-line LedgerErrors."""
+        try:
+            return fn()
+        except (exc.DBAPIError, exc.NoSuchModuleError, exc.OperationalError) as error:
+            raise _engine.translate(error, self._parsed) from None
+        except exc.SQLAlchemyError as error:
+            raise _engine.translate(error, self._parsed) from None
+
+    def _open_schema(self) -> None:
+        names = set(sa.inspect(self._engine).get_table_names())
+        if _schema.meta.name not in names:
+            if not self._create:
+                raise LedgerError(
+                    f"{_engine.describe(self._parsed)} holds no hpaudit ledger; check the URL"
+                )
+            others = sorted(names - _schema.TABLE_NAMES)
+            if others and not self._allow_other_tables:
+                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+                raise LedgerError(
+                    f"{_engine.describe(self._parsed)} is not an hpaudit ledger (it holds tables "
+                    f"{shown}); point to a new file or database, or pass "
+                    "Ledger(..., allow_other_tables=True) to share it"
+                )
+            if self._engine.dialect.name == "sqlite":
+                _engine.enable_wal(self._engine)
+            with _engine.write_txn(self._engine) as conn:
+                _engine.lock_schema(conn)
+                _schema.metadata.create_all(conn, checkfirst=True)
+                have = conn.execute(sa.select(_schema.meta.c.key)).scalars().all()
+                if "schema_version" not in have:
+                    conn.execute(
+                        _schema.meta.insert(),
+                        [
+                            {"key": "schema_version", "value": str(_schema.SCHEMA_VERSION)},
+                            {"key": "application", "value": _schema.APPLICATION},
+                        ],
+                    )
+        with _engine.read_txn(self._engine) as conn:
+            meta = dict(conn.execute(sa.select(_schema.meta.c.key, _schema.meta.c.value)).all())
+        where = _engine.describe(self._parsed)
+        try:
+            version = int(meta.get("schema_version", ""))
+        except ValueError:
+            raise LedgerError(
+                f"{where} has an hpaudit_meta table without a valid schema_version; "
+                "it is not a ledger this version can read"
+            ) from None
+        if version > _schema.SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {where} has schema v{version}, written by a newer hpsearch_budget "
+                f"(this one reads v{_schema.SCHEMA_VERSION}); "
+                "upgrade: pip install -U hpsearch_budget"
+            )
+        missing = _schema.TABLE_NAMES - set(sa.inspect(self._engine).get_table_names())
+        if missing:
+            raise LedgerError(
+                f"ledger {where} is damaged: table(s) {', '.join(sorted(missing))} missing; "
+                "restore it from a backup"
+            )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+        self._fast.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({_engine.describe(self._parsed)!r})"
+
+    # A Ledger travels to worker processes (Ray, multiprocessing) as its URL and carbon model.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "carbon": self.carbon,
+            "allow": self._allow_other_tables,
+            "create": self._create,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["url"],
+            carbon=state["carbon"],
+            allow_other_tables=state["allow"],
+            create=state["create"],
+        )
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def open_window(
+        self,
+        study: str,
+        trial_key: str,
+        *,
+        phase: str = "tuning",
+        trial_number: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        devices: Sequence[str] = (),
+        gpu_share: float = 1.0,
+        project: str | None = None,
+        user: str | None = None,
+        checkpoint_interval_s: float = 30.0,
+    ) -> int:
+        """Open a running window and return its id (checkpoint it, then finalise it)."""
+        _check_name(study, "study")
+        _check_name(trial_key, "trial_key")
+        if phase not in _schema.PHASES:
+            raise HpauditInputError(
+                f"unknown phase {phase!r}; use one of {', '.join(_schema.PHASES)}"
+            )
+        if not (isinstance(gpu_share, int | float) and 0.0 < gpu_share <= 1.0):
+            raise HpauditInputError(f"gpu_share must be in (0, 1], got {gpu_share!r}")
+        if not (
+            isinstance(checkpoint_interval_s, int | float)
+            and math.isfinite(checkpoint_interval_s)
+            and checkpoint_interval_s > 0
+        ):
+            raise HpauditInputError(
+                f"checkpoint_interval_s must be a positive number of seconds, "
+                f"got {checkpoint_interval_s!r}"
+            )
+        if isinstance(devices, str):
+            raise HpauditInputError(
+                f"devices must be a list of device names, got the string {devices!r}"
+            )
+        now = _now()
+        intensity = self.carbon.footprint(0.0, datetime.fromtimestamp(now, UTC))
+        row = {
+            "study": study,
+            "trial_key": trial_key,
+            "trial_number": None if trial_number is None else int(trial_number),
+            "phase": phase,
+            "status": "running",
+            "project": project,
+            "user_name": user,
+            "host": self._host,
+            "pid": os.getpid(),
+            "started_unix_s": now,
+            "updated_unix_s": now,
+            "ended_unix_s": None,
+            "checkpoint_interval_s": float(checkpoint_interval_s),
+            "wall_s": 0.0,
+            "step": None,
+            "energy_j": 0.0,
+            "energy_by_domain": "{}",
+            "sources": "{}",
+            "source": None,
+            "gpu_s": 0.0,
+            "devices": _chain.canonical_json([str(d) for d in devices]),
+            "gpu_share": float(gpu_share),
+            "pue": float(self.carbon.pue),
+            "g_per_kwh": float(intensity.g_per_kwh),
+            "intensity_source": intensity.intensity_source,
+            "co2e_g": 0.0,
+            "usd": 0.0,
+            "params": _chain.canonical_json(dict(params or {})),
+            "value": None,
+            "values_json": None,
+            "reserved_energy_j": 0.0,
+            "reserved_co2e_g": 0.0,
+            "reserved_usd": 0.0,
+            "reserved_gpu_s": 0.0,
+            "rev": 0,
+        }
+
+        def insert() -> int:
+            with _engine.write_txn(self._fast) as conn:
+                key = conn.execute(W.insert(), row).inserted_primary_key
+                assert key is not None  # a single-row insert always has one
+                return int(key[0])
+
+        window_id = self._guard(insert)
+        self._cache[window_id] = {**row, "id": window_id}
+        self._maybe_reap()
+        return window_id
+
+    def checkpoint(
+        self,
+        window_id: int,
+        measurement: Measurement,
+        *,
+        step: int | None = None,
+        value: float | None = None,
+    ) -> Cost:
+        """Record the window's energy so far (cumulative since it opened); its cost so far.
+
+        The energy added since the last checkpoint is charged at the intensity in force now.
+        """
+        _check_measurement(measurement)
+
+        def change(row: Mapping[str, Any]) -> dict[str, Any]:
+            update = self._charge(row, measurement)
+            update["step"] = row["step"] if step is None else int(step)
+            if value is not None:
+                update["value"] = _finite(value)
+            return update
+
+        def run() -> Cost:
+            with _engine.write_txn(self._fast) as conn:
+                return _cost(self._write(conn, window_id, change, final=False))
+
+        return self._guard(run)
+
+    def finalize(
+        self,
+        window_id: int,
+        measurement: Measurement,
+        *,
+        status: str,
+        value: float | None = None,
+        values: Sequence[float] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Cost:
+        """Close the window with its final energy and ``status`` (complete | pruned | failed |
+        killed), append it to its study's hash chain, release its reservation; its cost.
+
+        ``params`` replaces the row's parameters (define-by-run searches such as Optuna know
+        them only after the window opened); ``None`` keeps those given to :meth:`open_window`.
+        """
+        if status not in _schema.FINISHED:
+            raise HpauditInputError(
+                f"cannot finalise with status {status!r}; use one of {', '.join(_schema.FINISHED)}"
+            )
+        _check_measurement(measurement)
+
+        def change(row: Mapping[str, Any]) -> dict[str, Any]:
+            update = self._charge(row, measurement)
+            update.update(status=status, ended_unix_s=update["updated_unix_s"])
+            if value is not None:
+                update["value"] = _finite(value)
+            if values is not None:
+                update["values_json"] = _chain.canonical_json([float(v) for v in values])
+            if params is not None:
+                update["params"] = _chain.canonical_json(dict(params))
+            return update
+
+        def run() -> Cost:
+            with _engine.write_txn(self._engine) as conn:
+                return _cost(self._write(conn, window_id, change, final=True))
+
+        try:
+            return self._guard(run)
+        finally:
+            self._cache.pop(int(window_id), None)
+
+    def _write(
+        self,
+        conn: Connection,
+        window_id: int,
+        change: Callable[[Mapping[str, Any]], dict[str, Any]],
+        *,
+        final: bool,
+    ) -> dict[str, Any]:
+        """Apply ``change`` to a running window; the row as written.
+
+        The row this process last wrote is cached: if the database still holds that revision
+        the UPDATE goes through without a SELECT first. If anyone else wrote it meanwhile
+        (another process, a reservation, :meth:`reap`), the UPDATE matches nothing and the row
+        is read afresh, locked, and the change recomputed from it.
+        """
+        window_id = int(window_id)
+        # Lock order, everywhere: chain head, then row. So a finalisation reads its row
+        # unlocked, locks the head, and only then (if the row moved) re-reads it locked.
+        row = self._cache.get(window_id) or self._running_row(conn, window_id, lock=not final)
+        link = self._next_link(conn, row["study"]) if final else None
+        for attempt in range(2):
+            if attempt:  # stale cache: read (and lock) the row as it is now
+                row = self._running_row(conn, window_id, lock=True)
+            new = {**row, **change(row), "rev": int(row["rev"]) + 1}
+            columns = _FINAL_COLUMNS if final else _MUTABLE_COLUMNS
+            if link is not None:
+                new = _linked(new, link)
+            params = {**_params(window_id, {c: new[c] for c in columns}), "w_rev": row["rev"]}
+            if conn.execute(_update(columns), params).rowcount == 1:
+                if link is not None:
+                    self._store_head(conn, link, new["row_hash"])
+                self._cache[window_id] = new
+                return new
+            self._cache.pop(window_id, None)
+        raise LedgerError(f"window {window_id} changed while being written; retry")
+
+    def _running_row(
+        self, conn: Connection, window_id: int, *, lock: bool = False
+    ) -> dict[str, Any]:
+        stmt = sa.select(W).where(W.c.id == int(window_id))
+        if lock and conn.dialect.name != "sqlite":  # SQLite's write lock is already held
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).mappings().first()
+        if row is None:
+            raise LedgerError(
+                f"no window {window_id} in ledger {_engine.describe(self._parsed)}; "
+                "open it with Ledger.open_window() against the same ledger URL"
+            )
+        if row["status"] != "running":
+            hint = (
+                f" (it was silent for over {MISSED_INTERVALS} checkpoint intervals of "
+                f"{row['checkpoint_interval_s']:g} s; checkpoint more often or raise "
+                "checkpoint_interval_s)"
+                if row["status"] == "killed"
+                else ""
+            )
+            raise LedgerError(f"window {window_id} is already finalised as {row['status']!r}{hint}")
+        return dict(row)
+
+    def _charge(self, row: Mapping[str, Any], m: Measurement) -> dict[str, Any]:
+        """The row's new figures after ``m`` (cumulative): charge only the energy added."""
+        now = _now()
+        update: dict[str, Any] = {
+            "updated_unix_s": now,
+            "wall_s": max(float(row["wall_s"]), float(m.wall_s)),
+        }
+        devices = json.loads(row["devices"])
+        update["gpu_s"] = update["wall_s"] * len(devices) * float(row["gpu_share"])
+        delta_j = m.energy_j - float(row["energy_j"])
+        if delta_j <= 0.0:  # nothing new (or a meter that restarted): keep what was charged
+            return update
+        fp = self.carbon.footprint(delta_j, datetime.fromtimestamp(now, UTC))
+        energy_j = float(row["energy_j"]) + delta_j
+        co2e_g = float(row["co2e_g"]) + fp.co2e_g
+        kwh = j_to_kwh(energy_j) * fp.pue
+        labels = row["intensity_source"].split("; ") if float(row["energy_j"]) > 0 else []
+        if fp.intensity_source not in labels:
+            labels.append(fp.intensity_source)
+        update.update(
+            energy_j=energy_j,
+            energy_by_domain=_chain.canonical_json({k: float(v) for k, v in m.by_domain.items()}),
+            sources=_chain.canonical_json({k: str(v) for k, v in m.sources.items()}),
+            source=None if m.source is None else str(m.source),
+            co2e_g=co2e_g,
+            usd=float(row["usd"]) + fp.usd,
+            pue=float(fp.pue),
+            g_per_kwh=co2e_g / kwh if kwh > 0 else float(fp.g_per_kwh),
+            intensity_source="; ".join(labels),
+        )
+        return update
+
+    def _next_link(self, conn: Connection, study: str) -> _Link:
+        """Lock the study's chain and return where its next row goes (until commit)."""
+        # PostgreSQL: locking the head row (FOR UPDATE re-reads it once the lock is ours) is the
+        # chain lock in one round trip; a study's first link takes the advisory lock instead,
+        # as there is no row to lock yet. SQLite: BEGIN IMMEDIATE already serialises writers.
+        head = conn.execute(_HEAD_FOR_UPDATE, {"s": study}).mappings().first()
+        if head is None and conn.dialect.name != "sqlite":
+            _engine.lock_chain(conn, study)
+            head = conn.execute(_HEAD_FOR_UPDATE, {"s": study}).mappings().first()
+        if head is None:
+            return _Link(study, 1, _chain.GENESIS, exists=False)
+        return _Link(study, int(head["seq"]) + 1, str(head["head_hash"]), exists=True)
+
+    @staticmethod
+    def _store_head(conn: Connection, link: _Link, row_hash: str) -> None:
+        params = {"study": link.study, "seq": link.seq, "head_hash": row_hash}
+        if link.exists:
+            conn.execute(
+                _HEAD_UPDATE, {"s": link.study, "v_seq": link.seq, "v_head_hash": row_hash}
+            )
+        else:
+            conn.execute(_schema.chain_heads.insert(), params)
+
+    # -- budget -----------------------------------------------------------------------------
+
+    def spent(self, scope: Scope = Scope()) -> Cost:
+        """What the rows in ``scope`` cost: finished rows plus running rows' last checkpoint."""
+
+        def run() -> Cost:
+            with _engine.read_txn(self._engine) as conn:
+                return self._sums(conn, scope, _now())[0]
+
+        return self._guard(run)
+
+    def committed(self, scope: Scope = Scope()) -> Cost:
+        """Reserved but not yet spent by running windows in ``scope`` (dead ones excluded)."""
+
+        def run() -> Cost:
+            with _engine.read_txn(self._engine) as conn:
+                return self._sums(conn, scope, _now())[1]
+
+        return self._guard(run)
+
+    def _sums(self, conn: Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
+        # One statement, so spent and committed come from one snapshot even under PostgreSQL's
+        # READ COMMITTED: a window finishing concurrently is counted once, never twice or never.
+        alive = sa.and_(
+            W.c.status == "running",
+            W.c.updated_unix_s >= now - MISSED_INTERVALS * W.c.checkpoint_interval_s,
+        )
+        cols = []
+        for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
+            cols.append(sa.func.coalesce(sa.func.sum(W.c[name]), 0.0))
+        for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
+            left = W.c[f"reserved_{name}"] - W.c[name]
+            cols.append(
+                sa.func.coalesce(
+                    sa.func.sum(sa.case((sa.and_(alive, left > 0), left), else_=0.0)), 0.0
+                )
+            )
+        values = conn.execute(sa.select(*cols).where(*_where(scope))).one()
+        v = [float(x) for x in values]
+        return Cost(*v[:4]), Cost(*v[4:])
+
+    def try_reserve(
+        self, window_id: int, amount: Cost, limits: Sequence[tuple[Scope, Cost]]
+    ) -> bool:
+        """Reserve ``amount`` more for a running window if, for every ``(scope, limit)``,
+        spent(scope) + committed(scope) + amount <= limit (componentwise; inf = no limit).
+
+        Atomic across processes and machines: the check and the write happen under one database
+        lock, so racing workers can never jointly exceed a limit. The reservation is added to
+        the window's and released when the window is finalised.
+        """
+        _check_cost(amount, "amount", allow_inf=False)
+        checked: list[tuple[Scope, Cost]] = []
+        for item in limits:
+            if not (isinstance(item, tuple | list) and len(item) == 2):
+                raise HpauditInputError("limits must be a sequence of (Scope, Cost) pairs")
+            scope, limit = item
+            if not isinstance(scope, Scope):
+                raise HpauditInputError(f"limits: expected a Scope, got {type(scope).__name__}")
+            _check_cost(limit, "limit", allow_inf=True)
+            checked.append((scope, limit))
+        self._maybe_reap()
+
+        def run() -> bool:
+            with _engine.write_txn(self._engine) as conn:
+                _engine.lock_reservations(conn)
+                self._running_row(conn, window_id)
+                now = _now()
+                for scope, limit in checked:
+                    spent, committed = self._sums(conn, scope, now)
+                    if not _within(spent + committed + amount, limit):
+                        return False
+                conn.execute(
+                    W.update()
+                    .where(W.c.id == int(window_id))
+                    .values(
+                        reserved_energy_j=W.c.reserved_energy_j + amount.energy_j,
+                        reserved_co2e_g=W.c.reserved_co2e_g + amount.co2e_g,
+                        reserved_usd=W.c.reserved_usd + amount.usd,
+                        reserved_gpu_s=W.c.reserved_gpu_s + amount.gpu_s,
+                        rev=W.c.rev + 1,
+                    )
+                )
+                self._cache.pop(int(window_id), None)
+                return True
+
+        return self._guard(run)
+
+    # -- crash safety -----------------------------------------------------------------------
+
+    def reap(self, now: datetime | None = None) -> int:
+        """Finalise as ``killed`` every running window silent for 3 checkpoint intervals.
+
+        Its energy stays that of its last checkpoint and still counts as spent. Returns how
+        many windows were reaped.
+        """
+        t = _now() if now is None else to_unix_s(now)
+        stale = W.c.updated_unix_s < t - MISSED_INTERVALS * W.c.checkpoint_interval_s
+
+        def run() -> int:
+            with _engine.read_txn(self._engine) as conn:
+                candidates = conn.execute(
+                    sa.select(W.c.id, W.c.study)
+                    .where(W.c.status == "running", stale)
+                    .order_by(W.c.id)
+                ).all()
+            reaped = 0
+            for window_id, study in candidates:  # one short transaction each
+                with _engine.write_txn(self._engine) as conn:
+                    # Chain head first, then the row: the order finalize() locks them in, so
+                    # the two can never deadlock on PostgreSQL.
+                    link = self._next_link(conn, study)
+                    stmt = sa.select(W).where(W.c.id == window_id, W.c.status == "running", stale)
+                    if conn.dialect.name != "sqlite":
+                        stmt = stmt.with_for_update()
+                    row = conn.execute(stmt).mappings().first()
+                    if row is None:  # it checkpointed, finished or was reaped meanwhile
+                        continue
+                    final = {**row, "status": "killed", "ended_unix_s": row["updated_unix_s"]}
+                    final = _linked({**final, "rev": int(row["rev"]) + 1}, link)
+                    params = {**_params(window_id, final), "w_rev": row["rev"]}
+                    conn.execute(_update(_FINAL_COLUMNS), params)  # row locked: it matches
+                    self._store_head(conn, link, final["row_hash"])
+                    self._cache.pop(int(window_id), None)
+                    reaped += 1
+            return reaped
+
+        self._last_reap = time.monotonic()
+        return self._guard(run)
+
+    def _maybe_reap(self) -> None:
+        if time.monotonic() - self._last_reap < _REAP_EVERY_S:
+            return
+        try:
+            self.reap()
+        except LedgerError:
+            # Read-only copies of a ledger can still be read; spent() and committed() already
+            # treat a dead window correctly without the write.
+            self._last_reap = time.monotonic()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def studies(self) -> list[str]:
+        """Names of the studies with at least one window, sorted."""
+
+        def run() -> list[str]:
+            with _engine.read_txn(self._engine) as conn:
+                stmt = sa.select(W.c.study).distinct().order_by(W.c.study)
+                return [str(s) for s in conn.execute(stmt).scalars()]
+
+        return self._guard(run)
+
+    def entries(self, study: str | None = None, scope: Scope | None = None) -> pd.DataFrame:
+        """One row per window, oldest first, with the columns of docs/contracts.md.
+
+        Times are UTC datetimes; JSON fields are dicts / lists. A running window already silent
+        for 3 checkpoint intervals is shown as ``killed`` (as :meth:`reap` would record it).
+        """
+        self._maybe_reap()
+        scope = scope or Scope()
+        if study is not None:
+            scope = Scope(study, scope.project, scope.user, scope.since, scope.until)
+
+        def run() -> list[RowMapping]:
+            with _engine.read_txn(self._engine) as conn:
+                stmt = sa.select(W).where(*_where(scope)).order_by(W.c.id)
+                return list(conn.execute(stmt).mappings())
+
+        return _frame(self._guard(run), _now())
+
+    def verify(self, study: str | None = None) -> VerifyReport:
+        """Check every study's hash chain (or one study's); the report names the first bad row."""
+        finished = sa.or_(W.c.status.in_(_schema.FINISHED), W.c.seq.is_not(None))
+        H = _schema.chain_heads
+
+        def run() -> VerifyReport:
+            with _engine.read_txn(self._engine) as conn:
+                stmt = sa.select(W).where(finished)
+                heads_stmt = sa.select(H)
+                if study is not None:
+                    stmt = stmt.where(W.c.study == study)
+                    heads_stmt = heads_stmt.where(H.c.study == study)
+                rows = [dict(r) for r in conn.execute(stmt.order_by(W.c.study, W.c.seq)).mappings()]
+                heads = {h["study"]: dict(h) for h in conn.execute(heads_stmt).mappings()}
+            by_study: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                by_study.setdefault(r["study"], []).append(r)
+            names = sorted(set(by_study) | set(heads))
+            problems = [
+                p
+                for name in names
+                if (p := _chain.verify_study(name, by_study.get(name, []), heads.get(name)))
+            ]
+            return VerifyReport(studies=len(names), rows=len(rows), problems=problems)
+
+        if study is not None:
+            _check_name(study, "study")
+        return self._guard(run)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _check_name(value: object, what: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise HpauditInputError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > 512:
+        raise HpauditInputError(f"{what} is longer than 512 characters; shorten it")
+
+
+def _check_measurement(m: object) -> None:
+    if not isinstance(m, Measurement):
+        raise HpauditInputError(
+            f"expected a hpsearch_budget.meters.Measurement, got {type(m).__name__}"
+        )
+    if not (math.isfinite(m.wall_s) and m.wall_s >= 0):
+        raise HpauditInputError(f"measurement wall_s must be a number >= 0, got {m.wall_s}")
+    for domain, joules in m.by_domain.items():
+        if not (math.isfinite(joules) and joules >= 0):
+            raise HpauditInputError(
+                f"measurement energy for domain {domain!r} must be >= 0 J, got {joules}"
+            )
+
+
+def _check_cost(cost: object, what: str, *, allow_inf: bool) -> None:
+    if not isinstance(cost, Cost):
+        raise HpauditInputError(f"{what} must be a Cost, got {type(cost).__name__}")
+    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
+        x = getattr(cost, name)
+        ok = (x >= 0) and (allow_inf or math.isfinite(x))  # NaN fails both
+        if not ok:
+            bound = ">= 0 (inf = no limit)" if allow_inf else "a finite number >= 0"
+            raise HpauditInputError(f"{what}.{name} must be {bound}, got {x}")
+
+
+def _within(total: Cost, limit: Cost) -> bool:
+    # A relative slack of 1e-9 absorbs float summation order; it is far below any real cost.
+    return all(
+        getattr(total, f) <= getattr(limit, f) * (1 + 1e-9) + 1e-12
+        for f in ("energy_j", "co2e_g", "usd", "gpu_s")
+    )
+
+
+def _where(scope: Scope) -> list[Any]:
+    clauses: list[Any] = []
+    if scope.study is not None:
+        clauses.append(W.c.study == scope.study)
+    if scope.project is not None:
+        clauses.append(W.c.project == scope.project)
+    if scope.user is not None:
+        clauses.append(W.c.user_name == scope.user)
+    if scope.since is not None:
+        clauses.append(W.c.started_unix_s >= to_unix_s(scope.since))
+    if scope.until is not None:
+        clauses.append(W.c.started_unix_s < to_unix_s(scope.until))
+    return clauses
+
+
+# Statements are built once with bind parameters: building them with literal values costs
+# SQLAlchemy more Python time than the database takes to run them.
+_FINAL_COLUMNS = tuple(c.name for c in W.columns if c.name != "id")
+_HEAD_FOR_UPDATE = (
+    sa.select(_schema.chain_heads)
+    .where(_schema.chain_heads.c.study == sa.bindparam("s"))
+    .with_for_update()
+)
+_HEAD_UPDATE = (
+    _schema.chain_heads.update()
+    .where(_schema.chain_heads.c.study == sa.bindparam("s"))
+    .values(seq=sa.bindparam("v_seq"), head_hash=sa.bindparam("v_head_hash"))
+)
+
+
+@dataclass(frozen=True)
+class _Link:
+    """Where a finishing row goes in its study's chain."""
+
+    study: str
+    seq: int
+    prev_hash: str
+    exists: bool  # whether the study already has a head record
+
+
+def _linked(row: dict[str, Any], link: _Link) -> dict[str, Any]:
+    row = {**row, "seq": link.seq, "prev_hash": link.prev_hash}
+    row["row_hash"] = _chain.row_hash(row, link.prev_hash)
+    return row
+
+
+# What a checkpoint may change (everything but identity, reservations and the chain).
+_MUTABLE_COLUMNS = tuple(
+    ("updated_unix_s", "wall_s", "step", "energy_j", "energy_by_domain", "sources", "source",
+     "gpu_s", "pue", "g_per_kwh", "intensity_source", "co2e_g", "usd", "value", "rev")
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _update(columns: tuple[str, ...]) -> sa.Update:
+    """UPDATE of a still-running window at a known revision (a reaped one is never touched)."""
+    return (
+        W.update()
+        .where(
+            W.c.id == sa.bindparam("w_id"),
+            W.c.status == "running",
+            W.c.rev == sa.bindparam("w_rev"),
+        )
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
+
+
+def _params(window_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {"w_id": int(window_id), **{f"v_{k}": v for k, v in values.items() if k != "id"}}
+
+
+def _cost(row: Mapping[str, Any]) -> Cost:
+    return Cost(
+        energy_j=float(row["energy_j"]),
+        co2e_g=float(row["co2e_g"]),
+        usd=float(row["usd"]),
+        gpu_s=float(row["gpu_s"]),
+    )
+
+
+def _frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
+    records = []
+    for r in rows:
+        status = r["status"]
+        if (
+            status == "running"
+            and r["updated_unix_s"] < now - MISSED_INTERVALS * r["checkpoint_interval_s"]
+        ):
+            status = "killed"
+        records.append(
+            {
+                **{k: r[k] for k in ENTRY_COLUMNS if k in r},
+                "status": status,
+                "user": r["user_name"],
+                "started_at": r["started_unix_s"],
+                "updated_at": r["updated_unix_s"],
+                "ended_at": r["ended_unix_s"],
+                "energy_by_domain": json.loads(r["energy_by_domain"]),
+                "sources": json.loads(r["sources"]),
+                "devices": json.loads(r["devices"]),
+                "params": json.loads(r["params"]),
+                "values": None if r["values_json"] is None else json.loads(r["values_json"]),
+            }
+        )
+    frame = pd.DataFrame.from_records(records, columns=list(ENTRY_COLUMNS))
+    for col in ("started_at", "updated_at", "ended_at"):
+        frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True)
+    frame["value"] = frame["value"].astype("float64")
+    for col in ("trial_number", "step", "seq"):
+        frame[col] = frame[col].astype("Int64")
+    return frame

@@ -1,0 +1,191 @@
+"""Bad input when opening a ledger: one clear LedgerError, and the file is left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hpsearch_budget.errors import HpauditError, LedgerError
+from hpsearch_budget.ledger import SCHEMA_VERSION, Ledger
+from hpsearch_budget.meters import Measurement
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_line(error: pytest.ExceptionInfo[LedgerError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message and isinstance(error.value, HpauditError)
+    assert error.value.exit_code == 2
+    return message
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("not a url", "not a database URL"),
+        ("mysql://u@h/db", "unsupported ledger database 'mysql'"),
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite:////no/such/folder/ledger.db", "folder '/no/such/folder' does not exist"),
+        ("   ", "non-empty"),
+    ],
+)
+def test_wrong_urls_are_refused(url: str, match: str) -> None:
+    with pytest.raises(LedgerError, match=match) as error:
+        Ledger(url)
+    _one_line(error)
+
+
+def test_a_directory_is_not_a_ledger(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="is a directory"):
+        Ledger(f"sqlite:///{tmp_path}")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(LedgerError, match="not writable"):
+            Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_path_no_one_can_create_a_file_in() -> None:
+    # /proc refuses new files even to root, so this runs wherever the tests run.
+    with pytest.raises(LedgerError, match="cannot write ledger") as error:
+        Ledger("sqlite:////proc/hpaudit-ledger.db")
+    _one_line(error)
+
+
+def test_a_read_only_ledger_file_is_refused_without_change(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    Ledger(f"sqlite:///{path}").close()
+    path.chmod(0o400)
+    try:
+        if os.access(path, os.W_OK):
+            pytest.skip("running as root: file permissions are not enforced")
+        with pytest.raises(LedgerError, match="not writable"):
+            Ledger(f"sqlite:///{path}")
+    finally:
+        path.chmod(0o600)
+
+
+def test_a_corrupted_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a database at all\n" * 200)
+    before = _digest(path)
+    with pytest.raises(LedgerError, match="not a SQLite database or is corrupted") as error:
+        Ledger(f"sqlite:///{path}")
+    _one_line(error)
+    assert _digest(path) == before
+
+
+def test_a_truncated_ledger_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cut.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    for i in range(50):
+        w = ledger.open_window("s", f"s:{i}", params={"pad": "x" * 500})
+        ledger.finalize(w, Measurement(1.0, {"cpu": 1.0}), status="complete")
+    ledger.close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + b"\xff" * 4000 + data[4100:])  # smash the schema page
+    with pytest.raises(LedgerError, match="corrupted"):
+        Ledger(f"sqlite:///{path}").entries()
+
+
+def test_a_foreign_database_is_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+    before = _digest(path)
+    with pytest.raises(LedgerError, match=r"not an hpaudit ledger \(it holds tables studies\)"):
+        Ledger(f"sqlite:///{path}")
+    assert _digest(path) == before  # nothing created in it
+    shared = Ledger(f"sqlite:///{path}", allow_other_tables=True)  # unless asked to share
+    shared.finalize(shared.open_window("s", "s:0"), Measurement(1.0), status="complete")
+    assert shared.verify().ok
+
+
+def test_a_newer_schema_is_refused(sqlite_url: str) -> None:
+    Ledger(sqlite_url).close()
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE hpaudit_meta SET value = :v WHERE key = 'schema_version'"),
+            {"v": str(SCHEMA_VERSION + 1)},
+        )
+    engine.dispose()
+    with pytest.raises(LedgerError, match=f"schema v{SCHEMA_VERSION + 1}.*newer") as error:
+        Ledger(sqlite_url)
+    assert "pip install -U" in _one_line(error)
+
+
+def test_a_damaged_ledger_is_refused(sqlite_url: str) -> None:
+    Ledger(sqlite_url).close()
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE hpaudit_chain_heads"))
+    engine.dispose()
+    with pytest.raises(LedgerError, match=r"damaged: table.*hpaudit_chain_heads"):
+        Ledger(sqlite_url)
+
+
+def test_a_locked_ledger_times_out_with_a_clear_message(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPAUDIT_LEDGER_TIMEOUT_S", "0.2")
+    ledger = Ledger(sqlite_url)
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(LedgerError, match="locked by another process") as error:
+            ledger.open_window("s", "s:0")
+        _one_line(error)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ledger.entries().empty  # and nothing was half-written
+    ledger.open_window("s", "s:0")  # it works again once the lock is released
+
+
+def test_a_bad_timeout_setting_is_refused(sqlite_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("HPAUDIT_LEDGER_TIMEOUT_S", "soon")
+    with pytest.raises(LedgerError, match="HPAUDIT_LEDGER_TIMEOUT_S"):
+        Ledger(sqlite_url)
+
+
+def test_an_unreachable_postgres_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(LedgerError, match="cannot reach PostgreSQL ledger") as error:
+        Ledger("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+    message = _one_line(error)
+    assert "secret" not in message  # the password is never printed
+
+
+@pytest.mark.postgres
+def test_a_missing_postgres_database(pg_url: str) -> None:
+    with pytest.raises(LedgerError, match="cannot reach PostgreSQL ledger"):
+        Ledger(pg_url + "_missing")
+
+
+@pytest.mark.postgres
+def test_a_foreign_postgres_database(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE trials (id int)"))
+    engine.dispose()
+    with pytest.raises(LedgerError, match="not an hpaudit ledger"):
+        Ledger(pg_url)

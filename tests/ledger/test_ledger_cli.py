@@ -1,0 +1,170 @@
+"""``hpaudit verify``, ``hpaudit export`` and ``hpaudit ledger``: exit codes, files, messages."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from hpsearch_budget.cli import main
+from hpsearch_budget.ledger import CODECARBON_COLUMNS, ENTRY_COLUMNS, Ledger, default_carbon
+from hpsearch_budget.meters import Measurement, Source
+from hpsearch_budget.units import j_to_kwh
+
+
+def _hpaudit(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+@pytest.fixture
+def filled(ledger_url: str) -> str:
+    ledger = Ledger(ledger_url)
+    for i in range(3):
+        w = ledger.open_window("cnn", f"cnn:{i}", trial_number=i, devices=["gpu:0"], project="lab")
+        m = Measurement(
+            100.0,
+            {"gpu:0": 3.6e5, "cpu": 7.2e4, "ram": 3.6e3},
+            {"gpu:0": Source.MEASURED, "cpu": Source.ESTIMATED, "ram": Source.ESTIMATED},
+        )
+        ledger.finalize(w, m, status="complete", value=0.5 + i / 10)
+    w = ledger.open_window("mlp", "mlp:0")
+    ledger.finalize(w, Measurement(1.0, {"cpu": 1.0}), status="pruned")
+    ledger.close()
+    return ledger_url
+
+
+def test_verify_exits_0_on_a_sound_ledger(filled: str, capsys) -> None:
+    assert _hpaudit("verify", "--ledger", filled) == 0
+    assert "ledger sound: 4 finished rows in 2 studies" in capsys.readouterr().out
+
+
+def test_verify_exits_1_naming_the_first_bad_row(filled: str, capsys) -> None:
+    engine = sa.create_engine(filled)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE hpaudit_windows SET co2e_g = 0 WHERE trial_key = 'cnn:1'"))
+    engine.dispose()
+    assert _hpaudit("verify", "--ledger", filled) == 1
+    assert "row id 2 (seq 2) was edited" in capsys.readouterr().out
+    assert _hpaudit("verify", "--ledger", filled, "--study", "mlp") == 0
+    assert _hpaudit("verify", "--ledger", filled, "--format", "json") == 1
+    payload = json.loads(capsys.readouterr().out.split("\n", 1)[1])  # after the mlp line
+    assert payload["ok"] is False and payload["problems"][0]["row_id"] == 2
+
+
+def test_the_ledger_url_can_come_from_the_environment(filled: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HPAUDIT_LEDGER", filled)
+    assert _hpaudit("ledger", "studies") == 0
+    out = capsys.readouterr().out
+    assert "cnn\t3 windows" in out and "(includes estimates)" in out
+
+
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "typo.db"
+    assert _hpaudit("verify", "--ledger", f"sqlite:///{missing}") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hpaudit: error: no ledger at") and err.count("\n") == 1
+    assert not missing.exists()
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite " * 100)
+    assert _hpaudit("verify", "--ledger", f"sqlite:///{junk}") == 2
+    assert "corrupted" in capsys.readouterr().err
+    assert _hpaudit("verify", "--ledger", "ftp://x") == 2
+
+
+def test_an_unknown_study_is_bad_input(filled: str, capsys) -> None:
+    assert _hpaudit("verify", "--ledger", filled, "--study", "nope") == 2
+    assert "no study 'nope' in the ledger; studies: cnn, mlp" in capsys.readouterr().err
+
+
+def test_export_csv_round_trips_the_entries(filled: str, tmp_path: Path) -> None:
+    out = tmp_path / "rows.csv"
+    assert _hpaudit("export", "--ledger", filled, "--format", "csv", "--out", str(out)) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == list(ENTRY_COLUMNS)
+    assert len(table) == 4
+    assert json.loads(table.energy_by_domain[0]) == {"cpu": 7.2e4, "gpu:0": 3.6e5, "ram": 3.6e3}
+    assert table.source[0] == "estimated"  # the weakest domain labels the total
+    assert table.started_at[0].endswith("Z")
+
+
+def test_export_parquet_keeps_types(filled: str, tmp_path: Path) -> None:
+    out = tmp_path / "rows.parquet"
+    assert _hpaudit("export", "--ledger", filled, "--study", "cnn", "--format", "parquet",
+                    "--out", str(out)) == 0  # fmt: skip
+    table = pd.read_parquet(out)
+    assert len(table) == 3 and str(table.started_at.dtype).startswith("datetime64")
+    assert table.value.tolist() == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_export_codecarbon_fills_what_it_can(filled: str, tmp_path: Path) -> None:
+    out = tmp_path / "emissions.csv"
+    assert _hpaudit("export", "--ledger", filled, "--study", "cnn", "--format", "codecarbon",
+                    "--out", str(out)) == 0  # fmt: skip
+    table = pd.read_csv(out)
+    assert list(table.columns) == list(CODECARBON_COLUMNS)
+    row = table.iloc[0]
+    assert (row.project_name, row.run_id, row.experiment_id) == ("lab", "cnn:0", "cnn")
+    assert row.gpu_energy == pytest.approx(j_to_kwh(3.6e5))
+    assert row.cpu_energy == pytest.approx(j_to_kwh(7.2e4))
+    assert row.ram_energy == pytest.approx(j_to_kwh(3.6e3))
+    assert row.energy_consumed == pytest.approx(j_to_kwh(4.356e5) * row.pue)
+    g_per_kwh = default_carbon().intensity.at(datetime.now(UTC)).g_per_kwh
+    assert row.emissions == pytest.approx(row.energy_consumed * g_per_kwh / 1000)  # kg
+    assert row.duration == 100.0 and row.emissions_rate == pytest.approx(row.emissions / 100)
+    assert row.gpu_count == 1 and pd.isna(row.cpu_power)
+
+
+def test_export_replaces_a_file_whole_or_not_at_all(
+    filled: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "rows.csv"
+    out.write_text("previous export\n")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", _fail_half_way)
+    assert _hpaudit("export", "--ledger", filled, "--format", "csv", "--out", str(out)) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_text() == "previous export\n"  # the old file, whole
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+
+
+def _fail_half_way(self: pd.DataFrame, path: str, **_: object) -> None:
+    Path(path).write_text("half a fi")
+    raise OSError(28, "No space left on device")
+
+
+def test_export_bad_destination_is_bad_input(filled: str, tmp_path: Path, capsys) -> None:
+    assert _hpaudit("export", "--ledger", filled, "--format", "csv",
+                    "--out", str(tmp_path / "no" / "dir.csv")) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    assert _hpaudit("export", "--ledger", filled, "--format", "csv", "--out", str(tmp_path)) == 2
+    assert _hpaudit("export", "--ledger", filled, "--format", "xml", "--out", "x.xml") == 2
+
+
+def test_ledger_show(filled: str, capsys) -> None:
+    assert _hpaudit("ledger", "show", "--ledger", filled, "--study", "cnn", "--limit", "2") == 0
+    out = capsys.readouterr().out
+    assert "cnn:2" in out and "cnn:0" not in out and "estimated" in out
+    assert _hpaudit("ledger", "show", "--ledger", filled, "--format", "json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["trial_key"] for r in rows] == ["cnn:0", "cnn:1", "cnn:2", "mlp:0"]
+
+
+def test_verify_does_not_write_to_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.finalize(ledger.open_window("s", "s:0"), Measurement(1.0), status="complete")
+    ledger.close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    before = path.read_bytes()
+    assert _hpaudit("verify", "--ledger", f"sqlite:///{path}") == 0
+    assert path.read_bytes() == before
