@@ -1,9 +1,183 @@
-"""CLI commands (to be filled by the owning module's author)."""
+"""``hpaudit report SOURCE``: the R&D cost, sensitivity and variance of a finished sweep."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from hpsearch_budget.errors import HpauditInputError
+
+
+class ReportFormat(StrEnum):
+    text = "text"
+    md = "md"
+    html = "html"
+    json = "json"
+
+
+class Evaluator(StrEnum):
+    ped_anova = "ped-anova"
+    fanova = "fanova"
+
+
+class Direction(StrEnum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[typer.models.Any]:
+    """A spinner with the current step on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield lambda _msg: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("reading", total=None)
+        yield lambda msg: bar.update(task, description=msg)
+
+
+def report(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Optuna storage URL (sqlite:///study.db, "
+            "postgresql+psycopg://...), journal file, Ray Tune "
+            "experiment folder, or ledger URL."
+        ),
+    ],
+    study: Annotated[str | None, typer.Option(help="Study name (default: the only one).")] = None,
+    ledger: Annotated[str | None, typer.Option(help="Ledger URL with the trials' energy.")] = None,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="Output format.")
+    ] = ReportFormat.text,
+    out: Annotated[
+        Path | None, typer.Option(help="Write here (atomically) instead of stdout.")
+    ] = None,
+    final_epochs: Annotated[
+        float,
+        typer.Option(help="Final training = F x the chosen trial's cost (when not in the ledger)."),
+    ] = 1.0,
+    seeds: Annotated[
+        int, typer.Option(help="Seed reruns of the final training (when not in the ledger).")
+    ] = 0,
+    region: Annotated[
+        str | None, typer.Option(help="What if: grid region (FR, us-east-1, ...).")
+    ] = None,
+    g_per_kwh: Annotated[
+        float | None, typer.Option(help="What if: grid intensity in g CO2e/kWh.")
+    ] = None,
+    pue: Annotated[
+        float | None,
+        typer.Option(help="What if: another PUE (also the assumption for rows without one)."),
+    ] = None,
+    more_trials: Annotated[
+        int | None, typer.Option(help="What if: N more tuning trials (default: as many again).")
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option(help="Accelerator for the cloud cost range (A100, V100, ...).")
+    ] = None,
+    direction: Annotated[
+        Direction | None, typer.Option(help="Objective direction for a ledger or Ray source.")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Ray Tune: the metric that is the objective.")
+    ] = None,
+    evaluator: Annotated[
+        Evaluator, typer.Option(help="Importance evaluator (fANOVA is much slower).")
+    ] = Evaluator.ped_anova,
+    top_k: Annotated[int, typer.Option(help="Trials in the top-k spread.")] = 10,
+) -> None:
+    """Report the R&D cost, sensitivity and variance of a sweep (Strubell et al. 2019)."""
+    from hpsearch_budget.carbon.intensity import Intensity
+    from hpsearch_budget.report import (
+        build_report,
+        default_assumptions,
+        load_sweep,
+        render,
+        write_atomic,
+    )
+
+    # Check every option before reading anything: a typo fails in milliseconds.
+    if region is not None and g_per_kwh is not None:
+        raise HpauditInputError("give --region or --g-per-kwh, not both")
+    if top_k < 1:
+        raise HpauditInputError(f"--top-k must be >= 1, got {top_k}")
+    if more_trials is not None and more_trials < 0:
+        raise HpauditInputError(f"--more-trials must be >= 0, got {more_trials}")
+    if pue is not None and not (pue >= 1.0 and pue < float("inf")):
+        raise HpauditInputError(f"--pue must be >= 1.0 (facility / IT power), got {pue}")
+    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise HpauditInputError(f"cannot write --out {str(out)!r}: its folder does not exist")
+    what_if: Intensity | None = None
+    source_note = ""
+    if region is not None:
+        from hpsearch_budget.carbon import region_intensity
+
+        table = region_intensity(region)
+        # A short label for the what-if row; the full source goes into the notes.
+        what_if = Intensity(table.g_per_kwh, f"region {region}", table.year)
+        source_note = f"region {region}: {table.g_per_kwh:g} g/kWh from {table.label}"
+    elif g_per_kwh is not None:
+        what_if = Intensity(g_per_kwh, "user-supplied")
+    price = None
+    if gpu is not None:
+        from hpsearch_budget.carbon import gpu_price
+
+        price = gpu_price(gpu)
+    with _progress() as progress:
+        sweep = load_sweep(
+            source,
+            study=study,
+            ledger=ledger,
+            metric=metric,
+            direction=direction.value if direction else None,
+            progress=progress,
+        )
+        if source_note:
+            sweep.notes.append(source_note)
+        a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds)
+        if pue is not None:
+            a = replace(a, pue=pue)
+        if price is not None:
+            a = replace(
+                a,
+                gpu_usd_per_hour=(price.low_usd_per_hour, price.high_usd_per_hour),
+                gpu_price_label=f"{price.accelerator}: {price.source} ({price.date})",
+            )
+        rep = build_report(
+            sweep,
+            assumptions=a,
+            what_if_intensity=what_if,
+            what_if_pue=pue,
+            more_trials=more_trials,
+            evaluator=evaluator.value,
+            top_k=top_k,
+            progress=progress,
+        )
+        text = render(rep, fmt.value)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(out, text)
+        print(f"hpaudit: wrote {fmt.value} report to {out}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``hpaudit report`` to ``app``."""
+    app.command("report")(report)

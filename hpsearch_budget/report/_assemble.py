@@ -1,0 +1,282 @@
+"""Assemble a :class:`Report` from a :class:`Sweep`: run every analysis once, keep the numbers.
+
+Renderers (text, Markdown, HTML, JSON) only format this model, so every format shows the same
+figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from hpsearch_budget.analysis import (
+    Assumptions,
+    PhaseCost,
+    Sweep,
+    carbon_after_best,
+    checklist,
+    evp_curve,
+    importances,
+    rnd_cost,
+    seed_variance,
+    top_k_spread,
+)
+from hpsearch_budget.analysis._sweep import cumulative_co2e_g
+from hpsearch_budget.analysis._variance import Spread
+from hpsearch_budget.carbon import Intensity
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.report import _model as m
+from hpsearch_budget.units import g_to_kg, g_to_lbs, j_to_kwh
+
+Progress = Callable[[str], None]
+
+
+def _f(x: float | None) -> float | None:
+    """A finite float or None (JSON null)."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def default_assumptions(sweep: Sweep, **overrides: object) -> Assumptions:
+    """Assumptions for gaps in the data: the sweep's own recorded intensity where it has one."""
+    from hpsearch_budget.carbon import default_electricity_price, default_intensity
+
+    t = sweep.trials
+    g, e = t["g_per_kwh"].to_numpy(float), t["energy_j"].to_numpy(float)
+    ok = np.isfinite(g) & np.isfinite(e) & (e > 0)
+    if ok.any():
+        src = next((s for s in t.loc[ok, "intensity_source"] if isinstance(s, str)), "ledger")
+        intensity = Intensity(float(np.average(g[ok], weights=e[ok])), f"as recorded: {src}")
+    else:
+        intensity = default_intensity()
+    price = default_electricity_price()
+    base = Assumptions(
+        intensity=intensity, usd_per_kwh=price.usd_per_kwh, usd_per_kwh_source=price.label
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def _phase(p: PhaseCost) -> m.PhaseRow:
+    def share(x: float) -> float | None:
+        return _f(x / p.energy_j) if p.energy_j and math.isfinite(p.energy_j) else None
+
+    return m.PhaseRow(
+        phase=p.phase,  # type: ignore[arg-type]
+        runs=p.runs,
+        basis=p.basis,
+        hours=_f(p.hours),
+        gpu_hours=_f(p.gpu_hours),
+        energy_kwh=_f(j_to_kwh(p.energy_j)),
+        energy_kwh_pue=_f(p.energy_kwh_pue),
+        co2e_kg=_f(p.co2e_kg),
+        co2e_lbs=_f(p.co2e_lbs),
+        electricity_usd=_f(p.electricity_usd),
+        cloud_usd_low=_f(p.cloud_usd[0]) if p.cloud_usd else None,
+        cloud_usd_high=_f(p.cloud_usd[1]) if p.cloud_usd else None,
+        measured_share=share(p.measured_j),
+        estimated_share=share(p.estimated_j),
+        projected_share=share(p.projected_j),
+        runs_without_energy=p.runs_without_energy,
+    )
+
+
+def _spread(s: Spread | None) -> m.SpreadInfo | None:
+    if s is None:
+        return None
+    return m.SpreadInfo(n=s.n, mean=_f(s.mean), std=_f(s.std), min=_f(s.min), max=_f(s.max))
+
+
+def build_report(
+    sweep: Sweep,
+    *,
+    assumptions: Assumptions | None = None,
+    what_if_intensity: Intensity | None = None,
+    what_if_pue: float | None = None,
+    more_trials: int | None = None,
+    evaluator: str = "ped-anova",
+    top_k: int = 10,
+    tolerance: float = 0.005,
+    progress: Progress = lambda _: None,
+) -> m.Report:
+    """Every analysis of ``sweep``, as a :class:`Report` (raises when nothing can be reported)."""
+    from hpsearch_budget import __version__
+
+    if sweep.trials.empty:
+        raise HpauditInputError(
+            f"study {sweep.study!r} has no trials; run the sweep first (nothing to report)"
+        )
+    a = assumptions or default_assumptions(sweep)
+    progress("R&D cost")
+    rnd = rnd_cost(
+        sweep,
+        a,
+        what_if_intensity=what_if_intensity,
+        what_if_pue=what_if_pue,
+        more_trials=more_trials,
+    )
+    progress("importance (objective)")
+    sens = [importances(sweep, "objective", evaluator)]
+    if sweep.has_energy:
+        progress("importance (energy)")
+        sens.append(importances(sweep, "energy", evaluator))
+    progress("variance")
+    seed = seed_variance(sweep)
+    spread = top_k_spread(sweep, top_k)
+    values = sweep.complete["value"].to_numpy(float)
+    n_done = len(values)
+    co2_total = float(np.nansum(sweep.trials["co2e_g"].to_numpy(float)))
+    per_trial = co2_total / n_done if n_done and sweep.has_carbon else None
+    maximize = sweep.direction == "maximize"
+    evp_w = evp_curve(values, maximize=maximize, co2e_g_per_trial=per_trial)
+    evp_wo = evp_curve(values, maximize=maximize, replacement=False, co2e_g_per_trial=per_trial)
+    cab = carbon_after_best(sweep, tolerance)
+
+    def evp_rows(points: list) -> list[m.EvpRow]:
+        return [
+            m.EvpRow(
+                n=p.n,
+                expected=p.expected,
+                std=p.std,
+                low=p.low,
+                high=p.high,
+                co2e_kg=_f(g_to_kg(p.co2e_g)) if p.co2e_g is not None else None,
+            )
+            for p in points
+        ]
+
+    t = sweep.trials
+    hardware = _hardware(sweep)
+    with_time = int((t["started_at"].notna() & t["ended_at"].notna()).sum())
+    seed_runs = seed.spread.n if seed.spread else 0
+    items = checklist(
+        n_trials_with_time=with_time,
+        n_trials=len(t),
+        hardware=hardware,
+        importance_targets=[i.target for i in sens if i.values],
+        seed_runs=seed_runs,
+        measured_share=rnd.total.measured_share,
+    )
+    best = sweep.best_trial()
+    starts, ends = t["started_at"].dropna(), t["ended_at"].dropna()
+    elapsed = (ends.max() - starts.min()).total_seconds() if len(starts) and len(ends) else None
+    src_counts = t["energy_source"].fillna("none").value_counts().to_dict()
+    notes = list(sweep.notes) + list(rnd.notes)
+    if not sweep.has_energy:
+        notes.append("energy, carbon and cost figures are missing: no trial has energy data")
+    study = m.StudyInfo(
+        name=sweep.study,
+        source_kind=sweep.source_kind,
+        source=sweep.source,
+        direction=sweep.direction,  # type: ignore[arg-type]
+        n_trials=len(t),
+        states={str(k): int(v) for k, v in t["state"].value_counts().items()},
+        best_trial=None if best is None else int(best["number"]),
+        best_value=None if best is None else _f(float(best["value"])),
+        best_params={} if best is None else dict(best["params"] or {}),
+        hardware=hardware,
+        energy_sources={str(k): int(v) for k, v in src_counts.items()},
+        elapsed_s=_f(elapsed),
+    )
+    return m.Report(
+        generated_at=datetime.now(UTC),
+        tool_version=__version__,
+        study=study,
+        rnd=m.RndSection(
+            chosen_trial=rnd.chosen_trial,
+            phases=[_phase(p) for p in rnd.phases],
+            total=_phase(rnd.total),
+            what_ifs=[
+                m.WhatIfRow(
+                    label=w.label,
+                    energy_kwh_pue=_f(w.energy_kwh_pue),
+                    co2e_kg=_f(w.co2e_kg),
+                    co2e_lbs=_f(g_to_lbs(w.co2e_g)),
+                    electricity_usd=_f(w.electricity_usd),
+                )
+                for w in rnd.what_ifs
+            ],
+            assumptions=m.AssumptionsInfo(
+                final_epochs=a.final_epochs,
+                seeds=a.seeds,
+                pue=a.pue,
+                g_per_kwh=a.intensity.g_per_kwh,
+                intensity_source=a.intensity.label,
+                usd_per_kwh=a.usd_per_kwh,
+                usd_per_kwh_source=a.usd_per_kwh_source,
+                gpu_price=a.gpu_price_label,
+            ),
+            notes=list(rnd.notes),
+        ),
+        sensitivity=[
+            m.ImportanceSection(
+                target=i.target,  # type: ignore[arg-type]
+                evaluator=i.evaluator,  # type: ignore[arg-type]
+                importances=i.values,
+                n_trials=i.n_trials,
+                note=i.note,
+            )
+            for i in sens
+        ],
+        variance=m.VarianceSection(
+            seed=_spread(seed.spread),
+            seed_origin=seed.origin,
+            seed_note=seed.note,
+            top_k=top_k,
+            top_k_spread=_spread(spread),
+            evp_with_replacement=evp_rows(evp_w),
+            evp_without_replacement=evp_rows(evp_wo),
+            co2e_kg_per_trial=None if per_trial is None else g_to_kg(per_trial),
+            carbon_after_best=None
+            if cab is None
+            else m.CarbonAfterBestInfo(
+                tolerance=cab.tolerance,
+                reached_at_trial=cab.reached_at_trial,
+                co2e_kg_after=g_to_kg(cab.co2e_g_after),
+                co2e_kg_total=g_to_kg(cab.co2e_g_total),
+                share=_f(cab.share),
+            ),
+        ),
+        checklist=[
+            m.CheckRow(
+                key=i.key,
+                label=i.label,
+                status=i.status,  # type: ignore[arg-type]
+                detail=i.detail,
+            )
+            for i in items
+        ],
+        trials=_points(sweep),
+        notes=notes,
+    )
+
+
+def _hardware(sweep: Sweep) -> list[str]:
+    t = sweep.trials
+    devices = sorted({str(d) for ds in t["devices"] if isinstance(ds, list) for d in ds})
+    hosts = sorted({str(h) for h in t["host"] if isinstance(h, str) and h})
+    return [f"host {h}" for h in hosts] + devices
+
+
+def _points(sweep: Sweep) -> list[m.TrialPoint]:
+    t = sweep.trials
+    values = t["value"].to_numpy(float)
+    ok = (t["state"].to_numpy() == "complete") & np.isfinite(values)
+    scores = np.where(ok, sweep.sign * values, -np.inf)
+    bsf = np.maximum.accumulate(scores) * sweep.sign
+    # The unit helpers are plain arithmetic, so they take arrays too.
+    cum = np.asarray(g_to_kg(cumulative_co2e_g(t)))  # type: ignore[arg-type]
+    energy = np.asarray(j_to_kwh(t["energy_j"].to_numpy(float)))  # type: ignore[arg-type]
+    return [
+        m.TrialPoint(
+            number=int(n),
+            state=str(s),
+            value=_f(v),
+            best_so_far=_f(b),
+            energy_kwh=_f(e),
+            cum_co2e_kg=float(c),
+        )
+        for n, s, v, b, e, c in zip(t["number"], t["state"], values, bsf, energy, cum, strict=True)
+    ]

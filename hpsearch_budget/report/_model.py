@@ -1,0 +1,158 @@
+"""The report as a typed, versioned model: what every renderer reads and JSON serialises.
+
+``SCHEMA_VERSION`` is bumped on any change that could break a consumer (a field removed,
+renamed or given another meaning); adding a field is not such a change. The schema is
+documented in ``docs/report-schema.md``. Units are in field names; unknown numbers are
+``null`` in JSON (never NaN).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION: Final = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, ser_json_inf_nan="null", extra="forbid")
+
+
+class StudyInfo(_Model):
+    name: str
+    source_kind: str  # optuna | ray | ledger | records
+    source: str
+    direction: Literal["minimize", "maximize"]
+    n_trials: int
+    states: dict[str, int]
+    best_trial: int | None
+    best_value: float | None
+    best_params: dict[str, object]
+    hardware: list[str]
+    energy_sources: dict[str, int]  # trials per energy source ("none": no energy data)
+    elapsed_s: float | None  # first trial start to last trial end
+
+
+class PhaseRow(_Model):
+    phase: Literal["tuning", "final", "seed", "total"]
+    runs: float
+    basis: str  # measured | projected | mixed | none
+    hours: float | None
+    gpu_hours: float | None
+    energy_kwh: float | None  # device energy
+    energy_kwh_pue: float | None  # facility energy (x PUE)
+    co2e_kg: float | None
+    co2e_lbs: float | None
+    electricity_usd: float | None
+    cloud_usd_low: float | None
+    cloud_usd_high: float | None
+    measured_share: float | None
+    estimated_share: float | None
+    projected_share: float | None
+    runs_without_energy: int
+
+
+class WhatIfRow(_Model):
+    label: str
+    energy_kwh_pue: float | None
+    co2e_kg: float | None
+    co2e_lbs: float | None
+    electricity_usd: float | None
+
+
+class AssumptionsInfo(_Model):
+    final_epochs: float
+    seeds: int
+    pue: float
+    g_per_kwh: float
+    intensity_source: str
+    usd_per_kwh: float
+    usd_per_kwh_source: str
+    gpu_price: str  # "" when no cloud price was applied
+
+
+class RndSection(_Model):
+    chosen_trial: int | None
+    phases: list[PhaseRow]
+    total: PhaseRow
+    what_ifs: list[WhatIfRow]
+    assumptions: AssumptionsInfo
+    notes: list[str]
+
+
+class ImportanceSection(_Model):
+    target: Literal["objective", "energy"]
+    evaluator: str
+    importances: dict[str, float]
+    n_trials: int
+    note: str
+
+
+class SpreadInfo(_Model):
+    n: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+
+class EvpRow(_Model):
+    n: int
+    expected: float
+    std: float
+    low: float
+    high: float
+    co2e_kg: float | None
+
+
+class CarbonAfterBestInfo(_Model):
+    tolerance: float
+    reached_at_trial: int | None
+    co2e_kg_after: float
+    co2e_kg_total: float
+    share: float | None
+
+
+class VarianceSection(_Model):
+    seed: SpreadInfo | None
+    seed_origin: str
+    seed_note: str
+    top_k: int
+    top_k_spread: SpreadInfo | None
+    evp_with_replacement: list[EvpRow]
+    evp_without_replacement: list[EvpRow]
+    co2e_kg_per_trial: float | None
+    carbon_after_best: CarbonAfterBestInfo | None
+
+
+class CheckRow(_Model):
+    key: str
+    label: str
+    status: Literal["ok", "partial", "missing"]
+    detail: str
+
+
+class TrialPoint(_Model):
+    """One trial in the figures: in number order."""
+
+    number: int
+    state: str
+    value: float | None
+    best_so_far: float | None
+    energy_kwh: float | None
+    cum_co2e_kg: float
+
+
+class Report(_Model):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    generated_at: datetime
+    tool_version: str
+    study: StudyInfo
+    rnd: RndSection
+    sensitivity: list[ImportanceSection]
+    variance: VarianceSection
+    checklist: list[CheckRow]
+    trials: list[TrialPoint]
+    notes: list[str]

@@ -1,0 +1,214 @@
+"""Each source kind: Optuna SQLite / PostgreSQL / journal, a ledger, a Ray Tune folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.report import load_sweep
+from hpsearch_budget.report._sources import _load_with_optuna
+
+from .conftest import energy_j, make_metered_study, write_ray_folder
+
+
+def _same_trials(a, b) -> None:  # type: ignore[no-untyped-def]
+    assert a.study == b.study and a.direction == b.direction
+    assert list(a.trials["number"]) == list(b.trials["number"])
+    assert list(a.trials["state"]) == list(b.trials["state"])
+    np.testing.assert_allclose(a.trials["value"], b.trials["value"])
+    assert list(a.trials["params"]) == list(b.trials["params"])
+    assert list(a.trials["steps"]) == list(b.trials["steps"])
+    np.testing.assert_allclose(a.trials["wall_s"], b.trials["wall_s"], rtol=1e-6)
+
+
+def test_fast_sql_reader_equals_optunas_loader(study_db: tuple[str, str]) -> None:
+    url, _ = study_db
+    fast = load_sweep(url)
+    _same_trials(fast, _load_with_optuna(url, "sweep"))
+    assert fast.trials["energy_source"].eq("estimated").all()
+    assert fast.trials["energy_j"].to_list() == pytest.approx(
+        [energy_j(0, p["y"]) for p in fast.trials["params"]]
+    )
+    assert set(fast.trials["state"]) == {"complete", "pruned"}
+
+
+def test_ledger_join_gives_energy_and_devices(study_db: tuple[str, str]) -> None:
+    storage, ledger = study_db
+    sw = load_sweep(storage, ledger=ledger)
+    assert sw.trials["energy_source"].eq("measured").all()
+    assert sw.trials["energy_j"].to_list() == pytest.approx(
+        [energy_j(0, p["y"]) for p in sw.trials["params"]]
+    )
+    assert sw.trials["co2e_g"].gt(0).all() and sw.trials["devices"].iloc[0] == ["gpu:0"]
+
+
+def test_study_without_energy_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_metered_study(url, None, n=4)
+    bare = load_sweep(url)
+    assert not bare.has_energy and any("--ledger" in n for n in bare.notes)
+
+
+def test_ledger_alone_is_a_source(study_db: tuple[str, str]) -> None:
+    _, ledger = study_db
+    sw = load_sweep(ledger, direction="minimize")
+    assert sw.source_kind == "ledger" and len(sw.trials) == 24
+    assert (sw.trials["state"] == "pruned").sum() == 3
+    assert load_sweep(ledger).notes[0].startswith("the ledger does not record")
+
+
+def test_journal_file(tmp_path: Path) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "study.log"
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    make_metered_study(storage, None, attrs=True, n=8)  # type: ignore[arg-type]
+    sw = load_sweep(str(path))
+    assert sw.source_kind == "optuna" and len(sw.trials) == 8 and sw.has_energy
+
+
+def test_postgres_storage(pg_url: str) -> None:
+    make_metered_study(pg_url, pg_url, n=10)
+    sw = load_sweep(pg_url)  # the ledger shares the database: found without --ledger
+    assert len(sw.trials) == 10 and sw.trials["energy_source"].eq("measured").all()
+
+
+def test_ray_folder(tmp_path: Path) -> None:
+    exp = write_ray_folder(tmp_path)
+    sw = load_sweep(str(exp))
+    assert sw.source_kind == "ray" and len(sw.trials) == 6
+    assert sw.trials.loc[1, "state"] == "pruned" and sw.trials.loc[0, "state"] == "complete"
+    assert sw.trials.loc[0, "params"] == {"lr": 0.1, "layers": 1}
+    assert sw.trials.loc[0, "wall_s"] == pytest.approx(40.0)
+    assert sw.trials.loc[0, "energy_j"] == pytest.approx(0.004 * 3.6e6)
+    assert math.isfinite(sw.trials.loc[0, "value"])
+
+
+def test_ray_folder_needs_a_metric_when_ambiguous(tmp_path: Path) -> None:
+    exp = write_ray_folder(tmp_path)
+    for f in exp.glob("*/result.json"):
+        f.write_text(f.read_text().replace('"done"', '"acc": 1.0, "done"'))
+    with pytest.raises(HpauditInputError, match="--metric"):
+        load_sweep(str(exp))
+    assert len(load_sweep(str(exp), metric="acc").trials) == 6
+
+
+@pytest.mark.parametrize(
+    "make",
+    ["missing_study", "two_studies", "empty_ray", "nonsense_path", "not_a_study_db", "bad_journal"],
+)
+def test_bad_sources(tmp_path: Path, make: str) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    if make in ("missing_study", "two_studies"):
+        optuna.create_study(study_name="a", storage=url)
+        optuna.create_study(study_name="b", storage=url)
+        study = "zzz" if make == "missing_study" else None
+        with pytest.raises(HpauditInputError, match="'a', 'b'"):
+            load_sweep(url, study=study)
+    elif make == "empty_ray":
+        (tmp_path / "exp" / "trial_0").mkdir(parents=True)
+        (tmp_path / "exp" / "trial_0" / "result.json").write_text("")
+        with pytest.raises(HpauditInputError, match="no trial results"):
+            load_sweep(str(tmp_path / "exp"))
+    elif make == "nonsense_path":
+        with pytest.raises(HpauditInputError, match="neither a URL"):
+            load_sweep(str(tmp_path / "nothing-here"))
+    elif make == "not_a_study_db":
+        import sqlite3
+
+        sqlite3.connect(tmp_path / "s.db").execute("CREATE TABLE t (x)").connection.commit()
+        with pytest.raises(HpauditInputError, match="neither an Optuna study"):
+            load_sweep(url)
+    else:
+        (tmp_path / "j.log").write_text("this is not a journal\n")
+        with pytest.raises(HpauditInputError):
+            load_sweep(str(tmp_path / "j.log"))
+
+
+def test_ray_folder_joins_the_ledger_on_trial_id(tmp_path: Path) -> None:
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement, Source
+
+    exp = write_ray_folder(tmp_path)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger(url)
+    for i in range(6):  # as hpsearch_budget.ray.metered writes them
+        w = led.open_window("exp", f"exp:t{i:05d}", params={"i": i}, devices=["gpu:0"])
+        m = Measurement(40.0, {"gpu:0": 1000.0 * (i + 1)}, {"gpu:0": Source.MEASURED})
+        led.finalize(w, m, status="complete")
+    led.close()
+    sw = load_sweep(str(exp), ledger=url)
+    assert sw.study == "exp" and sw.trials["energy_source"].eq("measured").all()
+    assert sw.trials["energy_j"].to_list() == pytest.approx([1000.0 * (i + 1) for i in range(6)])
+    assert sw.trials.loc[2, "gpu_s"] == pytest.approx(40.0)
+
+
+def test_schema_drift_falls_back_to_optunas_loader(
+    study_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpsearch_budget.report import _sources
+
+    url, _ = study_db
+    fast = load_sweep(url)
+
+    def drifted(*args: object) -> None:
+        raise KeyError("a column a future Optuna renamed")
+
+    monkeypatch.setattr(_sources, "_read_rdb", drifted)
+    messages: list[str] = []
+    slow = load_sweep(url, progress=messages.append)
+    _same_trials(fast, slow)
+    assert any("Optuna's loader" in m for m in messages)
+
+
+def test_partial_ledger_keeps_attribute_energy_for_the_rest(
+    study_db: tuple[str, str], tmp_path: Path
+) -> None:
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement, Source
+
+    storage, _ = study_db
+    url = f"sqlite:///{tmp_path / 'partial.db'}"
+    led = Ledger(url)
+    for n in (0, 1):
+        w = led.open_window("sweep", f"sweep:{n}", trial_number=n, devices=["gpu:0", "gpu:1"])
+        m = Measurement(5.0, {"gpu:0": 7.0}, {"gpu:0": Source.MEASURED})
+        led.finalize(w, m, status="complete")
+    led.close()
+    sw = load_sweep(storage, ledger=url)
+    t = sw.trials
+    assert t.loc[:1, "energy_j"].to_list() == [7.0, 7.0]
+    assert t.loc[:1, "energy_source"].to_list() == ["measured", "measured"]
+    assert t.loc[0, "devices"] == ["gpu:0", "gpu:1"]
+    assert t.loc[2:, "energy_source"].eq("estimated").all()  # from the user attributes
+    assert t.loc[2, "energy_j"] == pytest.approx(energy_j(0, t.loc[2, "params"]["y"]))
+    assert "22 trial(s) have no ledger row" in sw.notes
+
+
+def test_final_and_seed_runs_come_from_the_ledger(tmp_path: Path) -> None:
+    from hpsearch_budget.analysis import Assumptions, rnd_cost, seed_variance
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement, Source
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger(url)
+    rows = [("tuning", 0, 0.5), ("tuning", 1, 0.3), ("final", None, 0.29), ("seed", None, 0.31),
+            ("seed", None, 0.27)]  # fmt: skip
+    for k, (phase, number, value) in enumerate(rows):
+        w = led.open_window("s", f"s:{phase}:{k}", phase=phase, trial_number=number)
+        m = Measurement(10.0, {"cpu": 100.0 * (k + 1)}, {"cpu": Source.ESTIMATED})
+        led.finalize(w, m, status="complete", value=value)
+    led.close()
+    sw = load_sweep(url, direction="minimize")
+    assert len(sw.trials) == 2 and sorted(sw.runs["phase"]) == ["final", "seed", "seed"]
+    r = rnd_cost(sw, Assumptions(final_epochs=50, seeds=9))  # factors unused: runs recorded
+    assert [p.basis for p in r.phases] == ["measured"] * 3
+    assert [p.energy_j for p in r.phases] == pytest.approx([300.0, 300.0, 900.0])
+    sv = seed_variance(sw)
+    assert sv.origin == "ledger seed runs" and sv.spread is not None and sv.spread.n == 3
