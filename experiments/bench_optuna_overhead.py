@@ -1,0 +1,164 @@
+"""Overhead of the budgeted Optuna integration: plain Optuna vs metered + BudgetPruner +
+BudgetCallback with a SQLite ledger, on Optuna's SQLite storage.
+
+The objective takes ~20 ms (a busy wait) and reports ``--reports`` intermediate values. Both
+arms run the same number of trials in blocks, interleaved A B A B ..., each arm growing one
+study of its own, so machine noise (other processes, thermal state) hits both alike. The figure
+is the wall-time ratio (full arm / plain arm), total and the median of the per-block ratios.
+The budget is generous: it never binds, so both arms run every trial.
+
+    python experiments/bench_optuna_overhead.py                # full: 500 trials per arm
+    python experiments/bench_optuna_overhead.py --quick        # tiny: smoke test
+    python experiments/bench_optuna_overhead.py --out experiments/results/bench_optuna_overhead.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from hpsearch_budget import Budget
+from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.optuna import BudgetCallback, BudgetPruner, metered
+
+
+def make_objective(work_s: float, reports: int):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -10, 10)
+        y = trial.suggest_float("y", -10, 10)
+        for step in range(reports):
+            end = time.perf_counter() + work_s / reports
+            while time.perf_counter() < end:  # busy: a real objective computes
+                pass
+            trial.report((x - 2) ** 2 + y**2 + 1.0 / (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return (x - 2) ** 2 + y**2
+
+    return objective
+
+
+class Arm:
+    """One side of the comparison: a study on its own SQLite storage, run in blocks."""
+
+    def __init__(
+        self, folder: Path, name: str, budgeted: bool, work_s: float, reports: int, sampler: str
+    ) -> None:
+        storage = f"sqlite:///{folder / f'{name}-optuna.db'}"
+        objective = make_objective(work_s, reports)
+        samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+        self.callbacks: list = []
+        pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+        if budgeted:
+            ledger = Ledger(f"sqlite:///{folder / f'{name}-ledger.db'}")
+            budget = Budget(co2e_kg=1000.0)  # never binds: every trial runs in both arms
+            objective = metered(objective, ledger, budget=budget, max_steps=reports)
+            pruner = BudgetPruner(budget, ledger, max_steps=reports)
+            self.callbacks = [BudgetCallback(budget, ledger)]
+        self.study = optuna.create_study(
+            study_name=name, storage=storage, pruner=pruner, sampler=samplers[sampler](seed=0)
+        )
+        self.objective = objective
+        self.times: list[float] = []
+
+    def block(self, n: int) -> None:
+        start = time.perf_counter()
+        self.study.optimize(self.objective, n_trials=n, callbacks=self.callbacks)
+        self.times.append(time.perf_counter() - start)
+
+
+def run(trials: int, block: int, work_s: float, reports: int, sampler: str) -> dict:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        plain = Arm(folder, "plain", False, work_s, reports, sampler)
+        full = Arm(folder, "budgeted", True, work_s, reports, sampler)
+        for i in range(trials // block):
+            # alternate which arm goes first, so neither always follows the other
+            for arm in (plain, full) if i % 2 == 0 else (full, plain):
+                arm.block(block)
+        n_full = len(full.study.trials)
+    ratios = [f / p for f, p in zip(full.times, plain.times, strict=True)]
+    return {
+        "trials_per_arm": trials,
+        "block": block,
+        "objective_s": work_s,
+        "reports_per_trial": reports,
+        "sampler": sampler,
+        "plain_s": sum(plain.times),
+        "budgeted_s": sum(full.times),
+        "ratio_total": sum(full.times) / sum(plain.times),
+        "ratio_median_block": statistics.median(ratios),
+        "plain_ms_per_trial": 1000 * sum(plain.times) / trials,
+        "budgeted_ms_per_trial": 1000 * sum(full.times) / trials,
+        "budgeted_trials_run": n_full,
+        "python": sys.version.split()[0],
+        "optuna": optuna.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def as_markdown(r: dict, command: str) -> str:
+    return "\n".join(
+        [
+            "# Overhead of the budgeted Optuna integration",
+            "",
+            f"Command: `{command}`",
+            "",
+            f"{r['trials_per_arm']} trials per arm, objective {1000 * r['objective_s']:.0f} ms "
+            f"with {r['reports_per_trial']} reports, {r['sampler']} sampler, Optuna "
+            f"{r['optuna']} on SQLite storage; budgeted arm = metered + BudgetPruner + "
+            f"BudgetCallback, SQLite ledger. Blocks of {r['block']} trials interleaved. "
+            f"Machine: {r['machine']}, load average {r['load_avg_1m']:.1f} at the end (shared).",
+            "",
+            "| arm | wall s | ms / trial |",
+            "|---|---:|---:|",
+            f"| plain Optuna | {r['plain_s']:.1f} | {r['plain_ms_per_trial']:.1f} |",
+            f"| budgeted | {r['budgeted_s']:.1f} | {r['budgeted_ms_per_trial']:.1f} |",
+            "",
+            f"**Wall-time ratio: {r['ratio_total']:.3f}** total, "
+            f"{r['ratio_median_block']:.3f} median of the per-block ratios (target <= 1.05).",
+            "",
+            "```json",
+            json.dumps(r, indent=2),
+            "```",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    p.add_argument("--trials", type=int, default=500)
+    p.add_argument("--block", type=int, default=50)
+    p.add_argument("--work-ms", type=float, default=20.0)
+    p.add_argument("--reports", type=int, default=4)
+    p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    p.add_argument("--out", type=Path, default=None, help="write the result as Markdown here")
+    args = p.parse_args(argv)
+    trials, block = (10, 5) if args.quick else (args.trials, args.block)
+    result = run(trials, block, args.work_ms / 1000, args.reports, args.sampler)
+    command = "python experiments/bench_optuna_overhead.py " + " ".join(argv or sys.argv[1:])
+    text = as_markdown(result, command.strip())
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

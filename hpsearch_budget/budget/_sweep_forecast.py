@@ -1,0 +1,207 @@
+"""Forecast what a whole sweep will cost from its first finished trials, with an interval.
+
+After a few trials of a sweep of ``n_total`` (random search, or any sampler whose trials cost
+alike), the cost to finish is the remaining trials times the mean cost of a trial. The interval
+is a bootstrap: each replicate resamples the finished trials (uncertainty of the mean), then
+adds the spread of a sum of ``n_remaining`` independent trials (normal approximation of that
+sum, so it is cheap for any ``n_total``). Running trials are charged what a trial costs on
+average beyond what they have already spent.
+
+Plain numbers in, :class:`Cost` out: no Optuna or Ray types, so the report, the CLI and both
+integrations share it.
+
+Example:
+
+    >>> from hpsearch_budget.budget import Cost, forecast_sweep
+    >>> done = [Cost(energy_j=e, co2e_g=e / 9000) for e in (90e3, 110e3, 100e3, 95e3, 105e3)]
+    >>> f = forecast_sweep(done, n_total=50)
+    >>> round(f.total.energy_kwh, 2)  # 50 trials x 100 kJ
+    1.39
+    >>> f.low.energy_j < f.total.energy_j < f.high.energy_j
+    True
+    >>> f.n_remaining
+    45
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpsearch_budget.budget._cost import Cost
+from hpsearch_budget.errors import HpauditInputError
+
+_FIELDS = ("energy_j", "co2e_g", "usd", "gpu_s")
+
+
+@dataclass(frozen=True, slots=True)
+class SweepForecast:
+    """A sweep's forecast total cost, what is spent, what is left, and a central interval.
+
+    ``total = spent + remaining``; ``low`` / ``high`` bound the total at ``level`` (e.g. 0.9:
+    the 5th and 95th percentiles of the bootstrap). ``final`` is the forecast cost of the final
+    training runs (median complete trial x ``n_final_runs``), ``None`` when not asked for.
+    Every figure is an estimate.
+    """
+
+    total: Cost
+    low: Cost
+    high: Cost
+    spent: Cost
+    remaining: Cost
+    n_done: int
+    n_running: int
+    n_total: int
+    level: float
+    final: Cost | None = None
+    final_low: Cost | None = None
+    final_high: Cost | None = None
+    method: str = field(default="bootstrap mean x remaining trials")
+
+    @property
+    def n_remaining(self) -> int:
+        return max(0, self.n_total - self.n_done - self.n_running)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: every Cost as a dict of its unit-named fields."""
+
+        def c(x: Cost | None) -> dict[str, float] | None:
+            return None if x is None else {f: getattr(x, f) for f in _FIELDS}
+
+        return {
+            "estimated": True,
+            "method": self.method,
+            "level": self.level,
+            "n_done": self.n_done,
+            "n_running": self.n_running,
+            "n_total": self.n_total,
+            "n_remaining": self.n_remaining,
+            "total": c(self.total),
+            "low": c(self.low),
+            "high": c(self.high),
+            "spent": c(self.spent),
+            "remaining": c(self.remaining),
+            "final": c(self.final),
+            "final_low": c(self.final_low),
+            "final_high": c(self.final_high),
+        }
+
+
+def _matrix(costs: Sequence[Cost | float]) -> np.ndarray:
+    rows = []
+    for c in costs:
+        if isinstance(c, Cost):
+            rows.append([c.energy_j, c.co2e_g, c.usd, c.gpu_s])
+        else:
+            rows.append([float(c), 0.0, 0.0, 0.0])
+    arr = np.asarray(rows, dtype=float).reshape(-1, 4)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise HpauditInputError("trial costs must be finite and >= 0 (check the ledger rows)")
+    return arr
+
+
+def _cost(v: np.ndarray) -> Cost:
+    return Cost(*(float(x) for x in v))
+
+
+def forecast_sweep(
+    finished: Sequence[Cost | float],
+    n_total: int,
+    *,
+    running: Sequence[Cost | float] = (),
+    complete: Sequence[Cost | float] | None = None,
+    n_final_runs: int = 0,
+    level: float = 0.9,
+    n_boot: int = 2000,
+    seed: int | None = 0,
+) -> SweepForecast:
+    """Forecast the total cost of a sweep of ``n_total`` trials from its finished trials.
+
+    Args:
+        finished: cost of each finished trial (a :class:`Cost`, or joules as a float).
+        n_total: trials the sweep will run in all (finished + running + not started).
+        running: cost so far of each running trial.
+        complete: costs of trials trained to the end, for the final-training forecast
+            (default: ``finished``).
+        n_final_runs: final trainings to forecast (e.g. 1 + number of seed reruns); 0 = none.
+        level: coverage of the interval, in (0, 1).
+        n_boot: bootstrap replicates.
+        seed: of the bootstrap (None: not repeatable).
+    """
+    if not 0.0 < level < 1.0:
+        raise HpauditInputError(f"level must be in (0, 1), e.g. 0.9; got {level}")
+    done = _matrix(finished)
+    run = _matrix(running)
+    n_done, n_running = len(done), len(run)
+    if n_done == 0:
+        raise HpauditInputError("no finished trial to forecast from: wait for the first trial")
+    if n_total < n_done + n_running:
+        raise HpauditInputError(
+            f"n_total={n_total} is fewer than the {n_done + n_running} trials already run; "
+            "pass the sweep's planned number of trials"
+        )
+    rng = np.random.default_rng(seed)
+    n_rem = n_total - n_done - n_running
+    spent = done.sum(axis=0) + run.sum(axis=0)
+    idx = rng.integers(0, n_done, size=(n_boot, n_done))
+    boot = done[idx]  # (n_boot, n_done, 4)
+    means, sds = boot.mean(axis=1), boot.std(axis=1, ddof=1) if n_done > 1 else boot.std(axis=1)
+    z = rng.standard_normal((n_boot, 1))
+    # Remaining new trials: n x mean + sqrt(n) x sd x z; running ones: mean beyond their spend.
+    rem_boot = n_rem * means + math.sqrt(n_rem) * sds * z
+    rem_boot += np.maximum(means[:, None, :] - run[None, :, :], 0.0).sum(axis=1)
+    rem_boot = np.maximum(rem_boot, 0.0)
+    mean = done.mean(axis=0)
+    remaining = n_rem * mean + np.maximum(mean - run, 0.0).sum(axis=0)
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    final = final_lo = final_hi = None
+    if n_final_runs > 0:
+        full = _matrix(complete) if complete is not None else done
+        if len(full):
+            med_boot = np.median(full[rng.integers(0, len(full), (n_boot, len(full)))], axis=1)
+            final = _cost(np.median(full, axis=0) * n_final_runs)
+            final_lo = _cost(np.quantile(med_boot, lo_q, axis=0) * n_final_runs)
+            final_hi = _cost(np.quantile(med_boot, hi_q, axis=0) * n_final_runs)
+    return SweepForecast(
+        total=_cost(spent + remaining),
+        low=_cost(spent + np.quantile(rem_boot, lo_q, axis=0)),
+        high=_cost(spent + np.quantile(rem_boot, hi_q, axis=0)),
+        spent=_cost(spent),
+        remaining=_cost(remaining),
+        n_done=n_done,
+        n_running=n_running,
+        n_total=n_total,
+        level=level,
+        final=final,
+        final_low=final_lo,
+        final_high=final_hi,
+    )
+
+
+def forecast_sweep_from_entries(
+    entries: Any, n_total: int, *, n_final_runs: int = 0, level: float = 0.9
+) -> SweepForecast:
+    """:func:`forecast_sweep` from ``Ledger.entries(study=...)`` rows of the tuning phase."""
+    rows = entries[entries["phase"] == "tuning"] if "phase" in entries else entries
+
+    def costs(frame: Any) -> list[Cost]:
+        return [
+            Cost(
+                float(r.energy_j or 0), float(r.co2e_g or 0), float(r.usd or 0), float(r.gpu_s or 0)
+            )
+            for r in frame.itertuples(index=False)
+        ]
+
+    status = rows["status"]
+    return forecast_sweep(
+        costs(rows[status != "running"]),
+        n_total,
+        running=costs(rows[status == "running"]),
+        complete=costs(rows[status == "complete"]),
+        n_final_runs=n_final_runs,
+        level=level,
+    )

@@ -1,0 +1,483 @@
+"""``metered``: an Optuna objective whose every trial is a window in the energy ledger.
+
+Each trial opens a ledger row (``study = study.study_name``, ``trial_key =
+"<study_name>:<trial.number>"``, ``trial_number = trial.number``), checkpoints its energy at every
+``trial.report(value, step)`` -- the objective gets a :class:`MeteredTrial`, a real
+:class:`optuna.trial.Trial`, so user code does not change -- and finalises the row with the
+trial's fate: ``complete``, ``pruned``, ``failed`` (a failing objective is still charged) or
+``killed`` (KeyboardInterrupt). When the trial ends it gets the user attributes
+``energy_kwh``, ``co2e_kg``, ``energy_source`` and ``hpaudit_window`` (the ledger row id), and
+``hpaudit_prune_reason`` when pruned: they show in optuna-dashboard and ``trials_dataframe()``.
+
+With a ``budget`` the trial first reserves its forecast cost atomically in the ledger
+(:meth:`Ledger.try_reserve`), so workers on many machines cannot jointly overshoot; the
+reservation is released when the row is finalised. A trial that can never fit stops the study.
+
+Example:
+
+    >>> import optuna
+    >>> from hpsearch_budget.ledger import Ledger
+    >>> from hpsearch_budget.optuna import metered
+    >>> def objective(trial):
+    ...     x = trial.suggest_float("x", -10, 10)
+    ...     for step in range(3):
+    ...         trial.report((x - 2) ** 2 + 1.0 / (step + 1), step)
+    ...     return (x - 2) ** 2
+    >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+    >>> study = optuna.create_study()
+    >>> import tempfile
+    >>> ledger = Ledger(f"sqlite:///{tempfile.mkdtemp()}/ledger.db")
+    >>> study.optimize(metered(objective, ledger), n_trials=3)
+    >>> sorted(k for k in study.trials[0].user_attrs)
+    ['co2e_kg', 'energy_kwh', 'energy_source', 'hpaudit_window']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from numbers import Real
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import Trial
+
+from hpsearch_budget.budget import Budget, Cost
+from hpsearch_budget.budget._accounting import Accounting, fits
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.optuna import _state
+from hpsearch_budget.optuna._metering import SharedMeter, shared_meter
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Meter
+
+_log = logging.getLogger(__name__)
+
+#: How long a trial waits between reservation attempts while other trials hold the room.
+_RETRY_S = (0.2, 2.0)
+
+
+class ObjectiveValueError(HpauditInputError):
+    """The objective returned something Optuna cannot rank (None, NaN, wrong arity)."""
+
+
+class MeteredTrial(Trial):
+    """The :class:`optuna.trial.Trial` handed to a metered objective.
+
+    It *is* the trial Optuna created (same state, same storage); :meth:`report` also
+    checkpoints the trial's energy into the ledger, and :meth:`checkpoint` does so without an
+    intermediate value (multi-objective studies, where Optuna has no ``report``).
+    """
+
+    _hpaudit: _TrialRun
+
+    def __init__(self, trial: Trial, run: _TrialRun) -> None:
+        # Share the trial's state instead of re-creating it: Trial.__init__ would call the
+        # sampler's before_trial again.
+        self.__dict__ = trial.__dict__
+        object.__setattr__(self, "_hpaudit", run)
+
+    def report(self, value: float, step: int) -> None:
+        super().report(value, step)
+        self._hpaudit.checkpoint(step=int(step), value=float(value))
+
+    def checkpoint(self, step: int | None = None) -> Cost:
+        """Write the trial's energy so far to the ledger; returns its cost so far."""
+        return self._hpaudit.checkpoint(step=step, value=None)
+
+    @property
+    def cost(self) -> Cost:
+        """The trial's cost at its last checkpoint."""
+        return self._hpaudit.live.cost
+
+
+class _TrialRun:
+    """One trial's window: meter token, ledger row, live state."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        meter: SharedMeter,
+        live: _state.LiveTrial,
+        token: int,
+        interval_s: float,
+    ) -> None:
+        self.ledger = ledger
+        self.meter = meter
+        self.live = live
+        self.token = token
+        self.interval_s = interval_s
+        self.lock = threading.Lock()  # a heartbeat never races a report or the finalize
+        self.last_s = time.monotonic()
+        self.closed = False
+
+    def checkpoint(self, step: int | None, value: float | None) -> Cost:
+        with self.lock:
+            if self.closed:
+                return self.live.cost
+            cost = self.ledger.checkpoint(
+                self.live.window_id, self.meter.measure(self.token), step=step, value=value
+            )
+            self.last_s = time.monotonic()
+        self.live.cost = cost
+        if step is not None:
+            self.live.steps_done = max(self.live.steps_done, step + 1)
+            if self.live.base is None:
+                self.live.base = (cost, self.live.steps_done)
+        return cost
+
+
+class _Heartbeat:
+    """Checkpoints trials that have not reported for a checkpoint interval.
+
+    A trial whose epochs are longer than the interval would otherwise look dead to
+    :meth:`Ledger.reap` (silent for 3 intervals), and a crash would lose more than one interval.
+    One daemon thread per process; it exits when no trial is running.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: set[_TrialRun] = set()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()  # a new trial may have a shorter interval
+
+    def add(self, run: _TrialRun) -> None:
+        with self._lock:
+            self._runs.add(run)
+            self._wake.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="hpaudit-heartbeat")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def remove(self, run: _TrialRun) -> None:
+        with self._lock:
+            self._runs.discard(run)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                runs = list(self._runs)
+                if not runs:
+                    self._thread = None
+                    return
+            now = time.monotonic()
+            for run in runs:
+                if now - run.last_s >= run.interval_s:
+                    try:
+                        run.checkpoint(step=None, value=None)
+                    except Exception as exc:  # the trial's own reports will surface it
+                        _log.debug("heartbeat checkpoint failed: %s", exc)
+            self._wake.wait(min([1.0, *(r.interval_s / 4 for r in runs)]))
+            self._wake.clear()
+
+
+_heartbeat = _Heartbeat()
+
+
+class MeteredObjective:
+    """The callable :func:`metered` returns. Picklable settings, lazily opened resources."""
+
+    def __init__(
+        self,
+        objective: Callable[[Trial], Any],
+        ledger: Ledger | str | None = None,
+        meter: Meter | None = None,
+        energy_objective: bool = False,
+        *,
+        budget: Budget | None = None,
+        policy: Any = None,
+        max_steps: int | None = None,
+        project: str | None = None,
+        user: str | None = None,
+        checkpoint_interval_s: float = 30.0,
+    ) -> None:
+        if not callable(objective):
+            raise HpauditInputError(
+                f"metered() needs the objective function, got {type(objective).__name__}"
+            )
+        if budget is not None and not isinstance(budget, Budget):
+            raise HpauditInputError(
+                f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
+            )
+        self.objective = objective
+        self.ledger = _open_ledger(ledger)
+        self.meter = meter
+        self.energy_objective = energy_objective
+        self.budget = budget
+        self.policy = policy
+        self.max_steps = max_steps
+        self.project = project
+        self.user = user
+        self.checkpoint_interval_s = checkpoint_interval_s
+        self._who: dict[str, tuple[str, str]] = {}
+        #: Why a trial found no room in the budget and stopped the study (None: it did not).
+        self.stopped: str | None = None
+
+    # -- the trial ------------------------------------------------------------------------
+    def __call__(self, trial: Trial) -> Any:
+        study = trial.study
+        _check_directions(study, self.energy_objective)
+        name = study.study_name
+        state = _state.study_state(self.ledger, name, self.max_steps)
+        meter = shared_meter(self.meter)
+        project, user = self._identity(name)
+        window_id = self.ledger.open_window(
+            name,
+            f"{name}:{trial.number}",
+            trial_number=trial.number,
+            params=dict(trial.params),
+            project=project,
+            user=user,
+            checkpoint_interval_s=self.checkpoint_interval_s,
+        )
+        token = meter.open()  # after the row exists: a failed open leaves no window behind
+        live = _state.LiveTrial(name, trial.number, window_id)
+        run = _TrialRun(self.ledger, meter, live, token, self.checkpoint_interval_s)
+        _state.register(live)
+        _heartbeat.add(run)
+        status, values = "failed", None
+        try:
+            if self.budget is not None:
+                self._reserve(trial, state, live, project, user)
+            result = self.objective(MeteredTrial(trial, run))
+            values = _check_result(result, study, trial.number, self.energy_objective)
+            status = "complete"
+        except optuna.TrialPruned:
+            status = "pruned"
+            raise
+        except Exception:
+            status = "failed"
+            raise
+        except BaseException:  # KeyboardInterrupt, SystemExit: the worker was stopped
+            status = "killed"
+            raise
+        finally:
+            cost = self._finalize(trial, run, state, status, values)
+        if self.energy_objective:
+            return (*values, cost.energy_kwh)  # type: ignore[misc]
+        return values[0] if len(values) == 1 else values  # type: ignore[arg-type]
+
+    def _finalize(
+        self,
+        trial: Trial,
+        run: _TrialRun,
+        state: _state.StudyState,
+        status: str,
+        values: list[float] | None,
+    ) -> Cost:
+        live = run.live
+        _state.unregister(live)
+        _heartbeat.remove(run)
+        value = values[0] if values and len(values) == 1 else None
+        with run.lock:
+            run.closed = True
+            measurement = run.meter.close(run.token)
+            cost = self.ledger.finalize(
+                live.window_id,
+                measurement,
+                status=status,
+                value=value,
+                values=values if values and len(values) > 1 else None,
+                params=dict(trial.params),  # suggested after the window opened
+            )
+        live.cost = cost
+        state.observe(live.window_id, cost, live.steps_done, status)
+        attrs = {
+            "energy_kwh": cost.energy_kwh,
+            "co2e_kg": cost.co2e_kg,
+            "energy_source": str(measurement.source or "none"),
+            "hpaudit_window": live.window_id,
+        }
+        if status == "pruned" and live.prune_reason:
+            attrs["hpaudit_prune_reason"] = live.prune_reason
+        _set_user_attrs(trial, attrs)
+        return cost
+
+    # -- reservations -------------------------------------------------------------------------
+    def _identity(self, study: str) -> tuple[str, str]:
+        """Project and user stored on the row, as the policy's per-project / per-user caps
+        look them up (argument, else $HPAUDIT_PROJECT / $HPAUDIT_USER, else study / login)."""
+        from hpsearch_budget.policy import resolve_identity
+
+        found = self._who.get(study)
+        if found is None:
+            project, user = resolve_identity(study, self.project, self.user)
+            found = self._who[study] = (project, user)
+        return found
+
+    def _reserve(
+        self,
+        trial: Trial,
+        state: _state.StudyState,
+        live: _state.LiveTrial,
+        project: str,
+        user: str,
+    ) -> None:
+        """Reserve the trial's forecast cost; wait while other trials hold the room it needs;
+        stop the study (and prune this trial) when no release could ever make room."""
+        assert self.budget is not None
+        limits = _state.limits_for(live.study, self.budget, self.policy, project=project, user=user)
+        accounting = Accounting(self.ledger, limits, ttl_s=0.0)
+        state.sync()
+        wait, reaped_at = _RETRY_S[0], time.monotonic()
+        while True:
+            amount = state.forecaster.new_trial()
+            if self.ledger.try_reserve(live.window_id, amount, limits):
+                live.reserved = amount
+                return
+            if not _room_after_release(accounting, amount):
+                reason = _no_room_reason(self.budget, accounting, amount)
+                live.prune_reason = self.stopped = reason
+                _stop(trial.study)
+                raise optuna.TrialPruned(reason)
+            # Others hold reservations that will be released: wait for them, and reap
+            # windows of crashed workers so their reservations do not hold the room forever.
+            if time.monotonic() - reaped_at > 30.0:
+                self.ledger.reap()
+                reaped_at = time.monotonic()
+            time.sleep(wait * (0.5 + random.random()))
+            wait = min(_RETRY_S[1], wait * 2)
+            state.sync()
+
+
+def metered(
+    objective: Callable[[Trial], Any],
+    ledger: Ledger | str | None = None,
+    meter: Meter | None = None,
+    energy_objective: bool = False,
+    **options: Any,
+) -> MeteredObjective:
+    """Wrap an Optuna objective so every trial is metered into the ledger.
+
+    Args:
+        objective: ``objective(trial) -> value(s)``, unchanged.
+        ledger: a :class:`~hpsearch_budget.ledger.Ledger`, a database URL, or None
+            (``$HPAUDIT_LEDGER`` or ``sqlite:///hpaudit.db``).
+        meter: where joules come from (None: ``hpsearch_budget.meters.default_meter()``).
+        energy_objective: also return the trial's energy (kWh at the device) as the last
+            objective value; the study must have one more direction than the objective returns,
+            and that last direction must be ``minimize``.
+        options: ``budget`` (reserve each trial's forecast cost before it runs), ``policy``,
+            ``max_steps``, ``project``, ``user``, ``checkpoint_interval_s``; see
+            :class:`MeteredObjective`. :func:`hpsearch_budget.optuna.optimize` sets them.
+    """
+    return MeteredObjective(objective, ledger, meter, energy_objective, **options)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _open_ledger(ledger: Ledger | str | None) -> Ledger:
+    from hpsearch_budget.ledger import Ledger
+
+    if isinstance(ledger, Ledger):
+        return ledger
+    if ledger is None or isinstance(ledger, str):
+        return Ledger(ledger)
+    raise HpauditInputError(
+        f"ledger must be a Ledger, a database URL or None, got {type(ledger).__name__}"
+    )
+
+
+def _set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
+    """Set several user attributes in one storage transaction where the storage allows it.
+
+    Optuna writes each ``set_user_attr`` in its own commit, and on SQLite storage every commit
+    syncs the disk: four attributes per trial would cost more than the ledger itself. For
+    RDBStorage we write them in one session through its own (private) helper; any other
+    storage, or another Optuna version, gets the public call per attribute.
+    """
+    try:
+        from optuna.storages import RDBStorage
+        from optuna.storages._cached_storage import _CachedStorage
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        storage = trial.storage
+        backend = storage._backend if isinstance(storage, _CachedStorage) else storage
+        if isinstance(backend, RDBStorage):
+            with _create_scoped_session(backend.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    backend._set_trial_attr_without_commit(
+                        session, models.TrialUserAttributeModel, trial._trial_id, key, value
+                    )
+            trial._cached_frozen_trial.user_attrs.update(attrs)
+            return
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other Optuna
+        pass
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _check_directions(study: optuna.Study, energy_objective: bool) -> None:
+    if not energy_objective:
+        return
+    directions = study.directions
+    if len(directions) < 2 or directions[-1] != StudyDirection.MINIMIZE:
+        got = [d.name.lower() for d in directions]
+        raise HpauditInputError(
+            f"energy_objective=True adds energy (kWh, minimised) as the last objective, but "
+            f"study {study.study_name!r} has directions {got}; create it with "
+            f"directions=[..., 'minimize']"
+        )
+
+
+def _check_result(
+    result: Any, study: optuna.Study, number: int, energy_objective: bool
+) -> list[float]:
+    """The objective's value(s) as floats, or a clear error before Optuna records garbage."""
+    expected = len(study.directions) - (1 if energy_objective else 0)
+    where = f"trial {number} of study {study.study_name!r}"
+    if result is None:
+        raise ObjectiveValueError(
+            f"the objective returned None in {where}; return the metric to optimise (a float)"
+        )
+    many = isinstance(result, Sequence | np.ndarray) and not isinstance(result, str)
+    values = list(result) if many else [result]
+    if len(values) != expected:
+        raise ObjectiveValueError(
+            f"the objective returned {len(values)} value(s) in {where} but the study optimises "
+            f"{expected}; return one value per direction"
+            + (" (energy is appended for you)" if energy_objective else "")
+        )
+    out: list[float] = []
+    for v in values:
+        if not isinstance(v, Real):
+            raise ObjectiveValueError(
+                f"the objective returned {type(v).__name__} in {where}; return float(s)"
+            )
+        if math.isnan(float(v)):
+            raise ObjectiveValueError(
+                f"the objective returned NaN in {where}; the training diverged or the metric is "
+                "undefined: return a finite value, or pass catch=(ObjectiveValueError,) to "
+                "optimize() to record such trials as failed and go on"
+            )
+        out.append(float(v))
+    return out
+
+
+def _room_after_release(accounting: Accounting, amount: Cost) -> bool:
+    """Whether ``amount`` would fit once every running reservation is released."""
+    return fits(amount, accounting.left_after_release(fresh=True))
+
+
+def _no_room_reason(budget: Budget, accounting: Accounting, amount: Cost) -> str:
+    spent = accounting.spent()
+    return (
+        f"budget: a typical trial (forecast {amount.co2e_g:.3g} g CO2e, "
+        f"{amount.energy_kwh:.3g} kWh) does not fit what is left of {budget.describe()} "
+        f"({spent.co2e_g:.3g} g CO2e, {spent.energy_kwh:.3g} kWh spent)"
+    )
+
+
+def _stop(study: optuna.Study) -> None:
+    """Stop this worker's optimize loop (a no-op when the objective is called directly)."""
+    with contextlib.suppress(RuntimeError):
+        study.stop()

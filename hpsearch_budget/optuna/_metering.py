@@ -1,0 +1,114 @@
+"""One meter shared by every trial this process runs, split between concurrent trials.
+
+With ``study.optimize(..., n_jobs=4)`` four trials run as threads of one process and one meter
+sees their summed energy. Reading it per trial would charge each trial for all four. Instead
+every read advances one shared reading and splits the energy since the previous read equally
+between the windows open during that interval, so the trials' energies add up to what the
+meter measured (conservation) and none is counted twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from dataclasses import dataclass, field
+
+from hpsearch_budget.meters import Measurement, Meter, Reading, Source
+
+
+@dataclass
+class _Window:
+    start_s: float
+    by_domain: dict[str, float]
+    sources: dict[str, Source] = field(default_factory=dict)
+
+
+class SharedMeter:
+    """Per-window cumulative measurements from one meter shared by concurrent trials.
+
+    >>> from hpsearch_budget.meters import Meter, Reading, Source
+    >>> class Fake(Meter):
+    ...     source = Source.REPLAYED
+    ...     t = 0.0
+    ...     def domains(self): return ["replay"]
+    ...     def read(self):
+    ...         self.t += 1.0
+    ...         return Reading(self.t, {"replay": 10.0 * self.t}, {"replay": Source.REPLAYED})
+    >>> shared = SharedMeter(Fake())
+    >>> a = shared.open(); b = shared.open()   # 10 J pass between the two opens: a alone
+    >>> shared.close(a).energy_j               # then 10 J split between a and b
+    15.0
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self._lock = threading.Lock()
+        self._last: Reading | None = None
+        self._open: dict[int, _Window] = {}
+        self._ids = itertools.count()
+
+    def _advance(self) -> Reading:
+        """Read the meter and hand the energy since the last read to the open windows."""
+        now = self.meter.read()
+        if self._last is not None and self._open:
+            delta = now - self._last
+            share = 1.0 / len(self._open)
+            for window in self._open.values():
+                for domain, joules in delta.by_domain.items():
+                    window.by_domain[domain] = window.by_domain.get(domain, 0.0) + joules * share
+                window.sources.update(delta.sources)
+        self._last = now
+        return now
+
+    def open(self) -> int:
+        """Start a window; returns its token."""
+        with self._lock:
+            now = self._advance()
+            token = next(self._ids)
+            self._open[token] = _Window(
+                now.time_s, dict.fromkeys(now.energy_j, 0.0), dict(now.sources)
+            )
+            return token
+
+    def measure(self, token: int) -> Measurement:
+        """Energy of the window so far (cumulative since it opened)."""
+        with self._lock:
+            now = self._advance()
+            w = self._open[token]
+            return Measurement(max(0.0, now.time_s - w.start_s), dict(w.by_domain), dict(w.sources))
+
+    def close(self, token: int) -> Measurement:
+        """The window's final measurement; it gets no further share."""
+        with self._lock:
+            now = self._advance()
+            w = self._open.pop(token)
+            return Measurement(max(0.0, now.time_s - w.start_s), dict(w.by_domain), dict(w.sources))
+
+
+_shared_lock = threading.Lock()
+_shared: dict[int, SharedMeter] = {}
+
+
+def shared_meter(meter: Meter | None) -> SharedMeter:
+    """The process's one :class:`SharedMeter` for ``meter`` (None: the process's default meter,
+    :func:`hpsearch_budget.meters.shared_meter`)."""
+    if meter is None:
+        from hpsearch_budget.meters import shared_meter as default_shared
+
+        meter = default_shared()
+    with _shared_lock:
+        found = _shared.get(id(meter))
+        if found is None or found.meter is not meter:
+            found = _shared[id(meter)] = SharedMeter(meter)
+        return found
+
+
+def _forget() -> None:
+    # A forked worker starts with no open windows; the parent's locks may be held.
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    _shared.clear()
+
+
+os.register_at_fork(after_in_child=_forget)

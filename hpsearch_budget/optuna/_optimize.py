@@ -1,0 +1,231 @@
+"""``optimize``: a budgeted ``study.optimize`` -- metered objective, BudgetPruner, BudgetCallback.
+
+Example:
+
+    >>> import optuna
+    >>> from hpsearch_budget import Budget
+    >>> from hpsearch_budget.optuna import optimize
+    >>> def objective(trial):
+    ...     x = trial.suggest_float("x", -10, 10)
+    ...     for step in range(5):
+    ...         trial.report((x - 2) ** 2 + 1 / (step + 1), step)
+    ...         if trial.should_prune():
+    ...             raise optuna.TrialPruned()
+    ...     return (x - 2) ** 2
+    >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+    >>> study = optuna.create_study(pruner=optuna.pruners.MedianPruner())
+    >>> import tempfile
+    >>> url = f"sqlite:///{tempfile.mkdtemp()}/ledger.db"
+    >>> run = optimize(study, objective, budget=Budget(co2e_kg=1.0), ledger=url,
+    ...                n_trials=10)
+    >>> run.n_trials, run.spent.co2e_kg < 1.0
+    (10, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hpsearch_budget.budget import Budget, Cost
+from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
+from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
+from hpsearch_budget.optuna import _state
+from hpsearch_budget.optuna._callback import BudgetCallback
+from hpsearch_budget.optuna._metered import (
+    MeteredObjective,
+    _check_directions,
+    _open_ledger,
+)
+from hpsearch_budget.optuna._pruner import BudgetPruner
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Meter
+
+
+@dataclass(frozen=True)
+class BudgetedRun:
+    """What a budgeted sweep spent and how its trials ended (the whole study, all workers)."""
+
+    study: str
+    budget: Budget
+    spent: Cost  # the study's spent in the ledger (finished + last checkpoints)
+    source: str  # weakest energy source of the study's trials: "estimated" figures are estimates
+    n_trials: int
+    n_complete: int
+    n_pruned_budget: int  # pruned because the budget could not pay for them
+    n_pruned_other: int  # pruned by the wrapped pruner (Median, Hyperband, ...)
+    n_failed: int
+    stopped: str | None  # why the budget stopped the study; None if n_trials / timeout ended it
+
+    @property
+    def used_fraction(self) -> float:
+        """Fraction of the binding limit spent."""
+        return used_fraction(self.spent, self.budget.as_cost())
+
+    def describe(self) -> str:
+        """A few lines for a terminal; estimated figures say so."""
+        label = {"measured": "", "estimated": " (estimated: an estimate)"}.get(
+            self.source, f" ({self.source})"
+        )
+        lines = [
+            f"study {self.study!r}: spent {self.spent.co2e_kg * 1000:.3g} g CO2e, "
+            f"{self.spent.energy_kwh * 1000:.3g} Wh{label}, {100 * self.used_fraction:.0f}% of "
+            f"the budget ({self.budget.describe()})",
+            f"trials: {self.n_trials} = {self.n_complete} complete + {self.n_pruned_budget} "
+            f"pruned by the budget + {self.n_pruned_other} pruned as unpromising + "
+            f"{self.n_failed} failed",
+        ]
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}")
+        return "\n".join(lines)
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Callable[[Trial], Any],
+    *,
+    budget: Budget | Mapping[str, float],
+    ledger: Ledger | str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    policy: Any = None,
+    meter: Meter | None = None,
+    max_steps: int | None = None,
+    energy_objective: bool = False,
+    project: str | None = None,
+    user: str | None = None,
+    checkpoint_interval_s: float = 30.0,
+    callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    **optimize_kwargs: Any,
+) -> BudgetedRun:
+    """Run ``study.optimize`` inside ``budget``, metering every trial into ``ledger``.
+
+    Wires :func:`metered` (with reservations), :class:`BudgetPruner` (wrapping the study's own
+    pruner, for single-objective studies; Optuna cannot prune multi-objective trials) and
+    :class:`BudgetCallback`. Run the same call in many processes or machines on one Optuna
+    storage and one ledger: they share the budget. ``n_trials`` and ``timeout`` may both be
+    None: the budget ends the sweep. Extra keyword arguments go to ``study.optimize``
+    (``n_jobs``, ``catch``, ``gc_after_trial``, ``show_progress_bar``).
+
+    Overshoot bound: spent <= budget + one checkpoint interval (``trial.report`` to
+    ``trial.report``) of each running trial. Trials that never report (multi-objective
+    studies) can only be held to their reservation: the bound is then the part of each running
+    trial's cost beyond its forecast.
+
+    Raises:
+        BudgetExceededError: the study (or a policy cap) has nothing left before it starts.
+        HpauditInputError: a bad budget, ledger, or study directions that conflict with
+            ``energy_objective``.
+    """
+    if not isinstance(study, optuna.Study):
+        raise HpauditInputError(
+            f"optimize() needs an optuna.Study (optuna.create_study(...)), got "
+            f"{type(study).__name__}"
+        )
+    budget = _as_budget(budget)
+    ledger = _open_ledger(ledger)
+    _check_directions(study, energy_objective)
+    _admit(study, budget, ledger, policy, project, user)
+    inner = objective.objective if isinstance(objective, MeteredObjective) else objective
+    metered_objective = MeteredObjective(
+        inner,
+        ledger,
+        meter
+        if meter is not None or not isinstance(objective, MeteredObjective)
+        else objective.meter,
+        energy_objective,
+        budget=budget,
+        policy=policy,
+        max_steps=max_steps,
+        project=project,
+        user=user,
+        checkpoint_interval_s=checkpoint_interval_s,
+    )
+    callback = BudgetCallback(budget, ledger, policy=policy, project=project, user=user)
+    original_pruner = study.pruner
+    if len(study.directions) == 1 and not isinstance(original_pruner, BudgetPruner):
+        wrapped = None if isinstance(original_pruner, optuna.pruners.NopPruner) else original_pruner
+        study.pruner = BudgetPruner(
+            budget, ledger, wrapped, max_steps, policy=policy, project=project, user=user
+        )
+    try:
+        study.optimize(
+            metered_objective,
+            n_trials=n_trials,
+            timeout=timeout,
+            callbacks=[*(callbacks or ()), callback],
+            **optimize_kwargs,
+        )
+    finally:
+        study.pruner = original_pruner
+    return _summary(study, budget, ledger, callback.stopped or metered_objective.stopped)
+
+
+def _as_budget(budget: Any) -> Budget:
+    if isinstance(budget, Budget):
+        return budget
+    if isinstance(budget, Mapping):
+        return Budget(**budget)
+    raise HpauditInputError(
+        f"budget must be a hpsearch_budget.Budget (e.g. Budget(co2e_kg=0.5)), got "
+        f"{type(budget).__name__}"
+    )
+
+
+def _admit(
+    study: optuna.Study,
+    budget: Budget,
+    ledger: Ledger,
+    policy: Any,
+    project: str | None,
+    user: str | None,
+) -> None:
+    """Refuse to start a sweep whose budget or policy caps are already spent."""
+    name = study.study_name
+    if policy is not None:
+        policy.admit(ledger, name, project, user, Cost(), budget=budget)
+    acc = Accounting(ledger, _state.limits_for(name, budget, None), ttl_s=0.0)
+    state = _state.study_state(ledger, name)
+    state.sync(force=True)  # learn from the study's finished trials, whoever ran them
+    typical = state.forecaster.new_trial()
+    spent = acc.spent()
+    if used_fraction(spent, budget.as_cost()) >= 1.0 or not fits(typical, acc.left_after_release()):
+        raise BudgetExceededError(
+            f"study {name!r} has already spent {spent.co2e_g:.3g} g CO2e / "
+            f"{spent.energy_kwh:.3g} kWh of its budget ({budget.describe()}) and what is left "
+            f"cannot pay for a typical trial ({typical.co2e_g:.3g} g CO2e / "
+            f"{typical.energy_kwh:.3g} kWh, estimate); raise the budget or start a study with "
+            f"a new name"
+        )
+
+
+def _summary(
+    study: optuna.Study, budget: Budget, ledger: Ledger, stopped: str | None
+) -> BudgetedRun:
+    from hpsearch_budget.meters.base import Source, weakest
+
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    by_budget = sum(
+        1 for t in pruned if str(t.user_attrs.get("hpaudit_prune_reason", "")).startswith("budget")
+    )
+    sources = [Source(s) for t in trials if (s := t.user_attrs.get("energy_source")) in set(Source)]
+    acc = Accounting(ledger, _state.limits_for(study.study_name, budget, None), ttl_s=0.0)
+    return BudgetedRun(
+        study=study.study_name,
+        budget=budget,
+        spent=acc.spent(),
+        source=str(weakest(sources) or "none"),
+        n_trials=len(trials),
+        n_complete=sum(1 for t in trials if t.state == TrialState.COMPLETE),
+        n_pruned_budget=by_budget,
+        n_pruned_other=len(pruned) - by_budget,
+        n_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
+        stopped=stopped,
+    )

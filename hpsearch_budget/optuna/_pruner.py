@@ -1,0 +1,270 @@
+"""``BudgetPruner``: prune the least promising running trials when the budget cannot pay for all.
+
+At each ``trial.should_prune()`` the pruner asks the wrapped pruner (Median, Hyperband, ...)
+first. Then it forecasts the trial's remaining cost (its energy per step so far x steps left;
+steps from ``max_steps`` or learned from complete trials). While spent + committed + what the
+running trials will need beyond their reservations fits every limit, the trial goes on. When it
+does not, the running trials of the study are ranked by their latest intermediate value against
+every trial's value at the same step, and the least promising are pruned first until the rest
+fit; each trial prunes itself when it is among them, at its next report.
+
+Overshoot bound: a trial is checked against fresh ledger figures at every report once the
+study is near its limit, so after the budget is spent every running trial stops at its next
+report. Hence ``spent <= budget + one checkpoint interval (report to report) of each running
+trial`` -- tested with 4 worker processes sharing one ledger. (The heartbeat that checkpoints
+silent trials every ``checkpoint_interval_s`` keeps their rows alive but cannot prune them:
+pruning happens where the objective calls ``should_prune``.)
+
+Hot path: far from the limit (spent + committed < ``near_fraction`` of it) a report costs no
+ledger read at all: the figures are cached for ``ttl_s`` seconds. Spending inside reservations
+moves cost from committed to spent, so a stale spent + committed stays nearly exact.
+
+Example:
+
+    >>> import optuna
+    >>> from hpsearch_budget import Budget
+    >>> from hpsearch_budget.ledger import Ledger
+    >>> from hpsearch_budget.optuna import BudgetPruner
+    >>> import tempfile
+    >>> ledger = Ledger(f"sqlite:///{tempfile.mkdtemp()}/ledger.db")
+    >>> pruner = BudgetPruner(Budget(co2e_kg=1.0), ledger, wrapped=optuna.pruners.MedianPruner())
+    >>> study = optuna.create_study(pruner=pruner)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import pandas as pd
+from optuna.pruners import BasePruner
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
+
+from hpsearch_budget.budget import Budget, Cost
+from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.optuna import _state
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    number: int
+    rank: float  # fraction of trials better at the same step: 1 = least promising
+    excess: Cost  # forecast remaining beyond the unspent reservation
+    reserved_left: Cost  # unspent reservation, given back when the trial is pruned
+    step: int | None
+
+
+class BudgetPruner(BasePruner):
+    """An :class:`optuna.pruners.BasePruner` that keeps a study inside its :class:`Budget`.
+
+    Args:
+        budget: the study's limit (kg CO2e, kWh, USD, GPU-hours).
+        ledger: the ledger the metered objective writes to (a :class:`Ledger` or a URL).
+        wrapped: a pruner asked first; its decision stands (None: budget only).
+        max_steps: steps of a complete trial (last step + 1); None learns it from complete
+            trials.
+        policy: lab policy caps checked with the budget (see :mod:`hpsearch_budget.policy`).
+        project, user: who the sweep belongs to, for the policy's caps.
+        ttl_s: how long ledger figures are reused far from the limit.
+        near_fraction: from which used fraction of the limit every report reads fresh figures.
+
+    Trials must run under :func:`~hpsearch_budget.optuna.metered` (the pruner reads their cost
+    from it); other trials are judged by the wrapped pruner only.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        ledger: Ledger | str,
+        wrapped: BasePruner | None = None,
+        max_steps: int | None = None,
+        *,
+        policy: Any = None,
+        project: str | None = None,
+        user: str | None = None,
+        ttl_s: float = 1.0,
+        near_fraction: float = 0.9,
+    ) -> None:
+        from hpsearch_budget.optuna._metered import _open_ledger
+
+        if not isinstance(budget, Budget):
+            raise HpauditInputError(
+                f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
+            )
+        if wrapped is not None and not isinstance(wrapped, BasePruner):
+            raise HpauditInputError(
+                f"wrapped must be an optuna pruner (e.g. optuna.pruners.MedianPruner()), "
+                f"got {type(wrapped).__name__}"
+            )
+        if max_steps is not None and not (isinstance(max_steps, int) and max_steps > 0):
+            raise HpauditInputError(f"max_steps must be a positive integer, got {max_steps!r}")
+        self.budget = budget
+        self.ledger = _open_ledger(ledger)
+        self.wrapped = wrapped
+        self.max_steps = max_steps
+        self.policy = policy
+        self.project = project
+        self.user = user
+        self.ttl_s = ttl_s
+        self.near_fraction = near_fraction
+        self._accounting: dict[str, Accounting] = {}
+        self._victim_cache: dict[str, tuple[float, set[int], str]] = {}
+        self._warned = False
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        live = _state.live_trial(study.study_name, trial.number)
+        if self.wrapped is not None and self.wrapped.prune(study, trial):
+            if live is not None:
+                live.prune_reason = f"{type(self.wrapped).__name__}: not promising"
+            return True
+        if live is None:
+            self._warn_unmetered()
+            return False
+        state = _state.study_state(self.ledger, study.study_name, self.max_steps)
+        acc = self._accounting_for(study.study_name)
+        # The cached spent + committed misses only spending beyond reservations since it was
+        # read. Add, for this process's running trials, what they spent and will need beyond
+        # their reservations (an over-estimate: some is already in the cached spent); other
+        # processes' trials show in the ledger at the next read.
+        pressure = sum((_pressure(state, t) for t in _state.live_trials(study.study_name)), Cost())
+        limit = self.budget.as_cost()
+        if acc.used_fraction() + used_fraction(pressure, limit) < self.near_fraction:
+            return False  # far from the limit: no ledger read
+        left = acc.left(fresh=True)
+        if not fits(Cost(), acc.left_after_release()):  # spent alone is past a limit: all stop
+            live.prune_reason = self._reason(acc, "the budget is spent", 0, 0)
+            return True
+        victims, why = self._victims_cached(study, state, acc, left)
+        if trial.number in victims:
+            live.prune_reason = why
+            return True
+        return False
+
+    # -- near the limit ------------------------------------------------------------------------
+    def _victims_cached(
+        self, study: optuna.Study, state: _state.StudyState, acc: Accounting, left: Cost
+    ) -> tuple[set[int], str]:
+        """The victims, recomputed at most every ``ttl_s``: ranking reads every running row and
+        trial, too costly for every report of every trial near the limit."""
+        now = time.monotonic()
+        cached = self._victim_cache.get(study.study_name)
+        if cached is not None and now - cached[0] <= self.ttl_s:
+            return cached[1], cached[2]
+        victims, why = self._victims(study, state, acc, left)
+        self._victim_cache[study.study_name] = (now, victims, why)
+        return victims, why
+
+    def _victims(
+        self, study: optuna.Study, state: _state.StudyState, acc: Accounting, left: Cost
+    ) -> tuple[set[int], str]:
+        """The running trials to prune, least promising first, until the rest fit."""
+        candidates = self._candidates(study, state)
+        need = sum((c.excess for c in candidates), Cost())
+        if fits(need, left):
+            return set(), ""
+        victims: set[int] = set()
+        for c in sorted(candidates, key=lambda c: (-c.rank, -c.excess.energy_j, -c.number)):
+            if fits(need, left):
+                break
+            victims.add(c.number)
+            need, left = need - c.excess, left + c.reserved_left
+        why = "the running trials' forecast did not fit"
+        return victims, self._reason(acc, why, len(victims), len(candidates))
+
+    def _reason(self, acc: Accounting, why: str, n_victims: int, n_running: int) -> str:
+        spent = acc.spent()
+        what = f", so the {n_victims} least promising of {n_running} running were pruned"
+        return (
+            f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh spent of "
+            f"{self.budget.describe()}; {why}{what if n_running else ''}"
+        )
+
+    def _candidates(self, study: optuna.Study, state: _state.StudyState) -> list[_Candidate]:
+        rows = self.ledger.entries(study=study.study_name)
+        running = rows[rows["status"] == "running"] if not rows.empty else rows
+        trials = study.get_trials(deepcopy=False)
+        by_step = _values_by_step(trials)
+        values = {t.number: t.intermediate_values for t in trials}
+        minimize = study.direction == StudyDirection.MINIMIZE
+        out = []
+        for row in running.itertuples(index=False):
+            number = _as_int(row.trial_number)
+            if number is None:
+                continue
+            live = _state.live_trial(study.study_name, number)
+            if live is not None:  # this process's own trials: fresher than the ledger row
+                cost, steps, reserved_left = live.cost, live.steps_done, live.reserved_left
+                base = live.base
+            else:
+                cost, steps = _state.row_cost(row), _state.row_steps(row)
+                reserved_left, base = (_state.row_reserved(row) - cost).clip(), None
+            remaining = state.forecaster.remaining(cost, steps, base=base)
+            rank, step = _rank(values.get(number, {}), by_step, minimize)
+            out.append(
+                _Candidate(number, rank, (remaining - reserved_left).clip(), reserved_left, step)
+            )
+        return out
+
+    def _accounting_for(self, study: str) -> Accounting:
+        acc = self._accounting.get(study)
+        if acc is None:
+            limits = _state.limits_for(study, self.budget, self.policy, self.project, self.user)
+            acc = self._accounting[study] = Accounting(self.ledger, limits, ttl_s=self.ttl_s)
+        return acc
+
+    def _warn_unmetered(self) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.warning(
+                "BudgetPruner: trial is not metered, so its cost is unknown; wrap the objective "
+                "with hpsearch_budget.optuna.metered() or use hpsearch_budget.optuna.optimize()"
+            )
+
+
+def _pressure(state: _state.StudyState, trial: _state.LiveTrial) -> Cost:
+    """What a running trial spent and will spend beyond its reservation (forecast)."""
+    remaining = state.forecaster.remaining(trial.cost, trial.steps_done, base=trial.base)
+    excess = remaining - trial.reserved_left
+    return excess.clip() + (trial.cost - trial.reserved).clip()
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or pd.isna(value):
+        return None
+    return int(value)
+
+
+def _values_by_step(trials: list[FrozenTrial]) -> dict[int, list[float]]:
+    by_step: dict[int, list[float]] = {}
+    for t in trials:
+        for step, v in t.intermediate_values.items():
+            if math.isfinite(v):
+                by_step.setdefault(step, []).append(v)
+    return by_step
+
+
+def _rank(
+    own: dict[int, float], by_step: dict[int, list[float]], minimize: bool
+) -> tuple[float, int | None]:
+    """Fraction of trials strictly better than this one at its latest step (0.5 if unknown)."""
+    if not own:
+        return 0.5, None
+    step = max(own)
+    value, others = own[step], by_step.get(step, [])
+    if not math.isfinite(value):
+        return 1.0, step
+    if len(others) <= 1:
+        return 0.5, step
+    better = sum(1 for v in others if (v < value if minimize else v > value))
+    return better / (len(others) - 1), step

@@ -1,0 +1,169 @@
+"""Process-local state shared by ``metered``, ``BudgetPruner`` and ``BudgetCallback``.
+
+The three pieces are independent Optuna objects, so they meet here: the trials this process is
+running (their window, reservation and cost so far, kept fresh by every report), and one
+:class:`~hpsearch_budget.budget.TrialForecaster` per (ledger, study) that learns from trials
+finished here at once and from other workers' trials through the ledger, at most every
+``SYNC_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from hpsearch_budget.budget import Budget, Cost, TrialForecaster
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
+
+#: How often (s) a process reads other workers' finished trials from the ledger.
+SYNC_S = 5.0
+
+
+@dataclass
+class LiveTrial:
+    """A trial running in this process, as the budget sees it."""
+
+    study: str
+    number: int
+    window_id: int
+    reserved: Cost = field(default_factory=Cost)
+    cost: Cost = field(default_factory=Cost)  # at the last checkpoint
+    steps_done: int = 0  # last reported step + 1
+    base: tuple[Cost, int] | None = None  # (cost, steps_done) at the first report
+    prune_reason: str | None = None
+
+    @property
+    def reserved_left(self) -> Cost:
+        """The part of the reservation not yet spent (what the ledger counts as committed)."""
+        return (self.reserved - self.cost).clip()
+
+
+_lock = threading.Lock()
+_live: dict[tuple[str, int], LiveTrial] = {}
+
+
+def register(trial: LiveTrial) -> None:
+    with _lock:
+        _live[(trial.study, trial.number)] = trial
+
+
+def unregister(trial: LiveTrial) -> None:
+    with _lock:
+        _live.pop((trial.study, trial.number), None)
+
+
+def live_trial(study: str, number: int) -> LiveTrial | None:
+    """The live state of a trial running in this process, or None (another process's)."""
+    return _live.get((study, number))
+
+
+def live_trials(study: str) -> list[LiveTrial]:
+    """The trials of ``study`` running in this process."""
+    with _lock:
+        return [t for (s, _), t in _live.items() if s == study]
+
+
+class StudyState:
+    """What this process has learned about one study's trial costs."""
+
+    def __init__(self, ledger: Ledger, study: str, max_steps: int | None) -> None:
+        self.ledger = ledger
+        self.study = study
+        self.forecaster = TrialForecaster(max_steps=max_steps)
+        self._seen: set[int] = set()
+        self._synced_at = -math.inf
+        self._lock = threading.Lock()
+
+    def observe(self, window_id: int, cost: Cost, steps: int, status: str) -> None:
+        """A trial of this process finished: learn from it now."""
+        with self._lock:
+            if window_id not in self._seen:
+                self._seen.add(window_id)
+                self.forecaster.observe(cost, steps, complete=status == "complete")
+
+    def sync(self, force: bool = False) -> None:
+        """Learn from trials other workers finished (rate-limited: one ledger read per SYNC_S)."""
+        now = time.monotonic()
+        if not force and now - self._synced_at < SYNC_S:
+            return
+        self._synced_at = now
+        rows = self.ledger.entries(study=self.study)
+        if rows.empty:
+            return
+        done = rows[~rows["status"].isin(["running"]) & ~rows["id"].isin(list(self._seen))]
+        for row in done.sort_values("id").itertuples(index=False):
+            self.observe(int(row.id), _row_cost(row), _row_steps(row), str(row.status))
+
+
+def _num(value: Any) -> float:
+    """A ledger cell as a float; missing (None, NaN, pandas NA) is 0."""
+    return 0.0 if value is None or pd.isna(value) else float(value)
+
+
+def _row_cost(row: Any) -> Cost:
+    return Cost(_num(row.energy_j), _num(row.co2e_g), _num(row.usd), _num(row.gpu_s))
+
+
+def _row_steps(row: Any) -> int:
+    step = row.step
+    return 0 if step is None or pd.isna(step) else int(step) + 1
+
+
+def row_cost(row: Any) -> Cost:
+    """A ledger row's cost so far (its last checkpoint)."""
+    return _row_cost(row)
+
+
+def row_reserved(row: Any) -> Cost:
+    """A ledger row's reservation."""
+    return Cost(
+        _num(row.reserved_energy_j),
+        _num(row.reserved_co2e_g),
+        _num(row.reserved_usd),
+        _num(row.reserved_gpu_s),
+    )
+
+
+def row_steps(row: Any) -> int:
+    """A ledger row's steps done (last checkpointed step + 1)."""
+    return _row_steps(row)
+
+
+_states: dict[tuple[str, str], StudyState] = {}
+
+
+def study_state(ledger: Ledger, study: str, max_steps: int | None = None) -> StudyState:
+    """The one :class:`StudyState` of this process for ``study`` in ``ledger``."""
+    key = (ledger.url, study)
+    with _lock:
+        state = _states.get(key)
+        if state is None:
+            state = _states[key] = StudyState(ledger, study, max_steps)
+        elif max_steps is not None and state.forecaster.max_steps is None:
+            state.forecaster.max_steps = max_steps
+    return state
+
+
+def limits_for(
+    study: str, budget: Budget, policy: Any, project: str | None = None, user: str | None = None
+) -> list[tuple[Any, Cost]]:
+    """The (scope, limit) pairs a trial of ``study`` must fit: the study's budget first, then
+    the caps of the lab policy (``Policy.limits_for``), if any."""
+    from hpsearch_budget.ledger import Scope
+
+    limits: list[tuple[Any, Cost]] = [(Scope(study=study), budget.as_cost())]
+    if policy is not None:
+        from hpsearch_budget.policy import resolve_identity
+
+        project, user = resolve_identity(study, project, user)
+        limits.extend(
+            (scope, limit) for scope, limit, _name in policy.limits_for(study, project, user)
+        )
+    return limits

@@ -1,0 +1,326 @@
+"""The driver's view of a budget: what is left, what each running trial has reserved.
+
+Shared by :class:`~hpsearch_budget.ray.BudgetStopper` and
+:class:`~hpsearch_budget.ray.BudgetScheduler`. Trials measure themselves in their workers
+(:func:`~hpsearch_budget.ray.metered`) and report their window's cost with every result; at each
+result the guard reserves, atomically in the ledger, the cost the trial is forecast to still
+spend (``Ledger.try_reserve``). A trial whose reservation fails no longer fits and is stopped.
+Several drivers (experiments) sharing a policy cap share it through the same reservations.
+
+Overshoot bound: a trial is checked at every report, so the budget can be passed by at most one
+report interval of each running trial (plus the forecast error of trials that had no finished
+trial to learn from).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hpsearch_budget.budget import Budget, Cost, TrialForecaster, forecast_remaining
+from hpsearch_budget.errors import BudgetExceededError, HpauditInputError, LedgerError
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger, Scope
+
+_log = logging.getLogger(__name__)
+_FIELDS = ("energy_j", "co2e_g", "usd", "gpu_s")
+
+# What this driver has reserved per (ledger URL, window): a BudgetStopper and a BudgetScheduler
+# used together see the same results and must not reserve the same forecast twice.
+_RESERVED: dict[tuple[str, int], Cost] = {}
+
+
+@dataclass
+class _Window:
+    """One running ledger window as the driver sees it."""
+
+    trial_id: str
+    window: int
+    base_steps: int  # the trial's training_iteration before this window (restored trials)
+    steps: int = 0  # reports in this window
+    cost: Cost = field(default_factory=Cost)
+
+
+def result_cost(result: Mapping[str, Any]) -> Cost:
+    """The window cost a metered result carries."""
+    return Cost(*(float(result.get(f) or 0.0) for f in _FIELDS))
+
+
+def require_metered(result: Mapping[str, Any], who: str) -> int:
+    window = result.get("hpaudit_window")
+    if window is None:
+        raise HpauditInputError(
+            f"{who} got a result without energy figures (trial {result.get('trial_id')}); wrap "
+            "the trainable with hpsearch_budget.ray.metered(train, ledger) so every trial is "
+            "metered into the ledger"
+        )
+    return int(window)
+
+
+class BudgetGuard:
+    """Reservations and the exhaustion test for one study's budget (and policy caps).
+
+    Args:
+        budget: the study's budget.
+        ledger: the shared ledger the metered trainables write to.
+        study: ledger study name; default the Tune experiment name, learnt from the first trial.
+        policy: a lab :class:`~hpsearch_budget.policy.Policy` whose caps apply on top.
+        project, user: who the sweep belongs to, for the policy's caps.
+        forecaster: the per-trial cost model; default learns from this sweep's finished trials.
+        max_steps: reports of a complete trial, if known (else learnt).
+        ttl_s: how long a read of spent / committed is reused between results.
+    """
+
+    def __init__(
+        self,
+        budget: Budget,
+        ledger: Ledger,
+        *,
+        study: str | None = None,
+        policy: Any = None,
+        project: str | None = None,
+        user: str | None = None,
+        forecaster: TrialForecaster | None = None,
+        max_steps: int | None = None,
+        ttl_s: float = 1.0,
+    ) -> None:
+        from hpsearch_budget.ledger import Ledger
+
+        if not isinstance(budget, Budget):
+            raise HpauditInputError(
+                f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}; "
+                "e.g. Budget(co2e_kg=2.0)"
+            )
+        if not isinstance(ledger, Ledger):
+            raise HpauditInputError(
+                f"ledger must be a hpsearch_budget.Ledger, got {type(ledger).__name__}; "
+                'e.g. Ledger("postgresql+psycopg://user@host/hpaudit")'
+            )
+        self.budget = budget
+        self.ledger = ledger
+        if policy is not None:
+            from hpsearch_budget.policy import load_policy
+
+            policy = load_policy(policy)  # a Policy, or the path of a policy file
+        self.policy = policy
+        self.project = project
+        self.user = user
+        self.forecaster = forecaster or TrialForecaster(max_steps=max_steps)
+        self.ttl_s = ttl_s
+        self.study: str | None = None
+        self.limits: list[tuple[Scope, Cost]] = []
+        self.windows: dict[int, _Window] = {}
+        self.by_trial: dict[str, int] = {}
+        self.refused = 0
+        self._read_at = -math.inf
+        self._used: list[tuple[Cost, Cost]] = []
+        if study is not None:
+            self.bind(study)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tuner.restore unpickles the scheduler / stopper: windows of the old run are dead.
+        state = dict(self.__dict__)
+        state.update(windows={}, by_trial={}, _read_at=-math.inf, _used=[])
+        return state
+
+    def bind(self, study: str) -> None:
+        """Fix the study (first trial) and refuse to start when the budget is already spent."""
+        if self.study == study:
+            return
+        from hpsearch_budget.ledger import Scope
+
+        self.study = study
+        self.limits = [(Scope(study=study), self.budget.as_cost())]
+        if self.policy is not None:
+            caps = self.policy.limits_for(study, self.project, self.user)
+            self.limits += [(scope, limit) for scope, limit, *_ in caps]
+        self._read_at = -math.inf
+        if self.over(fresh=True):
+            spent = self.spent()
+            raise BudgetExceededError(
+                f"the budget of study {study!r} is already spent before this sweep starts "
+                f"({self.describe(spent)}); raise the budget, or start a new study name"
+            )
+
+    def _read(self, fresh: bool) -> list[tuple[Cost, Cost]]:
+        if fresh or time.monotonic() - self._read_at > self.ttl_s:
+            self._used = [(self.ledger.spent(s), self.ledger.committed(s)) for s, _ in self.limits]
+            self._read_at = time.monotonic()
+        return self._used
+
+    def spent(self, fresh: bool = False) -> Cost:
+        return self._read(fresh)[0][0]
+
+    def over(self, fresh: bool = False) -> bool:
+        """Whether spent alone has reached some limit (the first pair is the study's)."""
+        used = self._read(fresh)
+        return any(_reached(s, limit) for (s, _), (_, limit) in zip(used, self.limits, strict=True))
+
+    def left(self, fresh: bool = False) -> Cost:
+        """Componentwise min over limits of limit - spent - committed (inf where unlimited)."""
+        out = Cost(math.inf, math.inf, math.inf, math.inf)
+        for (spent, committed), (_, limit) in zip(self._read(fresh), self.limits, strict=True):
+            rest = Cost(
+                *(
+                    math.inf
+                    if math.isinf(getattr(limit, f))
+                    else getattr(limit, f) - getattr(spent, f) - getattr(committed, f)
+                    for f in _FIELDS
+                )
+            )
+            out = Cost(*(min(getattr(out, f), getattr(rest, f)) for f in _FIELDS))
+        return out
+
+    def describe(self, spent: Cost) -> str:
+        fractions = self.budget.used_fractions(spent)
+        binding = max(fractions, key=lambda k: fractions[k])
+        return f"{fractions[binding]:.0%} of {self.budget.describe()}, binding {binding}"
+
+    def running(self) -> int:
+        return len(self.windows)
+
+    # -- results ------------------------------------------------------------------------------
+
+    def on_result(self, trial_id: str, result: Mapping[str, Any], who: str) -> bool:
+        """Reserve the trial's forecast remaining cost; False when it no longer fits."""
+        window_id = require_metered(result, who)
+        reported = str(result.get("hpaudit_study"))
+        if self.study is None:
+            self.bind(reported)
+        elif reported != self.study:
+            raise HpauditInputError(
+                f"{who} budgets study {self.study!r} but the trial writes to study "
+                f"{reported!r}; pass the same study= to metered() and to {who}"
+            )
+        w = self._window(trial_id, window_id, result)
+        w.steps = int(result.get("training_iteration", w.base_steps + w.steps + 1)) - w.base_steps
+        w.cost = result_cost(result)
+        if result.get("done"):
+            return True  # the function returned: its window is final, nothing left to reserve
+        key = (self.ledger.url, window_id)
+        held = _RESERVED.get(key, Cost())
+        # The ledger counts a window's unspent reservation (reserved - spent) as committed and
+        # checks spent + committed + amount <= limit. Asking for the forecast minus what is
+        # still unspent makes that check exactly "spent + remaining of this trial fits".
+        remaining = self._remaining(w)
+        unspent = (held - w.cost).clip()
+        more = (remaining - unspent).clip()
+        if more == Cost():
+            # Its forecast is inside what it holds (a reservation only grows until the window
+            # ends): it fits unless the budget is already spent.
+            return not self.over()
+        try:
+            reserved = self.ledger.try_reserve(window_id, more, self.limits)
+        except LedgerError as error:
+            if "already finalised" in str(error):
+                return True  # it ended (returned, failed) while this result was in flight
+            raise
+        if not reserved:
+            self._read_at = -math.inf
+            _log.debug(
+                "hpaudit: window %s (%s J spent) cannot reserve %s J more: %s",
+                window_id,
+                w.cost.energy_j,
+                more.energy_j,
+                [(s.energy_j, c.energy_j) for s, c in self._read(True)],
+            )
+            return False
+        held = held + more
+        # A window that spent past its reservation (its first report, or a forecast too low)
+        # is now short of spent + remaining by that much: top it up (the check is now exact).
+        short = (w.cost + remaining - held).clip()
+        if short != Cost() and self.ledger.try_reserve(window_id, short, self.limits):
+            held = held + short
+        _RESERVED[key] = held
+        # The spend figures moved: the next exhaustion test must not reuse a stale read.
+        self._read_at = min(self._read_at, time.monotonic() - self.ttl_s / 2)
+        return True
+
+    def fits_alone(self, trial_id: str) -> bool:
+        """Whether spent + this trial's forecast remaining cost fits every limit, ignoring
+        other trials' reservations (room they would give back if they stopped now)."""
+        window_id = self.by_trial.get(trial_id)
+        w = self.windows.get(window_id) if window_id is not None else None
+        if w is None:
+            return True
+        remaining = self._remaining(w)
+        return all(
+            _within(spent + remaining, limit)
+            for (spent, _), (_, limit) in zip(self._read(True), self.limits, strict=True)
+        )
+
+    def _window(self, trial_id: str, window_id: int, result: Mapping[str, Any]) -> _Window:
+        w = self.windows.get(window_id)
+        if w is None:
+            iteration = int(result.get("training_iteration", 1))
+            w = self.windows[window_id] = _Window(trial_id, window_id, base_steps=iteration - 1)
+            old = self.by_trial.get(trial_id)
+            if old is not None and old != window_id:
+                self.windows.pop(old, None)
+            self.by_trial[trial_id] = window_id
+        return w
+
+    def _remaining(self, w: _Window) -> Cost:
+        expected = self.forecaster.expected_steps()
+        if expected is not None and w.steps > 0:
+            return forecast_remaining(w.cost, w.steps, expected - w.base_steps)
+        return (self.forecaster.new_trial() - w.cost).clip()
+
+    def finished(self, trial_id: str, *, complete: bool) -> None:
+        """A trial ended: teach the forecaster, forget its window."""
+        window_id = self.by_trial.pop(trial_id, None)
+        w = self.windows.pop(window_id, None) if window_id is not None else None
+        if window_id is not None:
+            _RESERVED.pop((self.ledger.url, window_id), None)
+        if w is None or w.steps <= 0:
+            return
+        whole = complete and w.base_steps == 0  # a restored window saw only part of the trial
+        self.forecaster.observe(w.cost, w.steps, complete=whole)
+
+    # -- admission and exhaustion --------------------------------------------------------------
+
+    def new_trial_fits(self, promised: Cost) -> bool:
+        """Whether one more trial's forecast fits in what is left after ``promised``."""
+        if self.study is None:
+            return True
+        forecast = self.forecaster.new_trial()
+        left = self.left(fresh=True)
+        return (
+            all(
+                getattr(forecast, f) + getattr(promised, f) <= getattr(left, f) + 1e-9
+                for f in _FIELDS
+            )
+            and not self.over()
+        )
+
+    def exhausted(self) -> bool:
+        """Spent has reached a limit, or a trial was refused and nothing running could make
+        room for another one (no reservation left and a new trial does not fit)."""
+        if self.study is None:
+            return False
+        if self.over():
+            return True
+        if self.refused:
+            idle = all(
+                getattr(committed, f) <= 0.0 for _, committed in self._read(False) for f in _FIELDS
+            )
+            return idle and not self.new_trial_fits(Cost())
+        return False
+
+
+def _within(total: Cost, limit: Cost) -> bool:
+    # the ledger's own slack for float summation order
+    return all(getattr(total, f) <= getattr(limit, f) * (1 + 1e-9) + 1e-12 for f in _FIELDS)
+
+
+def _reached(spent: Cost, limit: Cost) -> bool:
+    return any(
+        math.isfinite(getattr(limit, f)) and getattr(spent, f) >= getattr(limit, f) for f in _FIELDS
+    )

@@ -1,0 +1,499 @@
+"""``metered``: a Ray Tune function trainable whose every trial is a window in the energy ledger.
+
+The wrapper runs inside the trial's worker process, on the node Ray placed it: it measures that
+node's devices (the GPUs Ray assigned, ``ray.get_gpu_ids()``), opens a ledger window
+(``study`` = the experiment name, ``trial_key = "<study>:<trial_id>"``), checkpoints it at
+every ``ray.tune.report`` and on a heartbeat, and finalises it with the trial's fate:
+
+* ``complete``: the function returned;
+* ``pruned``: Tune stopped it early (a scheduler, a stopper, stop criteria) -- pass
+  ``max_steps`` to count a trial stopped at or after that many reports as ``complete``;
+* ``failed``: the function raised (the energy up to that point is still charged);
+* ``killed``: interrupted (KeyboardInterrupt); a worker that dies without a word is closed at
+  its last checkpoint by :class:`~hpsearch_budget.ray.LedgerCallback` or by ``Ledger.reap``.
+
+Every reported result gains these keys (see ``docs/ray-cluster.md``)::
+
+    energy_j, co2e_g, usd, gpu_s   cost of this ledger window so far (cumulative, PUE in co2e/usd)
+    energy_source                  measured | integrated | estimated | replayed (weakest domain)
+    hpaudit_window, hpaudit_study  the ledger window id and study
+
+A ledger the worker cannot reach fails the trial with the ledger's message: a trial never runs
+unmetered.
+
+Example (``ray.init()`` first; the ledger URL must be reachable from every node)::
+
+    from ray import tune
+    from hpsearch_budget.ray import metered
+
+    def train(config):
+        for epoch in range(10):
+            tune.report({"loss": 1.0 / (epoch + 1)})
+
+    tuner = tune.Tuner(metered(train, "sqlite:////shared/hpaudit.db"),
+                       param_space={"lr": tune.loguniform(1e-4, 1e-1)})
+    tuner.fit()  # each result now carries energy_j, co2e_g and energy_source
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Number
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpsearch_budget.budget import Cost
+from hpsearch_budget.errors import HpauditInputError, LedgerError
+
+if TYPE_CHECKING:
+    from hpsearch_budget.carbon import CarbonModel
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement, Meter, Reading
+
+_log = logging.getLogger(__name__)
+
+#: Keys :func:`metered` adds to every reported result.
+RESULT_KEYS = (
+    "energy_j",
+    "co2e_g",
+    "usd",
+    "gpu_s",
+    "energy_source",
+    "hpaudit_window",
+    "hpaudit_study",
+)
+
+#: A callable that builds the meter of a trial from the GPU ids Ray assigned to it.
+MeterFactory = Callable[[Sequence[str]], "Meter"]
+
+# Trial id -> event set once the trial's window is finalised. The actor's main thread waits on
+# it in cleanup(), so Ray does not tear the worker down while the row is being written.
+_FINALIZED: dict[str, threading.Event] = {}
+# One Ledger per URL per worker process (actors are reused across trials).
+_LEDGERS: dict[str, Ledger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+def metered(
+    trainable: Callable[..., Any],
+    ledger: Ledger | str | None = None,
+    *,
+    study: str | None = None,
+    metric: str | None = None,
+    max_steps: int | None = None,
+    meter: MeterFactory | None = None,
+    project: str | None = None,
+    user: str | None = None,
+    checkpoint_interval_s: float = 30.0,
+    finalize_timeout_s: float = 30.0,
+) -> Callable[[dict[str, Any]], None]:
+    """Wrap a Ray Tune function trainable so every trial is metered into the ledger.
+
+    Args:
+        trainable: ``def train(config): ...`` reporting with ``ray.tune.report`` (generator
+            and returning functions work too). Wrap the function itself, then apply
+            ``tune.with_parameters`` / ``tune.with_resources`` outside or inside: both work.
+        ledger: a :class:`~hpsearch_budget.ledger.Ledger`, or its URL; ``None`` reads
+            ``$HPAUDIT_LEDGER`` (else ``sqlite:///hpaudit.db``) here, on the driver. A relative
+            SQLite path is made absolute here, since Ray runs trials in their own folders.
+        study: ledger study name; default the Tune experiment name.
+        metric: a reported metric to store as the window's objective value.
+        max_steps: a trial stopped by Tune after this many reports counts as ``complete``.
+        meter: ``meter(gpu_ids) -> Meter`` built in the worker; default
+            :func:`hpsearch_budget.meters.default_meter` on the assigned GPUs.
+        project, user: who the windows belong to (policy caps per project / user).
+        checkpoint_interval_s: heartbeat: the longest a running window goes unrecorded.
+        finalize_timeout_s: how long a stopping worker waits for its final ledger write.
+    """
+    _check_function(trainable)
+    _check_positive(checkpoint_interval_s, "checkpoint_interval_s")
+    _check_positive(finalize_timeout_s, "finalize_timeout_s")
+    if max_steps is not None and not (isinstance(max_steps, int) and max_steps > 0):
+        raise HpauditInputError(f"max_steps must be a positive integer, got {max_steps!r}")
+    url, carbon = _ledger_target(ledger)
+    project, user = _identity(study, project, user)
+    spec = _Spec(
+        url=url,
+        carbon=carbon,
+        study=study,
+        metric=metric,
+        max_steps=max_steps,
+        meter=meter,
+        project=project,
+        user=user,
+        checkpoint_interval_s=float(checkpoint_interval_s),
+    )
+
+    def metered_trainable(config: dict[str, Any]) -> None:
+        _TrialRun(spec).run(trainable, config)
+
+    # Ray names trials after the function and reads these attributes (with_resources,
+    # mixins); the metered mixin makes the actor wait for the final ledger write.
+    metered_trainable.__name__ = getattr(trainable, "__name__", "trainable")
+    metered_trainable.__qualname__ = getattr(trainable, "__qualname__", "trainable")
+    metered_trainable.__doc__ = trainable.__doc__
+    if hasattr(trainable, "_resources"):
+        metered_trainable._resources = trainable._resources  # type: ignore[attr-defined]
+    mixin = _metered_mixin(finalize_timeout_s)
+    metered_trainable.__mixins__ = (mixin, *getattr(trainable, "__mixins__", ()))  # type: ignore[attr-defined]
+    metered_trainable._hpaudit_ledger_url = url  # type: ignore[attr-defined]
+    return metered_trainable
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _check_function(trainable: object) -> None:
+    if inspect.isclass(trainable):
+        raise HpauditInputError(
+            f"metered() wraps a function trainable `def train(config): ...`, got the class "
+            f"{trainable.__name__}; move the training loop into a function that calls "
+            "ray.tune.report, or record the class trainable with LedgerCallback alone"
+        )
+    if not callable(trainable):
+        raise HpauditInputError(
+            f"metered() wraps a function trainable `def train(config): ...`, got "
+            f"{type(trainable).__name__} {trainable!r}; pass the function itself, not its name "
+            "or its result"
+        )
+    try:
+        params = inspect.signature(trainable).parameters.values()
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: Ray will judge it
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(positional) != 1:
+        raise HpauditInputError(
+            f"a Ray Tune function trainable takes exactly one argument, `config`; "
+            f"{getattr(trainable, '__name__', trainable)!r} takes {len(positional)} "
+            "required positional arguments; pass extra data with tune.with_parameters"
+        )
+
+
+def _identity(study: str | None, project: str | None, user: str | None) -> tuple[str | None, str]:
+    """Project and user, resolved here on the driver as the policy's caps resolve them
+    (argument, else $HPAUDIT_PROJECT / $HPAUDIT_USER, else the study / the login name); a
+    project left open becomes the study name in the worker, once the experiment is known."""
+    from hpsearch_budget.policy import resolve_identity
+
+    placeholder = "\x00study"
+    resolved = resolve_identity(study or placeholder, project, user)
+    return (None if resolved.project == placeholder else resolved.project), resolved.user
+
+
+def _check_positive(value: float, name: str) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise HpauditInputError(f"{name} must be a positive number of seconds, got {value!r}")
+
+
+def _ledger_target(ledger: Ledger | str | None) -> tuple[str, CarbonModel | None]:
+    """The URL (and carbon model) a worker will open; checked here, on the driver."""
+    from hpsearch_budget.ledger import Ledger
+
+    if isinstance(ledger, Ledger):
+        return _absolute_sqlite(ledger.url), ledger.carbon
+    if ledger is not None and not isinstance(ledger, str):
+        raise HpauditInputError(
+            f"ledger must be a Ledger or a database URL string, got {type(ledger).__name__}"
+        )
+    probe = Ledger(ledger)  # fails here, on the driver, before any trial is scheduled
+    try:
+        return _absolute_sqlite(probe.url), None
+    finally:
+        probe.close()
+
+
+def _absolute_sqlite(url: str) -> str:
+    # Ray runs each trial with its trial folder as working directory: a relative SQLite path
+    # would give every trial a ledger of its own.
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        path, sep, query = url[len(prefix) :].partition("?")
+        return prefix + str(Path(path).resolve()) + sep + query
+    return url
+
+
+# -- in the worker --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Spec:
+    url: str
+    carbon: CarbonModel | None
+    study: str | None
+    metric: str | None
+    max_steps: int | None
+    meter: MeterFactory | None
+    project: str | None
+    user: str
+    checkpoint_interval_s: float
+
+
+@dataclass
+class _State:
+    window: int = -1
+    start: Reading | None = None
+    steps: int = 0
+    value: float | None = None
+    cost: Cost = field(default_factory=Cost)
+    error: BaseException | None = None  # a heartbeat failure, raised at the next report
+
+
+class _TrialRun:
+    """One trial's window: opened at start, checkpointed per report, finalised at the end."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.state = _State()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def run(self, trainable: Callable[..., Any], config: dict[str, Any]) -> None:
+        from ray.train._internal.session import get_session
+        from ray.tune import get_context
+
+        session = get_session()
+        if session is None:
+            raise HpauditInputError(
+                "a metered trainable runs inside Ray Tune: pass it to tune.Tuner(...).fit(), "
+                "do not call it directly"
+            )
+        ctx = get_context()
+        trial_id = ctx.get_trial_id()
+        done = _FINALIZED[trial_id] = threading.Event()
+        try:
+            self.study = self.spec.study or ctx.get_experiment_name()
+            self.ledger = _worker_ledger(self.spec)
+            gpu_ids = _assigned_gpus()
+            self.meter = self._make_meter(gpu_ids)
+            try:
+                self._open(trial_id, config, gpu_ids, ctx)
+                self._run_with_reports(session, trainable, config)
+            finally:
+                self.meter.close()
+        finally:
+            done.set()  # also when the ledger or the meter could not be opened
+
+    def _make_meter(self, gpu_ids: Sequence[str]) -> Meter:
+        if self.spec.meter is not None:
+            return self.spec.meter(gpu_ids)
+        from hpsearch_budget.meters import default_meter
+
+        return default_meter(devices=list(gpu_ids))
+
+    def _open(self, trial_id: str, config: Mapping[str, Any], gpu_ids: Sequence[str], ctx: Any):
+        share = _gpu_share(ctx, len(gpu_ids))
+        self.state.start = self.meter.read()  # first: a meter that fails leaves no row
+        self.state.window = self.ledger.open_window(
+            self.study,
+            f"{self.study}:{trial_id}",
+            trial_number=_trial_number(trial_id),
+            params=_jsonable(dict(config)),
+            devices=[f"gpu:{g}" for g in gpu_ids],
+            gpu_share=share,
+            project=self.spec.project or self.study,
+            user=self.spec.user,
+            checkpoint_interval_s=self.spec.checkpoint_interval_s,
+        )
+
+    def _run_with_reports(
+        self, session: Any, trainable: Callable[..., Any], config: dict[str, Any]
+    ) -> None:
+        original = session.report
+
+        def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
+            original(self._annotate(metrics), checkpoint=checkpoint)
+
+        # Every path to a result (ray.tune.report, ray.train.report, a generator's yield)
+        # ends in the session's report: patching the instance catches them all.
+        session.report = report
+        beat = threading.Thread(target=self._heartbeat, name="hpaudit-heartbeat", daemon=True)
+        beat.start()
+        status = "failed"
+        try:
+            output = _call(trainable, config, report)
+            if isinstance(output, dict | Number) and not isinstance(output, bool):
+                report(output if isinstance(output, dict) else {"_metric": output})
+            status = "complete"
+        except SystemExit:
+            # Tune stopped the trial (scheduler, stopper, stop criteria) while it reported.
+            reached = self.spec.max_steps is not None and self.state.steps >= self.spec.max_steps
+            status = "complete" if reached else "pruned"
+            raise
+        except KeyboardInterrupt:
+            status = "killed"
+            raise
+        finally:
+            self.stop.set()
+            session.report = original
+            self._finalize(status)
+
+    def _measure(self) -> Measurement:
+        assert self.state.start is not None
+        return self.meter.read() - self.state.start
+
+    def _annotate(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            if self.state.error is not None:
+                raise self.state.error
+            self.state.steps += 1
+            value = metrics.get(self.spec.metric) if self.spec.metric else None
+            if isinstance(value, Number) and not isinstance(value, bool):
+                self.state.value = float(value)  # type: ignore[arg-type]
+            m = self._measure()
+            cost = self.ledger.checkpoint(
+                self.state.window, m, step=self.state.steps - 1, value=self.state.value
+            )
+            self.state.cost = cost
+        out = dict(metrics)
+        out.update(
+            energy_j=cost.energy_j,
+            co2e_g=cost.co2e_g,
+            usd=cost.usd,
+            gpu_s=cost.gpu_s,
+            energy_source=str(m.source) if m.source is not None else "estimated",
+            hpaudit_window=self.state.window,
+            hpaudit_study=self.study,
+        )
+        return out
+
+    def _heartbeat(self) -> None:
+        # Long steps would otherwise leave the window silent: Ledger.reap takes a window
+        # silent for 3 intervals for dead, and a crash would lose the whole step.
+        while not self.stop.wait(self.spec.checkpoint_interval_s):
+            with self.lock:
+                try:
+                    self.ledger.checkpoint(self.state.window, self._measure())
+                except Exception as error:  # surfaced at the next report, not lost in a thread
+                    self.state.error = error
+                    return
+
+    def _finalize(self, status: str) -> None:
+        with self.lock:
+            try:
+                self.ledger.finalize(
+                    self.state.window, self._measure(), status=status, value=self.state.value
+                )
+            except LedgerError as error:
+                # The trial's own exception (if any) is the one worth seeing; this is logged.
+                _log.error(
+                    "hpaudit: could not finalise ledger window %s: %s", self.state.window, error
+                )
+
+
+def _call(
+    trainable: Callable[..., Any], config: dict[str, Any], report: Callable[..., None]
+) -> Any:
+    if inspect.isgeneratorfunction(trainable):
+        for output in trainable(config):
+            if isinstance(output, dict):
+                report(output)
+            elif isinstance(output, Number):
+                report({"_metric": output})
+        return None
+    return trainable(config)
+
+
+def _worker_ledger(spec: _Spec) -> Ledger:
+    from hpsearch_budget.ledger import Ledger
+
+    with _LEDGERS_LOCK:
+        ledger = _LEDGERS.get(spec.url)
+        if ledger is None:
+            try:
+                ledger = Ledger(spec.url, carbon=spec.carbon)
+            except LedgerError as error:
+                raise LedgerError(
+                    f"ledger unreachable from the Ray worker on {socket.gethostname()} "
+                    f"(pid {os.getpid()}): {error}; every node needs the same ledger URL "
+                    "(a shared PostgreSQL for many machines, see docs/ray-cluster.md)"
+                ) from None
+            _LEDGERS[spec.url] = ledger
+        return ledger
+
+
+def _assigned_gpus() -> list[str]:
+    """GPU ids Ray assigned to this trial (as in CUDA_VISIBLE_DEVICES: indices or UUIDs)."""
+    import ray
+
+    try:
+        ids = [str(g) for g in ray.get_gpu_ids()]
+    except Exception:  # not connected to Ray (a direct call): trust the environment
+        ids = []
+    if not ids:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        ids = [] if visible in ("", "-1", "NoDevFiles") else visible.split(",")
+    return [i.strip() for i in ids if i.strip()]
+
+
+def _gpu_share(ctx: Any, n_gpus: int) -> float:
+    """The share of each assigned GPU this trial holds (0.5 for ``{"gpu": 0.5}``)."""
+    if n_gpus == 0:
+        return 1.0
+    try:
+        requested = float(ctx.get_trial_resources().required_resources.get("GPU", n_gpus))
+    except Exception:
+        return 1.0
+    return min(1.0, max(requested / n_gpus, 1e-6))
+
+
+def _trial_number(trial_id: str) -> int | None:
+    # Ray trial ids end in the trial's index: "4e8a1_00003".
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """A config as plain JSON: numbers, strings, lists and dicts; anything else as its repr."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        try:
+            return _jsonable(value.item(), depth)
+        except (TypeError, ValueError):
+            pass
+    if depth < 8 and isinstance(value, Mapping):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if depth < 8 and isinstance(value, list | tuple):
+        return [_jsonable(v, depth + 1) for v in value]
+    return repr(value)[:200]
+
+
+class _MeteredMixin:
+    """Mixed into Ray's function trainable: waits in the actor's main thread for the trial's
+    final ledger write before Ray tears the worker down."""
+
+    _hpaudit_finalize_timeout_s = 30.0
+
+    def cleanup(self) -> None:
+        trial_id = getattr(self, "trial_id", None)
+        super().cleanup()  # type: ignore[misc]  # stops the training thread
+        done = _FINALIZED.pop(trial_id, None) if trial_id else None
+        timeout = self._hpaudit_finalize_timeout_s
+        if done is not None and not done.wait(timeout):
+            _log.error(
+                "hpaudit: trial %s did not finalise its ledger window within %.0f s; "
+                "LedgerCallback or Ledger.reap will close it at its last checkpoint",
+                trial_id,
+                timeout,
+            )
+
+
+def _metered_mixin(finalize_timeout_s: float) -> type:
+    # A subclass per metered() call carries its timeout; the behaviour stays in the module-level
+    # base, so it is pickled by reference and sees this module's state in the worker.
+    return type(
+        "MeteredMixin", (_MeteredMixin,), {"_hpaudit_finalize_timeout_s": finalize_timeout_s}
+    )

@@ -1,0 +1,126 @@
+"""CostAwareSampler / CostAwarePruner decisions on real Optuna studies."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpsearch_budget.budget import Budget
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.optuna import CostAwarePruner, CostAwareSampler, CostModel
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_cost_model_recovers_a_power_law_with_categoricals() -> None:
+    space = {
+        "w": IntDistribution(8, 512, log=True),
+        "lr": FloatDistribution(0.0, 1.0),
+        "kind": CategoricalDistribution(["a", "b"]),
+    }
+    rng = np.random.default_rng(0)
+    params = [
+        {"w": int(w), "lr": float(lr), "kind": k}
+        for w, lr, k in zip(
+            rng.integers(8, 512, 60), rng.random(60), rng.choice(["a", "b"], 60), strict=True
+        )
+    ]
+    rates = [p["w"] ** 1.5 * (3.0 if p["kind"] == "b" else 1.0) for p in params]
+    model = CostModel(space, ridge=1e-6)
+    assert model.fit(params, rates)
+    test = {"w": np.array([16.0, 256.0]), "lr": np.array([0.5, 0.5]), "kind": np.array([1, 0])}
+    pred = model.predict_log(test)
+    assert pred == pytest.approx(np.log([16**1.5 * 3.0, 256**1.5]), rel=1e-3)
+    assert not CostModel(space).fit(params[:2], rates[:2])  # too few to fit
+
+
+def _flat_objective(trial: optuna.Trial) -> float:
+    w = trial.suggest_int("w", 8, 512, log=True)
+    x = trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("energy_kwh", w * 1e-3)  # cost grows with w; value does not
+    return x
+
+
+def _mean_w(sampler: optuna.samplers.BaseSampler) -> float:
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(_flat_objective, n_trials=45)
+    return float(np.mean([np.log(t.params["w"]) for t in study.trials[10:]]))
+
+
+def test_sampler_prefers_cheap_configurations_and_alpha_zero_is_tpe() -> None:
+    aware = _mean_w(CostAwareSampler(alpha=2.0, seed=1))
+    plain = _mean_w(CostAwareSampler(alpha=0.0, seed=1))
+    tpe = _mean_w(optuna.samplers.TPESampler(seed=1, multivariate=True, n_ei_candidates=64))
+    assert plain == pytest.approx(tpe)
+    assert aware < plain - 0.5  # cheaper by a factor > e**0.5 on average
+
+
+def test_cost_cooling_reaches_zero_when_budget_is_spent() -> None:
+    sampler = CostAwareSampler(budget=Budget(energy_kwh=1.0), alpha=2.0, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    assert sampler.cost_weight(study) == 2.0
+    for spent in (0.25, 0.25):
+        t = study.ask()
+        t.set_user_attr("energy_kwh", spent)
+        study.tell(t, 0.0)
+    assert sampler.cost_weight(study) == pytest.approx(1.0)
+    t = study.ask()
+    t.set_user_attr("energy_kwh", 0.75)
+    study.tell(t, 0.0)
+    assert sampler.cost_weight(study) == 0.0
+
+
+def test_sampler_budget_must_limit_the_cost_unit() -> None:
+    with pytest.raises(HpauditInputError, match="co2e_kg"):
+        CostAwareSampler(budget=Budget(energy_kwh=1.0), cost_attr="co2e_kg")
+    with pytest.raises(HpauditInputError, match="alpha"):
+        CostAwareSampler(alpha=-1.0)
+
+
+def _rung_study(pruner: optuna.pruners.BasePruner, peers: list[float]) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for v in peers:  # finished peers that reached step 1 (rung 2) at 1 kWh per step
+        t = study.ask()
+        t.report(v / 2, 0)
+        t.report(v, 1)
+        t.set_user_attr("energy_kwh", 2.0)
+        study.tell(t, v)
+    return study
+
+
+def _judge(study: optuna.Study, value: float, kwh: float) -> bool:
+    t = study.ask()
+    t.report(value / 2, 0)
+    assert not t.should_prune()  # not at a rung: never pruned
+    t.set_user_attr("energy_kwh", kwh)
+    t.report(value, 1)
+    return t.should_prune()
+
+
+def test_pruner_is_cost_aware_at_rungs() -> None:
+    peers = [float(v) for v in range(1, 12)]  # with the trial: 12 at the rung
+    pruner = CostAwarePruner(min_resource=2, max_resource=18)
+    assert not _judge(_rung_study(pruner, peers), 8.5, kwh=2.0)  # 3 better, keep 4
+    assert _judge(_rung_study(pruner, peers), 8.5, kwh=18.0)  # 9x dearer: keep 1
+    assert not _judge(_rung_study(pruner, peers), 99.0, kwh=18.0)  # the best goes on
+    assert _judge(_rung_study(pruner, peers), 4.0, kwh=2.0)
+
+
+class _Always(optuna.pruners.BasePruner):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        self.calls += 1
+        return True
+
+
+def test_budget_pruner_is_consulted_first() -> None:
+    budget = _Always()
+    study = optuna.create_study(pruner=CostAwarePruner(max_resource=9, budget_pruner=budget))
+    t = study.ask()
+    t.report(1.0, 4)  # not a rung: only the budget can prune here
+    assert t.should_prune()
+    assert budget.calls == 1

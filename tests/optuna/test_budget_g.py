@@ -1,0 +1,235 @@
+"""BudgetPruner, BudgetCallback, reservations and optimize(): a study stays inside its budget."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch_budget import Budget
+from hpsearch_budget.budget import Cost
+from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
+from hpsearch_budget.ledger import Ledger, Scope
+from hpsearch_budget.optuna import BudgetCallback, BudgetPruner, metered, optimize
+from hpsearch_budget.units import j_to_kwh
+
+WATTS = 20.0  # the replay meter's power (tests/optuna/conftest.py)
+
+
+def _steps_objective(spend, steps: int, cpu_s: float, log: list | None = None):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -5, 5)
+        for step in range(steps):
+            spend(cpu_s)
+            trial.report(x**2 + 1.0 / (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x**2
+
+    return objective
+
+
+def _trial_j(steps: int, cpu_s: float) -> float:
+    return steps * cpu_s * WATTS
+
+
+def test_budget_ends_the_sweep_inside_the_bound(sqlite_url, replay_meter, spend):
+    steps, cpu_s = 5, 0.02
+    step_j = cpu_s * WATTS
+    budget_j = 4.5 * _trial_j(steps, cpu_s)
+    study = optuna.create_study(study_name="seq")
+    run = optimize(
+        study,
+        _steps_objective(spend, steps, cpu_s),
+        budget=Budget(energy_kwh=j_to_kwh(budget_j)),
+        ledger=sqlite_url,
+        meter=replay_meter,
+        n_trials=100,
+    )
+    spent = Ledger(sqlite_url).spent(Scope(study="seq"))
+    assert run.spent.energy_j == pytest.approx(spent.energy_j)
+    # one running trial: overshoot at most one checkpoint interval (one step + overhead)
+    assert spent.energy_j <= budget_j + 2 * step_j
+    assert spent.energy_j >= 0.6 * budget_j  # and the budget was used, not refused early
+    assert run.stopped is not None and run.stopped.startswith("budget")
+    assert run.n_trials < 100
+    assert "replayed" in run.describe()
+
+
+def test_budget_smaller_than_a_trial_prunes_at_the_next_report(sqlite_url, replay_meter, spend):
+    steps, cpu_s = 20, 0.02
+    step_j = cpu_s * WATTS
+    budget_j = 5.5 * step_j
+    study = optuna.create_study(study_name="tiny")
+    run = optimize(
+        study,
+        _steps_objective(spend, steps, cpu_s),
+        budget=Budget(energy_kwh=j_to_kwh(budget_j)),
+        ledger=sqlite_url,
+        meter=replay_meter,
+        n_trials=5,
+    )
+    first = study.trials[0]
+    assert first.state == TrialState.PRUNED
+    assert first.user_attrs["hpaudit_prune_reason"].startswith("budget")
+    assert max(first.intermediate_values) < steps - 1
+    assert run.spent.energy_j <= budget_j + 2 * step_j
+    assert run.n_pruned_budget >= 1 and run.stopped is not None
+
+
+def test_least_promising_running_trial_is_pruned_first(sqlite_url, replay_meter, spend):
+    """Two trials run side by side (n_jobs=2); the budget pays for about one and a half: the
+    one with the worse intermediate value is pruned, the better one completes."""
+    steps, cpu_s = 8, 0.05
+    budget_j = 1.75 * _trial_j(steps, cpu_s)  # 1.5 trials + the per-step overhead
+    barrier = threading.Barrier(2, timeout=10)
+
+    def objective(trial):
+        x = trial.suggest_float("x", -5, 5)
+        for step in range(steps):
+            spend(cpu_s)
+            trial.report(x**2 + 1.0 / (step + 1), step)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()  # both reported before either asks the pruner
+            if trial.should_prune():
+                barrier.abort()
+                raise optuna.TrialPruned()
+        barrier.abort()
+        return x**2
+
+    study = optuna.create_study(study_name="rank")
+    study.enqueue_trial({"x": 3.0})  # worse (minimising x^2)
+    study.enqueue_trial({"x": 0.5})
+    optimize(
+        study,
+        objective,
+        budget=Budget(energy_kwh=j_to_kwh(budget_j)),
+        ledger=sqlite_url,
+        meter=replay_meter,
+        max_steps=steps,
+        n_trials=2,
+        n_jobs=2,
+    )
+    by_x = {t.params["x"]: t for t in study.trials}
+    assert by_x[3.0].state == TrialState.PRUNED
+    assert by_x[3.0].user_attrs["hpaudit_prune_reason"].startswith("budget")
+    assert by_x[0.5].state == TrialState.COMPLETE
+
+
+def test_wrapped_pruner_is_asked_first(sqlite_url, replay_meter, spend):
+    study = optuna.create_study(
+        study_name="median",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+    for x in (0.0, 0.1, 4.0):
+        study.enqueue_trial({"x": x})
+    run = optimize(
+        study,
+        _steps_objective(spend, 4, 0.005),
+        budget=Budget(energy_kwh=1.0),
+        ledger=sqlite_url,
+        meter=replay_meter,
+        n_trials=3,
+    )
+    last = study.trials[2]
+    assert last.state == TrialState.PRUNED
+    assert last.user_attrs["hpaudit_prune_reason"].startswith("MedianPruner")
+    assert run.n_pruned_other == 1 and run.n_pruned_budget == 0 and run.stopped is None
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)  # restored afterwards
+
+
+def test_exhausted_study_refuses_to_start(sqlite_url, replay_meter, spend):
+    budget = Budget(energy_kwh=j_to_kwh(2.5 * 3 * 0.01 * WATTS))  # two trials and a half
+    study = optuna.create_study(study_name="done")
+    objective = _steps_objective(spend, 3, 0.01)
+    optimize(study, objective, budget=budget, ledger=sqlite_url, meter=replay_meter, n_trials=20)
+    n = len(study.trials)
+    with pytest.raises(BudgetExceededError, match="already spent"):
+        optimize(study, objective, budget=budget, ledger=sqlite_url, meter=replay_meter, n_trials=5)
+    assert len(study.trials) == n
+
+
+@pytest.mark.parametrize("bad", [{"co2e_kg": 0.0}, {"energy_kwh": -1.0}, {}, "1 kg"])
+def test_bad_budgets_are_clear_errors(sqlite_url, bad):
+    study = optuna.create_study()
+    with pytest.raises(HpauditInputError, match="budget"):
+        optimize(study, lambda t: 1.0, budget=bad, ledger=sqlite_url, n_trials=1)
+    assert study.trials == []
+    with pytest.raises(HpauditInputError):
+        BudgetPruner("1 kg", sqlite_url)  # type: ignore[arg-type]
+
+
+def test_callback_stops_every_worker_reading_the_ledger(sqlite_url, replay_meter, spend):
+    """Two studies objects (two 'workers') on one storage and one ledger: once the budget is
+    spent by one, the other's callback stops it before it runs a trial more."""
+    storage = optuna.storages.InMemoryStorage()
+    budget = Budget(energy_kwh=j_to_kwh(2.5 * 3 * 0.01 * WATTS))
+    first = optuna.create_study(study_name="shared", storage=storage)
+    objective = metered(_steps_objective(spend, 3, 0.01), sqlite_url, replay_meter)
+    first.optimize(objective, n_trials=4)  # spends more than the budget, unguarded
+    second = optuna.load_study(study_name="shared", storage=storage)
+    stop = BudgetCallback(budget, sqlite_url)
+    second.optimize(objective, n_trials=10, callbacks=[stop])
+    assert len(second.trials) == 5  # the one trial it ran, then the callback stopped it
+    assert stop.stopped is not None and "cannot pay" in stop.stopped
+
+
+def test_multi_objective_budget_with_energy_objective(sqlite_url, replay_meter, spend):
+    def objective(trial):
+        n = trial.suggest_int("n", 1, 3)
+        spend(0.01 * n)
+        return float(n)
+
+    budget_j = 6 * 0.02 * WATTS
+    study = optuna.create_study(study_name="mo", directions=["maximize", "minimize"])
+    run = optimize(
+        study,
+        objective,
+        budget=Budget(energy_kwh=j_to_kwh(budget_j)),
+        ledger=sqlite_url,
+        meter=replay_meter,
+        energy_objective=True,
+        n_trials=100,
+    )
+    assert run.stopped is not None and len(study.trials) < 100
+    assert run.spent.energy_j <= budget_j + 0.03 * WATTS * 1.5  # at most one trial beyond
+    assert all(len(t.values) == 2 for t in study.trials if t.state == TrialState.COMPLETE)
+
+
+def test_policy_cap_binds_before_the_budget(sqlite_url, replay_meter, spend):
+    from hpsearch_budget.policy import parse_policy
+
+    cap_j = 3 * 3 * 0.01 * WATTS
+    policy = parse_policy(f"[caps.project]\nenergy_kwh = {j_to_kwh(cap_j)!r}\n")
+    study = optuna.create_study(study_name="capped")
+    run = optimize(
+        study,
+        _steps_objective(spend, 3, 0.01),
+        budget=Budget(energy_kwh=1.0),
+        ledger=sqlite_url,
+        meter=replay_meter,
+        policy=policy,
+        project="lab",
+        user="ana",
+        n_trials=50,
+    )
+    assert run.n_trials < 50
+    assert Ledger(sqlite_url).spent(Scope(project="lab")).energy_j <= cap_j + 2 * 0.01 * WATTS
+
+
+def test_reservations_hold_room_for_running_trials(sqlite_url):
+    """Two windows race for the last room: the ledger admits exactly one reservation."""
+    ledger = Ledger(sqlite_url)
+    limits = [
+        (
+            Scope(study="r"),
+            Cost(energy_j=100.0, co2e_g=float("inf"), usd=float("inf"), gpu_s=float("inf")),
+        )
+    ]
+    a = ledger.open_window("r", "r:0", trial_number=0)
+    b = ledger.open_window("r", "r:1", trial_number=1)
+    assert ledger.try_reserve(a, Cost(energy_j=60.0), limits)
+    assert not ledger.try_reserve(b, Cost(energy_j=60.0), limits)

@@ -1,0 +1,206 @@
+"""metered(): every trial is a ledger window with its fate, energy and user attributes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.optuna import MeteredTrial, ObjectiveValueError, metered
+from hpsearch_budget.units import j_to_kwh
+
+
+def _stepper(burn, steps: int = 3, cpu_s: float = 0.01):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -5, 5)
+        for step in range(steps):
+            burn(cpu_s)
+            trial.report(x**2 + 1.0 / (step + 1), step)
+        return x**2
+
+    return objective
+
+
+def test_rows_attrs_and_energy_match(sqlite_url, replay_meter, spend):
+    ledger = Ledger(sqlite_url)
+    study = optuna.create_study(study_name="attrs")
+    study.optimize(metered(_stepper(spend, cpu_s=0.02), ledger, replay_meter), n_trials=3)
+    rows = ledger.entries(study="attrs").set_index("trial_number")
+    assert list(rows["status"]) == ["complete"] * 3
+    for t in study.trials:
+        row = rows.loc[t.number]
+        assert t.user_attrs["hpaudit_window"] == row["id"]
+        assert row["trial_key"] == f"attrs:{t.number}"
+        assert t.user_attrs["energy_kwh"] == pytest.approx(j_to_kwh(row["energy_j"]))
+        assert t.user_attrs["co2e_kg"] == pytest.approx(row["co2e_g"] / 1000)
+        assert t.user_attrs["energy_source"] == "replayed"
+        assert row["energy_j"] == pytest.approx(3 * 0.02 * 20)  # 3 steps of 20 ms at 20 W
+        assert row["step"] == 2 and row["value"] == pytest.approx(t.value)
+        assert row["params"] == t.params
+    frame = study.trials_dataframe()
+    assert "user_attrs_energy_kwh" in frame.columns
+
+
+def test_trial_handed_to_objective_is_a_real_trial(sqlite_url, cpu_meter):
+    seen = []
+
+    def objective(trial):
+        seen.append(trial)
+        return trial.suggest_float("x", 0, 1)
+
+    optuna.create_study().optimize(metered(objective, Ledger(sqlite_url), cpu_meter), n_trials=1)
+    assert isinstance(seen[0], optuna.trial.Trial) and isinstance(seen[0], MeteredTrial)
+
+
+def test_pruned_and_failed_trials_are_charged(sqlite_url, replay_meter, spend):
+    ledger = Ledger(sqlite_url)
+
+    def objective(trial):
+        spend(0.05)
+        trial.report(1.0, 0)
+        if trial.number == 0:
+            raise optuna.TrialPruned()
+        raise RuntimeError("out of memory")
+
+    study = optuna.create_study(study_name="fates")
+    obj = metered(objective, ledger, replay_meter)
+    study.optimize(obj, n_trials=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        study.optimize(obj, n_trials=1)
+    rows = ledger.entries(study="fates").set_index("trial_number")
+    assert rows.loc[0, "status"] == "pruned" and rows.loc[1, "status"] == "failed"
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.FAIL]
+    assert rows["energy_j"].tolist() == [pytest.approx(1.0)] * 2  # 50 ms at 20 W each
+    assert study.trials[1].user_attrs["energy_kwh"] > 0  # the failed trial is still charged
+
+
+@pytest.mark.parametrize(
+    ("returned", "match"),
+    [(None, "returned None"), (float("nan"), "returned NaN"), ((1.0, 2.0), "returned 2 value")],
+)
+def test_bad_objective_values_are_clear_errors(sqlite_url, cpu_meter, returned, match):
+    ledger = Ledger(sqlite_url)
+    study = optuna.create_study(study_name="bad")
+    with pytest.raises(ObjectiveValueError, match=match):
+        study.optimize(metered(lambda t: returned, ledger, cpu_meter), n_trials=1)
+    assert ledger.entries(study="bad")["status"].tolist() == ["failed"]
+    assert study.trials[0].state == TrialState.FAIL
+    assert isinstance(ObjectiveValueError("x"), HpauditInputError)
+
+
+def test_energy_as_extra_objective(sqlite_url, replay_meter, spend):
+    def objective(trial):
+        n = trial.suggest_int("n", 1, 4)
+        spend(0.01 * n)
+        return float(n)
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.optimize(
+        metered(objective, Ledger(sqlite_url), replay_meter, energy_objective=True), n_trials=4
+    )
+    for t in study.trials:
+        assert len(t.values) == 2
+        assert t.values[1] == pytest.approx(t.user_attrs["energy_kwh"])
+        assert t.values[1] == pytest.approx(j_to_kwh(0.01 * t.params["n"] * 20))
+
+
+@pytest.mark.parametrize("directions", [["minimize"], ["minimize", "maximize"]])
+def test_energy_objective_direction_conflict(sqlite_url, cpu_meter, directions):
+    study = optuna.create_study(directions=directions)
+    obj = metered(lambda t: 1.0, Ledger(sqlite_url), cpu_meter, energy_objective=True)
+    with pytest.raises(HpauditInputError, match=r"directions=\[\.\.\., 'minimize'\]"):
+        study.optimize(obj, n_trials=1)
+
+
+def test_unopenable_ledger_url_is_a_clear_error(tmp_path: Path, sqlite_url):
+    with pytest.raises(LedgerError):
+        metered(lambda t: 1.0, f"sqlite:///{tmp_path}/missing-dir/x/ledger.db")
+    with pytest.raises(LedgerError, match="unsupported"):
+        metered(lambda t: 1.0, "mysql://nobody@nowhere/db")
+    with pytest.raises(HpauditInputError, match="objective"):
+        metered("not callable", sqlite_url)  # type: ignore[arg-type]
+
+
+def test_threads_share_the_meter_without_double_counting(sqlite_url, cpu_meter, burn):
+    """n_jobs=2: the process's energy is split between concurrent trials, never counted twice."""
+    ledger = Ledger(sqlite_url)
+    study = optuna.create_study(study_name="threads")
+    before = cpu_meter.read()
+    study.optimize(metered(_stepper(burn, 4, 0.02), ledger, cpu_meter), n_trials=6, n_jobs=2)
+    total = (cpu_meter.read() - before).energy_j
+    rows = ledger.entries(study="threads")
+    assert len(rows) == 6 and (rows["status"] == "complete").all()
+    # every trial burns 80 ms of its own CPU; the sum is at most what the process used
+    assert rows["energy_j"].sum() <= total + 1e-6
+    assert rows["energy_j"].sum() >= (6 * 4 * 0.02 - 0.01) * 20
+
+
+@pytest.mark.parametrize("kind", ["rdb", "journal"])
+def test_works_with_persistent_storages(tmp_path, sqlite_url, replay_meter, spend, kind):
+    if kind == "rdb":
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    else:
+        storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    ledger = Ledger(sqlite_url)
+    study = optuna.create_study(study_name=kind, storage=storage)
+    study.optimize(metered(_stepper(spend), ledger, replay_meter), n_trials=2)
+    reloaded = optuna.load_study(study_name=kind, storage=storage)
+    assert all(t.user_attrs["energy_kwh"] > 0 for t in reloaded.trials)
+    assert len(ledger.entries(study=kind)) == 2
+
+
+def test_heartbeat_checkpoints_a_silent_trial(sqlite_url, cpu_meter, burn):
+    """A step longer than the checkpoint interval is still checkpointed, so the ledger sees the
+    trial alive and its energy so far (a crash loses at most one interval)."""
+    ledger = Ledger(sqlite_url)
+    seen: dict[str, float] = {}
+
+    def objective(trial):
+        burn(0.6)  # no report for 3 checkpoint intervals
+        row = ledger.entries(study="beat").iloc[0]
+        seen["status"], seen["energy_j"] = row["status"], row["energy_j"]
+        return 1.0
+
+    obj = metered(objective, ledger, cpu_meter, checkpoint_interval_s=0.2)
+    optuna.create_study(study_name="beat").optimize(obj, n_trials=1)
+    assert seen["status"] == "running"
+    assert seen["energy_j"] > 0.2 * 20 * 0.5
+    assert ledger.entries(study="beat")["status"].tolist() == ["complete"]
+
+
+def test_keyboard_interrupt_is_recorded_as_killed(sqlite_url, cpu_meter):
+    ledger = Ledger(sqlite_url)
+
+    def objective(trial):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        optuna.create_study(study_name="ki").optimize(
+            metered(objective, ledger, cpu_meter), n_trials=1
+        )
+    assert ledger.entries(study="ki")["status"].tolist() == ["killed"]
+
+
+def test_checkpoint_without_report_for_multi_objective(sqlite_url, replay_meter, spend):
+    ledger = Ledger(sqlite_url)
+    costs = []
+
+    def objective(trial):
+        spend(0.02)
+        costs.append(trial.checkpoint(step=0))
+        return 1.0, 2.0
+
+    optuna.create_study(study_name="mo", directions=["minimize", "minimize"]).optimize(
+        metered(objective, ledger, replay_meter), n_trials=1
+    )
+    assert costs[0].energy_j == pytest.approx(0.4)
+    row = ledger.entries(study="mo").iloc[0]
+    assert row["values"] == [1.0, 2.0]
+    assert row["value"] is None or math.isnan(row["value"])

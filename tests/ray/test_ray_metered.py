@@ -1,0 +1,156 @@
+"""metered(): every trial is a ledger window; every result carries its cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.ledger import Ledger, Scope
+from hpsearch_budget.ray import RESULT_KEYS, LedgerCallback, metered
+
+pytestmark = pytest.mark.ray
+
+
+def _result_lines(experiment: Path) -> dict[str, list[dict]]:
+    out = {}
+    for path in sorted(experiment.glob("*/result.json")):
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        out[lines[0]["trial_id"]] = lines
+    return out
+
+
+def test_results_carry_energy_and_match_the_ledger(ray_local, trace, sqlite_url, make_run_config):
+    ledger = Ledger(sqlite_url)
+
+    def train(config):
+        for step in range(3):
+            trace.burn(config["watts"])
+            tune.report({"loss": config["watts"] / (step + 1)})
+
+    tuner = tune.Tuner(
+        metered(train, ledger, meter=trace.meter, metric="loss"),
+        param_space={"watts": tune.grid_search([10.0, 20.0])},
+        run_config=make_run_config("exp", callbacks=[LedgerCallback(ledger)]),
+    )
+    grid = tuner.fit()
+    assert not grid.errors
+
+    rows = ledger.entries("exp")
+    assert sorted(rows["status"]) == ["complete", "complete"]
+    assert sorted(rows["energy_j"]) == [30.0, 60.0]  # exactly what the trials burnt
+    assert set(rows["source"]) == {"replayed"}
+    assert set(rows["project"]) == {"exp"}  # default project: the study, as policy caps expect
+    assert rows["user"].notna().all()
+    assert ledger.spent(Scope(study="exp")).energy_j == pytest.approx(trace.total())
+    assert ledger.verify("exp").ok
+    # the objective value is the last reported "loss"
+    assert sorted(rows["value"]) == pytest.approx([10.0 / 3, 20.0 / 3])
+
+    lines = _result_lines(Path(grid.experiment_path))
+    assert len(lines) == 2
+    for trial_lines in lines.values():
+        assert all(set(RESULT_KEYS) <= set(line) for line in trial_lines)
+        energies = [line["energy_j"] for line in trial_lines]
+        assert energies == sorted(energies) and energies[0] > 0  # cumulative per window
+        last = trial_lines[-1]
+        row = rows[rows["id"] == last["hpaudit_window"]].iloc[0]
+        assert row["energy_j"] == pytest.approx(last["energy_j"])
+        assert row["co2e_g"] == pytest.approx(last["co2e_g"])
+        assert last["energy_source"] == "replayed" and last["hpaudit_study"] == "exp"
+        assert row["trial_key"] == f"exp:{last['trial_id']}"
+        assert row["params"]["watts"] in (10.0, 20.0)
+
+
+def test_errored_trial_is_recorded_and_charged(ray_local, trace, sqlite_url, make_run_config):
+    ledger = Ledger(sqlite_url)
+
+    def train(config):
+        for step in range(4):
+            trace.burn(5.0)
+            if config["fail"] and step == 2:
+                raise RuntimeError("diverged")
+            tune.report({"loss": 1.0})
+
+    grid = tune.Tuner(
+        metered(train, ledger, meter=trace.meter),
+        param_space={"fail": tune.grid_search([False, True])},
+        run_config=make_run_config("err", callbacks=[LedgerCallback(ledger)]),
+    ).fit()
+    assert len(grid.errors) == 1 and "diverged" in str(grid.errors[0])
+
+    rows = ledger.entries("err").set_index("status")
+    assert rows.loc["complete", "energy_j"] == 20.0
+    assert rows.loc["failed", "energy_j"] == 15.0  # the failing step's energy is charged too
+    assert ledger.spent(Scope(study="err")).energy_j == pytest.approx(trace.total()) == 35.0
+
+
+def test_generator_and_returning_trainables_are_metered(
+    ray_local, trace, sqlite_url, make_run_config
+):
+    ledger = Ledger(sqlite_url)
+
+    def gen(config):
+        for step in range(2):
+            trace.burn(1.0)
+            yield {"score": step}
+
+    def returns(config):
+        trace.burn(4.0)
+        return {"score": 3}
+
+    for name, fn in (("gen", gen), ("ret", returns)):
+        grid = tune.Tuner(
+            metered(fn, ledger, meter=trace.meter), run_config=make_run_config(name)
+        ).fit()
+        assert grid[0].metrics["energy_source"] == "replayed"
+    assert ledger.entries("gen")["energy_j"].tolist() == [2.0]
+    assert ledger.entries("ret")["energy_j"].tolist() == [4.0]
+    assert grid[0].metrics["energy_j"] == 4.0 and grid[0].metrics["score"] == 3
+
+
+class NotAFunction(tune.Trainable):
+    def step(self):
+        return {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (NotAFunction, "got the class NotAFunction"),
+        ("train_fn", "pass the function itself"),
+        (lambda config, data: None, "exactly one argument"),
+    ],
+)
+def test_not_a_function_trainable_is_refused(bad, words, sqlite_url):
+    with pytest.raises(HpauditInputError, match=words):
+        metered(bad, sqlite_url)
+
+
+def test_ledger_unreachable_at_wrap_time_fails_before_any_trial():
+    with pytest.raises(LedgerError):
+        metered(lambda config: None, "postgresql+psycopg://nobody@127.0.0.1:9/none")
+
+
+def test_ledger_unreachable_from_the_worker_fails_the_trial(
+    ray_local, tmp_path, trace, make_run_config
+):
+    shared = tmp_path / "mnt"
+    shared.mkdir()
+    url = f"sqlite:///{shared / 'ledger.db'}"
+    ran = tmp_path / "ran"
+
+    def train(config):
+        ran.write_text("ran unmetered")
+        tune.report({"x": 1})
+
+    trainable = metered(train, url, meter=trace.meter)  # reachable here, on the driver
+    (shared / "ledger.db").unlink()
+    shared.rmdir()  # ...but not where the trial runs (a path not mounted on that node)
+    grid = tune.Tuner(trainable, run_config=make_run_config("gone")).fit()
+    assert len(grid.errors) == 1
+    assert "ledger unreachable from the Ray worker" in str(grid.errors[0])
+    assert not ran.exists()  # the trial never ran unmetered
