@@ -3,9 +3,20 @@
 from hpsearch_budget.budget._accounting import Accounting
 from hpsearch_budget.budget._budget import Budget
 from hpsearch_budget.budget._cost import Cost
+from hpsearch_budget.budget._sweep_forecast import (
+    SweepForecast,
+    forecast_sweep,
+    forecast_sweep_from_entries,
+)
 from hpsearch_budget.budget._trial_forecast import TrialForecaster, forecast_remaining
 
-__all__ = ["Budget", "Cost"]
-__all__ += ["Accounting", "TrialForecaster", "forecast_remaining"]
-from hpsearch_budget.budget._sweep_forecast import SweepForecast, forecast_sweep, forecast_sweep_from_entries  # noqa: E402, E501
-__all__ += ["SweepForecast", "forecast_sweep", "forecast_sweep_from_entries"]
+__all__ = [
+    "Accounting",
+    "Budget",
+    "Cost",
+    "SweepForecast",
+    "TrialForecaster",
+    "forecast_remaining",
+    "forecast_sweep",
+    "forecast_sweep_from_entries",
+]

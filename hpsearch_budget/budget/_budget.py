@@ -43,9 +43,7 @@ class Budget(BaseModel):
     def _check(self) -> Budget:
         limits = self.limits()
         if not limits:
-            raise ValueError(
-                "give at least one limit: co2e_kg=, energy_kwh=, usd= or gpu_hours="
-            )
+            raise ValueError("give at least one limit: co2e_kg=, energy_kwh=, usd= or gpu_hours=")
         for name, value in limits.items():
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")

@@ -114,3 +114,21 @@ def test_lcbench_charges_the_running_maximum_of_surrogate_time(need_yahpo: None)
         study.tell(t, 0.0)
     with pytest.raises(HpauditInputError, match="unknown LCBench task"):
         load_benchmark("lcbench", "nope")
+
+
+class _ToyTarget(_Toy):
+    """Energy-to-target style: a stopped trial's value is not a result."""
+
+    direction = "minimize"
+    partial_values_count = False
+
+    def curve(self, params: dict[str, Any], *, rng: np.random.Generator) -> Curve:
+        joules = np.full(self.max_steps, 1.0 + 9.0 * params["x"])
+        return Curve(joules, joules / 300.0, np.cumsum(joules), float(joules.sum()))
+
+
+def test_stopped_trials_do_not_count_when_partial_values_are_not_results() -> None:
+    rec = run_sweep(_ToyTarget(), budget_k=8, seed=0, strategy="asha", unit_cost_j=50.0)
+    assert rec.n_pruned > 0
+    # Every full trial costs at least 9 J (x = 0): a smaller "best" would be a pruned one.
+    assert rec.best_value is not None and rec.best_value >= 9.0

@@ -56,3 +56,36 @@ def test_forecast_eval_quick(need_yahpo: None) -> None:
     out = _run("experiments/forecast_eval.py", "--quick")
     assert out.returncode == 0, out.stderr
     assert "MdAPE" in out.stdout
+
+
+def test_budget_efficiency_report_writes_table_and_plot(tmp_path: Path) -> None:
+    def rec(strategy: str, seed: int, best: float) -> dict:
+        return dict(
+            benchmark="lcbench",
+            task="1",
+            budget_k=10.0,
+            seed=seed,
+            strategy=strategy,
+            direction="maximize",
+            best_value=best,
+            budget_co2e_g=10.0,
+            spent_co2e_g=9.9,
+            overshoot_frac=-0.01,
+            curve=[[2.0, best - 1], [6.0, best], [9.9, best]],
+        )
+
+    records = [
+        rec(s, k, 90.0 + i)
+        for i, s in enumerate(["random", "tpe", "tpe_hyperband", "tpe_median", "asha", "ours"])
+        for k in range(3)
+    ]
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(records))
+    out = tmp_path / "be.md"
+    res = _run("experiments/budget_efficiency_report.py", "--lcbench", str(src), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert (
+        "| 1 | 10 | 90.00 | 91.00 | 92.00 | 93.00 | 94.00 | 95.00 | asha | +1.00 | 0.20 |" in text
+    )
+    assert (tmp_path / "be.png").stat().st_size > 1000

@@ -23,12 +23,11 @@ def test_walkthrough_runs(tmp_path: Path) -> None:
     pytest.importorskip("sklearn", reason="the walk-through trains a scikit-learn MLP")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     t0 = time.perf_counter()
-    nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     elapsed = time.perf_counter() - t0
-    out = "\n".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
-    )
+    out = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "best validation accuracy" in out
     assert "forecast for 100 trials (estimate)" in out
     assert "R&D cost" in out
