@@ -103,7 +103,7 @@ def run_demo(folder: Path, budget: Budget, epochs: int, max_trials: int, timeout
 
 def summary(study: optuna.Study, run: BudgetedRun) -> str:
     """What was spent, what was pruned and why, and the best configuration."""
-    est = "" if run.source == "measured" else f" [{run.source}: an estimate]"
+    est = "" if run.source == "measured" else f" [{run.source}]"
     spent, budget_g = run.spent, (run.budget.co2e_kg or 0.0) * 1000
     lines = [
         "",

@@ -102,6 +102,13 @@ def report(
         Evaluator, typer.Option(help="Importance evaluator (fANOVA is much slower).")
     ] = Evaluator.ped_anova,
     top_k: Annotated[int, typer.Option(help="Trials in the top-k spread.")] = 10,
+    n_trials: Annotated[
+        int | None,
+        typer.Option(
+            help="Planned trials of the sweep, to forecast the cost to finish it (default: the "
+            "study's 'n_trials' user attribute, else unknown)."
+        ),
+    ] = None,
 ) -> None:
     """Report the R&D cost, sensitivity and variance of a sweep (Strubell et al. 2019)."""
     from hpsearch_budget.carbon.intensity import Intensity
@@ -116,6 +123,8 @@ def report(
     # Check every option before reading anything: a typo fails in milliseconds.
     if region is not None and g_per_kwh is not None:
         raise HpauditInputError("give --region or --g-per-kwh, not both")
+    if n_trials is not None and n_trials < 1:
+        raise HpauditInputError(f"--n-trials must be >= 1, got {n_trials}")
     if top_k < 1:
         raise HpauditInputError(f"--top-k must be >= 1, got {top_k}")
     if more_trials is not None and more_trials < 0:
@@ -168,6 +177,7 @@ def report(
             more_trials=more_trials,
             evaluator=evaluator.value,
             top_k=top_k,
+            n_trials=n_trials,
             progress=progress,
         )
         text = render(rep, fmt.value)

@@ -30,6 +30,7 @@ from hpsearch_budget.analysis._variance import Spread
 from hpsearch_budget.carbon import Intensity
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report import _model as m
+from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY, forecast_section
 from hpsearch_budget.units import g_to_kg, g_to_lbs, j_to_kwh
 
 Progress = Callable[[str], None]
@@ -99,9 +100,16 @@ def build_report(
     evaluator: str = "ped-anova",
     top_k: int = 10,
     tolerance: float = 0.005,
+    n_trials: int | None = None,
+    level: float = 0.9,
     progress: Progress = lambda _: None,
 ) -> m.Report:
-    """Every analysis of ``sweep``, as a :class:`Report` (raises when nothing can be reported)."""
+    """Every analysis of ``sweep``, as a :class:`Report` (raises when nothing can be reported).
+
+    ``n_trials``: the sweep's planned number of trials, for the forecast of the cost to finish
+    it (None: the study's recorded ``n_trials`` user attribute, if any); ``level``: coverage of
+    the forecast's interval.
+    """
     from hpsearch_budget import __version__
 
     if sweep.trials.empty:
@@ -109,6 +117,18 @@ def build_report(
             f"study {sweep.study!r} has no trials; run the sweep first (nothing to report)"
         )
     a = assumptions or default_assumptions(sweep)
+    progress("forecast")
+    recorded = sweep.cache.get(PLANNED_TRIALS_KEY)
+    fc = forecast_section(
+        sweep,
+        n_trials=n_trials if n_trials is not None else _int_or_none(recorded),
+        n_trials_source="--n-trials"
+        if n_trials is not None
+        else f"study user attribute {N_TRIALS_ATTR}",
+        final_epochs=a.final_epochs,
+        seeds=a.seeds,
+        level=level,
+    )
     progress("R&D cost")
     rnd = rnd_cost(
         sweep,
@@ -166,6 +186,11 @@ def build_report(
     notes = list(sweep.notes) + list(rnd.notes)
     if not sweep.has_energy:
         notes.append("energy, carbon and cost figures are missing: no trial has energy data")
+    if fc is None:
+        notes.append("forecast: not made, no finished trial has energy data")
+    else:
+        notes.append(f"forecast method: {fc.method}")
+        notes += [f"forecast: {n}" for n in fc.notes]
     study = m.StudyInfo(
         name=sweep.study,
         source_kind=sweep.source_kind,
@@ -250,7 +275,15 @@ def build_report(
         ],
         trials=_points(sweep),
         notes=notes,
+        forecast=fc,
     )
+
+
+def _int_or_none(x: object) -> int | None:
+    """A recorded planned-trials count, or None when it is not a positive whole number."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return None
+    return int(x) if x >= 1 and float(x).is_integer() else None
 
 
 def _hardware(sweep: Sweep) -> list[str]:

@@ -145,6 +145,43 @@ class TrialPoint(_Model):
     cum_co2e_kg: float
 
 
+class ForecastCost(_Model):
+    """A cost in report units; null where the sweep recorded no such figure."""
+
+    energy_kwh: float | None  # device energy
+    co2e_kg: float | None
+    usd: float | None
+    gpu_hours: float | None
+
+
+class ForecastRange(_Model):
+    """A forecast (always an estimate) with its central interval at ``ForecastSection.level``."""
+
+    runs: float  # trials or training runs it covers
+    estimate: ForecastCost
+    low: ForecastCost
+    high: ForecastCost
+
+
+class ForecastSection(_Model):
+    """Cost to finish the sweep and of its final training, forecast from the trials so far."""
+
+    estimated: Literal[True] = True
+    method: str
+    level: float
+    n_trials_planned: int | None  # None: unknown (no --n-trials, no recorded n_trials)
+    n_trials_planned_source: str  # "--n-trials" | "study user attribute n_trials" | ""
+    n_finished: int  # finished trials with energy data: the forecast's sample
+    n_running: int
+    n_remaining: int | None
+    spent: ForecastCost
+    to_finish: ForecastRange | None
+    sweep_total: ForecastRange | None
+    final: ForecastRange | None  # final training: final_epochs x median complete trial
+    seeds: ForecastRange | None  # seed reruns: seeds x final training
+    notes: list[str]
+
+
 class Report(_Model):
     schema_version: Literal[1] = SCHEMA_VERSION
     generated_at: datetime
@@ -156,3 +193,4 @@ class Report(_Model):
     checklist: list[CheckRow]
     trials: list[TrialPoint]
     notes: list[str]
+    forecast: ForecastSection | None = None  # None: no trial with energy data to forecast from

@@ -14,7 +14,7 @@ from typing import Any
 
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report import _svg
-from hpsearch_budget.report._model import PhaseRow, Report
+from hpsearch_budget.report._model import ForecastCost, ForecastRange, PhaseRow, Report
 
 FORMATS = ("text", "md", "html", "json")
 Table = tuple[str, list[str], list[list[str]]]
@@ -159,6 +159,47 @@ def _rnd_tables(r: Report) -> list[Table]:
     return out
 
 
+def _range_cell(rng: ForecastRange, unit: str) -> str:
+    """``estimate (low–high)`` of one unit; "n/a" where the sweep recorded no such figure."""
+    est, lo, hi = (getattr(c, unit) for c in (rng.estimate, rng.low, rng.high))
+    if est is None:
+        return "n/a"
+    return f"{_n(est)} ({_n(lo)}–{_n(hi)})"
+
+
+def _spent_cell(c: ForecastCost, unit: str) -> str:
+    return _n(getattr(c, unit))
+
+
+def _forecast_tables(r: Report) -> list[Table]:
+    f = r.forecast
+    if f is None:
+        return []
+    units = ("energy_kwh", "co2e_kg", "usd", "gpu_hours")
+    planned = (
+        f"{f.n_trials_planned} trials ({f.n_trials_planned_source})"
+        if f.n_trials_planned is not None
+        else "unknown (pass --n-trials N)"
+    )
+    rows = [["spent so far (recorded)", str(f.n_finished + f.n_running)]]
+    rows[0] += [_spent_cell(f.spent, u) for u in units]
+    unknown = ["unknown"] * len(units)
+    ranges: list[tuple[str, ForecastRange | None, list[str]]] = [
+        ("to finish the sweep", f.to_finish, unknown),
+        ("whole sweep", f.sweep_total, unknown),
+        ("final training", f.final, ["not forecast"] * len(units)),
+        ("seed reruns", f.seeds, ["none asked (--seeds)"] * len(units)),
+    ]
+    for label, rng, missing in ranges:
+        if rng is None:
+            rows.append([label, "n/a", *missing])
+        else:
+            rows.append([label, f"{rng.runs:g}", *[_range_cell(rng, u) for u in units]])
+    title = f"Forecast (estimates; {f.level:.0%} interval in brackets; planned: {planned})"
+    header = ["", "trials / runs", "kWh (device)", "kg CO2e", "USD", "GPU-h"]
+    return [(title, header, rows)]
+
+
 def _variance_tables(r: Report) -> list[Table]:
     v = r.variance
     rows = []
@@ -226,7 +267,7 @@ def _variance_tables(r: Report) -> list[Table]:
 
 def tables(r: Report) -> list[Table]:
     """The report's tables as (title, header, rows); shared by every renderer."""
-    out = [_study_table(r), *_rnd_tables(r)]
+    out = [_study_table(r), *_rnd_tables(r), *_forecast_tables(r)]
     for imp in r.sensitivity:
         title = f"Importance for {imp.target} ({imp.evaluator}, {imp.n_trials} complete trials)"
         rows = [[k, f"{v:.3f}"] for k, v in imp.importances.items()] or [["(none)", imp.note]]

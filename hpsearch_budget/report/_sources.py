@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.analysis._sweep import RUN_COLUMNS
 from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY
 from hpsearch_budget.units import g_to_kg, j_to_kwh, kg_to_g, kwh_to_j
 
 Progress = Callable[[str], None]
@@ -244,7 +245,11 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     for col in ("started_at", "ended_at"):
         trials[col] = pd.to_datetime(trials[col], utc=True, format="ISO8601")
     _energy_from_attrs(trials, [attr.get(t, {}) for t in tids])
-    return Sweep(
+    planned = conn.execute(
+        sa.text("SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
+        {"s": sid, "k": N_TRIALS_ATTR},
+    ).scalar_one_or_none()
+    sweep = Sweep(
         study=name,
         trials=trials.drop(columns=["trial_id"]),
         direction=direction,
@@ -252,6 +257,9 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
         source=_redact(url),
         notes=["multi-objective study: the first objective is analysed"] if len(dirs) > 1 else [],
     )
+    if planned is not None:
+        sweep.cache[PLANNED_TRIALS_KEY] = json.loads(planned)
+    return sweep
 
 
 def _wall(trials: pd.DataFrame) -> None:
@@ -284,7 +292,7 @@ def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
     summaries = optuna.get_all_study_summaries(storage)
     name = _pick("Optuna storage", name, [s.study_name for s in summaries])
     study = optuna.load_study(study_name=name, storage=storage)
-    return sweep_from_frozen(
+    sweep = sweep_from_frozen(
         name,
         study.get_trials(deepcopy=False),
         direction=study.directions[0].name.lower(),
@@ -292,6 +300,9 @@ def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
         source=storage if isinstance(storage, str) else "journal file",
         multi=len(study.directions) > 1,
     )
+    if N_TRIALS_ATTR in study.user_attrs:
+        sweep.cache[PLANNED_TRIALS_KEY] = study.user_attrs[N_TRIALS_ATTR]
+    return sweep
 
 
 def sweep_from_frozen(
@@ -487,7 +498,11 @@ def _with_ledger(
     for col in ("energy_j", "co2e_g", "usd", "gpu_s", "pue", "g_per_kwh"):
         t[col] = pd.to_numeric(t[col], errors="coerce").astype("float64")
     sweep.trials = t
+    # Derived data is stale now; the recorded planned number of trials is not derived.
+    planned = sweep.cache.get(PLANNED_TRIALS_KEY)
     sweep.cache.clear()
+    if planned is not None:
+        sweep.cache[PLANNED_TRIALS_KEY] = planned
     sweep.runs = _runs(e)
     if not hit.all():
         sweep.notes.append(f"{int((~hit).sum())} trial(s) have no ledger row")

@@ -15,6 +15,7 @@ MODULES = [
     "hpsearch_budget.analysis._sweep",
     "hpsearch_budget.analysis._variance",
     "hpsearch_budget.report",
+    "hpsearch_budget.report._forecast",
     "hpsearch_budget.report._write",
 ]
 

@@ -1,0 +1,159 @@
+"""The report's forecast: cost to finish the sweep and of its final training, with an interval.
+
+A thin adapter from a :class:`~hpsearch_budget.analysis.Sweep` to
+:func:`hpsearch_budget.budget.forecast_sweep`, so Optuna, Ray and ledger sources share it.
+Finished trials without energy data are left out of the sample *and* of the planned total
+(they would otherwise be charged again as "remaining").
+
+Example:
+
+    >>> from hpsearch_budget.analysis import Sweep
+    >>> sw = Sweep.from_records("demo", [
+    ...     {"number": i, "state": "complete", "value": 0.1 * i, "energy_j": 3.6e6,
+    ...      "co2e_g": 400.0} for i in range(4)])
+    >>> f = forecast_section(sw, n_trials=10, final_epochs=2.0, seeds=3)
+    >>> f.n_remaining, f.sweep_total.estimate.energy_kwh, f.final.estimate.co2e_kg
+    (6, 10.0, 0.8)
+    >>> f.seeds.estimate.energy_kwh  # 3 reruns of the final training
+    6.0
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hpsearch_budget.analysis import Sweep
+from hpsearch_budget.budget import Cost, SweepForecast, forecast_sweep
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.report import _model as m
+from hpsearch_budget.units import g_to_kg, j_to_kwh
+
+#: Study user attribute read as the planned number of trials (Optuna does not record it).
+N_TRIALS_ATTR = "n_trials"
+#: Key of ``Sweep.cache`` where a source puts that recorded value.
+PLANNED_TRIALS_KEY = "planned_n_trials"
+
+
+def _costs(frame: object) -> list[Cost]:
+    def col(name: str) -> np.ndarray:
+        v = frame[name].to_numpy(float)  # type: ignore[index]
+        return np.where(np.isfinite(v), v, 0.0)
+
+    cols = [col(c) for c in ("energy_j", "co2e_g", "usd", "gpu_s")]
+    return [Cost(*(float(x) for x in row)) for row in zip(*cols, strict=True)]
+
+
+def _money(c: Cost, have: dict[str, bool]) -> m.ForecastCost:
+    def f(x: float, key: str) -> float | None:
+        return float(x) if have[key] and math.isfinite(x) else None
+
+    return m.ForecastCost(
+        energy_kwh=f(j_to_kwh(c.energy_j), "energy_j"),
+        co2e_kg=f(g_to_kg(c.co2e_g), "co2e_g"),
+        usd=f(c.usd, "usd"),
+        gpu_hours=f(c.gpu_s / 3600.0, "gpu_s"),
+    )
+
+
+def _range(runs: float, est: Cost, low: Cost, high: Cost, have: dict[str, bool]) -> m.ForecastRange:
+    return m.ForecastRange(
+        runs=runs, estimate=_money(est, have), low=_money(low, have), high=_money(high, have)
+    )
+
+
+def _scaled(costs: tuple[Cost, Cost, Cost], k: float) -> tuple[Cost, Cost, Cost]:
+    est, low, high = costs
+    return est.scale(k), low.scale(k), high.scale(k)
+
+
+def forecast_section(
+    sweep: Sweep,
+    *,
+    n_trials: int | None = None,
+    n_trials_source: str = "--n-trials",
+    final_epochs: float = 1.0,
+    seeds: int = 0,
+    level: float = 0.9,
+) -> m.ForecastSection | None:
+    """Forecast of ``sweep`` (None when no finished trial has energy data).
+
+    ``n_trials``: the sweep's planned number of trials (None: unknown, only the final training
+    is forecast). Fewer than the trials already run raises :class:`HpauditInputError` when it
+    came from the user (``n_trials_source == "--n-trials"``); a stale recorded value is a note.
+    """
+    t = sweep.trials
+    running = t[t["state"] == "running"]
+    finished = t[t["state"] != "running"]
+    with_energy = finished[np.isfinite(finished["energy_j"].to_numpy(float))]
+    if with_energy.empty:
+        return None
+    # A unit is shown only where some trial recorded it: never a silent zero.
+    have = {
+        c: bool(np.isfinite(t[c].to_numpy(float)).any())
+        for c in ("energy_j", "co2e_g", "usd", "gpu_s")
+    }
+    notes: list[str] = []
+    n_missing = len(finished) - len(with_energy)
+    if n_missing:
+        notes.append(
+            f"{n_missing} finished trials without energy data are left out of the forecast"
+        )
+    planned = n_trials
+    if planned is not None and planned < len(t):
+        msg = f"n_trials={planned} is fewer than the {len(t)} trials already run"
+        if n_trials_source == "--n-trials":
+            raise HpauditInputError(f"{msg}; pass the sweep's planned total with --n-trials")
+        notes.append(f"recorded {msg} ({n_trials_source}); cost to finish not forecast")
+        planned = None
+    complete = with_energy[with_energy["state"] == "complete"]
+    f: SweepForecast = forecast_sweep(
+        _costs(with_energy),
+        (planned - n_missing) if planned is not None else len(with_energy) + len(running),
+        running=_costs(running),
+        complete=_costs(complete) if len(complete) else None,
+        n_final_runs=1,
+        level=level,
+    )
+    if planned is None:
+        notes.append(
+            "planned number of trials unknown: pass --n-trials N (or record it with "
+            f"study.set_user_attr({N_TRIALS_ATTR!r}, N)) to forecast the cost to finish"
+        )
+    if complete.empty:
+        notes.append("no complete trial: the final training is forecast from all finished trials")
+    to_finish = total = None
+    if planned is not None:
+        to_finish = _range(
+            f.n_remaining + f.n_running, f.remaining, f.low - f.spent, f.high - f.spent, have
+        )
+        total = _range(planned, f.total, f.low, f.high, have)
+    final = seed_runs = None
+    recorded = set(sweep.runs["phase"]) if len(sweep.runs) else set()
+    if f.final is not None and f.final_low is not None and f.final_high is not None:
+        per_run = (f.final, f.final_low, f.final_high)
+        if "final" in recorded:
+            notes.append("final training recorded in the ledger: see the R&D cost, not forecast")
+        else:
+            final = _range(final_epochs, *_scaled(per_run, final_epochs), have)
+        if "seed" in recorded:
+            notes.append("seed reruns recorded in the ledger: see the R&D cost, not forecast")
+        elif seeds > 0:
+            k = final_epochs * seeds
+            seed_runs = _range(seeds, *_scaled(per_run, k), have)
+    return m.ForecastSection(
+        method=f"{f.method}; final training: median complete trial x {final_epochs:g}",
+        level=level,
+        n_trials_planned=planned,
+        n_trials_planned_source=n_trials_source if planned is not None else "",
+        n_finished=f.n_done,
+        n_running=f.n_running,
+        n_remaining=f.n_remaining if planned is not None else None,
+        spent=_money(f.spent, have),
+        to_finish=to_finish,
+        sweep_total=total,
+        final=final,
+        seeds=seed_runs,
+        notes=notes,
+    )
