@@ -100,6 +100,10 @@ class Accounting:
             self._at = now
         return self._used
 
+    def used_by_limit(self, fresh: bool = False) -> list[Cost]:
+        """Spent + committed under each limit, in the order of ``limits``."""
+        return [spent + committed for spent, committed in self._read(fresh)]
+
     def spent(self, fresh: bool = False) -> Cost:
         """Spent in the first limit's scope (the study): finished rows + last checkpoints."""
         return self._read(fresh)[0][0]

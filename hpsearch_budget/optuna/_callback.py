@@ -38,6 +38,13 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
+from hpsearch_budget.policy._sweep import (
+    CapWarner,
+    binding_limit,
+    is_policy_cap,
+    request_stop,
+    stop_reason,
+)
 from hpsearch_budget.units import kg_to_g, kwh_to_j
 
 if TYPE_CHECKING:
@@ -52,7 +59,9 @@ class BudgetCallback:
     Args:
         budget: the study's limit.
         ledger: the ledger the metered objective writes to (a :class:`Ledger` or a URL).
-        policy: lab policy caps checked with the budget.
+        policy: the lab policy; None finds the lab's file once, here; False opts out.
+            Under ``on_exceed = "warn"`` a passed cap is logged once; under "stop" the
+            callback stops the study once a cap has stopped it.
         project, user: who the sweep belongs to, for the policy's caps.
         ttl_s, near_fraction: while spent + a typical trial stay below ``near_fraction`` of the
             limit, the spent figure may be up to ``ttl_s`` old (no ledger read per trial);
@@ -72,15 +81,16 @@ class BudgetCallback:
         ttl_s: float = 1.0,
         near_fraction: float = 0.8,
     ) -> None:
-        from hpsearch_budget.optuna._metered import _open_ledger
+        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
 
         if not isinstance(budget, Budget):
             raise HpauditInputError(
                 f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
             )
         self.budget = budget
-        self.ledger = _open_ledger(ledger)
-        self.policy = policy
+        # The lab's policy file is found once, here: a malformed one fails before any trial.
+        self.policy = resolve_policy(policy)
+        self.ledger = open_ledger(ledger, self.policy)
         self.project = project
         self.user = user
         self.ttl_s = ttl_s
@@ -88,8 +98,15 @@ class BudgetCallback:
         self.stopped: str | None = None
         self._accounting: dict[str, Accounting] = {}
         self._since: dict[str, tuple[float, Cost]] = {}
+        self._warners: dict[str, CapWarner] = {}
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        stopped = stop_reason(self.ledger.url, study.study_name)
+        if stopped is not None:  # on_exceed = "stop" (a trial or the pruner asked for it)
+            self.stopped = self.stopped or stopped
+            study.stop()
+            return
+        self._warner(study.study_name).check()
         state = _state.study_state(self.ledger, study.study_name)
         state.sync()
         acc = self._accounting_for(study.study_name)
@@ -107,17 +124,34 @@ class BudgetCallback:
         spent = acc.spent()
         exhausted = used_fraction(spent, limit) >= 1.0
         if exhausted or not fits(typical, left):
+            named = _state.named_limits(
+                study.study_name, self.budget, self.policy, self.project, self.user
+            )
+            index, name = binding_limit(
+                [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), typical
+            )
+            of = f"of {self.budget.describe()}" if index == 0 else "in the study"
             self.stopped = (
-                f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh spent of "
-                f"{self.budget.describe()}; what is left cannot pay for a typical trial "
+                f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh spent {of}; "
+                f"what is left of the {name} cannot pay for a typical trial "
                 f"(forecast {typical.co2e_g:.3g} g CO2e / {typical.energy_kwh:.3g} kWh, estimate)"
             )
+            if is_policy_cap(index) and self.policy is not None and self.policy.on_exceed == "stop":
+                request_stop(self.ledger.url, study.study_name, self.stopped)
             _log.info("stopping study %r: %s", study.study_name, self.stopped)
             study.stop()
 
     def typical_trial(self, study: str) -> Cost:
         """The forecast cost of the next trial of ``study``."""
         return _state.study_state(self.ledger, study).forecaster.new_trial()
+
+    def _warner(self, study: str) -> CapWarner:
+        warner = self._warners.get(study)
+        if warner is None:
+            warner = self._warners[study] = CapWarner(
+                self.ledger, self.policy, study, self.project, self.user, ttl_s=0.0
+            )
+        return warner
 
     def _accounting_for(self, study: str) -> Accounting:
         acc = self._accounting.get(study)

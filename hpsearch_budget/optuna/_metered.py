@@ -54,6 +54,7 @@ from hpsearch_budget.budget._accounting import Accounting, fits
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._metering import SharedMeter, shared_meter
+from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -208,12 +209,15 @@ class MeteredObjective:
             raise HpauditInputError(
                 f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
             )
+        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
+
         self.objective = objective
-        self.ledger = _open_ledger(ledger)
+        # The lab's policy file is found once, here: a malformed one fails before any trial.
+        self.policy = resolve_policy(policy)
+        self.ledger = open_ledger(ledger, self.policy)
         self.meter = meter
         self.energy_objective = energy_objective
         self.budget = budget
-        self.policy = policy
         self.max_steps = max_steps
         self.project = project
         self.user = user
@@ -246,8 +250,10 @@ class MeteredObjective:
         _heartbeat.add(run)
         status, values = "failed", None
         try:
-            if self.budget is not None:
+            if self.budget is not None or enforces_caps(self.policy):
                 self._reserve(trial, state, live, project, user)
+            elif self.policy is not None and self.policy.on_exceed == "warn":
+                self._warner(name, project, user).check()
             result = self.objective(MeteredTrial(trial, run))
             values = _check_result(result, study, trial.number, self.energy_objective)
             status = "complete"
@@ -303,6 +309,19 @@ class MeteredObjective:
         return cost
 
     # -- reservations -------------------------------------------------------------------------
+    def _stops_on(self, index: int) -> bool:
+        """Whether limit ``index`` is a policy cap under ``on_exceed = "stop"``."""
+        return is_policy_cap(index) and self.policy is not None and self.policy.on_exceed == "stop"
+
+    def _warner(self, study: str, project: str, user: str) -> Any:
+        """The ``on_exceed = "warn"`` watcher of ``study`` (one per study, made on first use)."""
+        from hpsearch_budget.policy._sweep import CapWarner
+
+        warners = self.__dict__.setdefault("_warners", {})
+        if study not in warners:
+            warners[study] = CapWarner(self.ledger, self.policy, study, project, user, ttl_s=0.0)
+        return warners[study]
+
     def _identity(self, study: str) -> tuple[str, str]:
         """Project and user stored on the row, as the policy's per-project / per-user caps
         look them up (argument, else $HPAUDIT_PROJECT / $HPAUDIT_USER, else study / login)."""
@@ -324,9 +343,18 @@ class MeteredObjective:
     ) -> None:
         """Reserve the trial's forecast cost; wait while other trials hold the room it needs;
         stop the study (and prune this trial) when no release could ever make room."""
-        assert self.budget is not None
-        limits = _state.limits_for(live.study, self.budget, self.policy, project=project, user=user)
+        from hpsearch_budget.policy._sweep import request_stop, stop_reason
+
+        named = _state.named_limits(live.study, self.budget, self.policy, project, user)
+        limits = [(s, c) for s, c, _ in named]
         accounting = Accounting(self.ledger, limits, ttl_s=0.0)
+        stopped = stop_reason(self.ledger.url, live.study)
+        if stopped is not None:  # on_exceed = "stop": no new trial starts
+            live.prune_reason = self.stopped = stopped
+            _stop(trial.study)
+            raise optuna.TrialPruned(stopped)
+        if self.policy is not None and self.policy.on_exceed == "warn":
+            self._warner(live.study, project, user).check()
         state.sync()
         wait, reaped_at = _RETRY_S[0], time.monotonic()
         while True:
@@ -335,8 +363,10 @@ class MeteredObjective:
                 live.reserved = amount
                 return
             if not _room_after_release(accounting, amount):
-                reason = _no_room_reason(self.budget, accounting, amount)
+                index, reason = _no_room_reason(named, accounting, amount)
                 live.prune_reason = self.stopped = reason
+                if self._stops_on(index):  # running trials stop at their next step
+                    request_stop(self.ledger.url, live.study, reason)
                 _stop(trial.study)
                 raise optuna.TrialPruned(reason)
             # Others hold reservations that will be released: wait for them, and reap
@@ -366,7 +396,9 @@ def metered(
         energy_objective: also return the trial's energy (kWh at the device) as the last
             objective value; the study must have one more direction than the objective returns,
             and that last direction must be ``minimize``.
-        options: ``budget`` (reserve each trial's forecast cost before it runs), ``policy``,
+        options: ``budget`` (reserve each trial's forecast cost before it runs), ``policy``
+            (None finds the lab's file once, here: its caps are reserved under even without
+            a budget, its defaults charge the rows; False opts out),
             ``max_steps``, ``project``, ``user``, ``checkpoint_interval_s``; see
             :class:`MeteredObjective`. :func:`hpsearch_budget.optuna.optimize` sets them.
     """
@@ -387,33 +419,111 @@ def _open_ledger(ledger: Ledger | str | None) -> Ledger:
 
 
 def _set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
-    """Set several user attributes in one storage transaction where the storage allows it.
+    """Set the trial's user attributes, in a storage commit Optuna makes anyway if possible.
 
     Optuna writes each ``set_user_attr`` in its own commit, and on SQLite storage every commit
-    syncs the disk: four attributes per trial would cost more than the ledger itself. For
-    RDBStorage we write them in one session through its own (private) helper; any other
-    storage, or another Optuna version, gets the public call per attribute.
+    syncs the disk: that one commit cost more than the whole ledger per trial. On RDBStorage
+    the attributes are therefore deferred and written inside the transaction in which Optuna
+    records the trial's end (``study.tell``, which ``optimize`` always calls): no extra commit,
+    and no reader ever sees the trial finished without them. Any other storage (in-memory,
+    JournalStorage), or an Optuna whose internals differ, gets the public call per attribute.
     """
+    backend = _rdb_backend(trial)
+    if backend is not None and _deferred.install(backend):
+        _deferred.add(backend, trial._trial_id, attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+        return
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _rdb_backend(trial: Trial) -> Any:
+    """The trial's RDBStorage (under Optuna's cache), or None for any other storage."""
     try:
         from optuna.storages import RDBStorage
         from optuna.storages._cached_storage import _CachedStorage
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
 
         storage = trial.storage
         backend = storage._backend if isinstance(storage, _CachedStorage) else storage
-        if isinstance(backend, RDBStorage):
-            with _create_scoped_session(backend.scoped_session, True) as session:
-                for key, value in attrs.items():
-                    backend._set_trial_attr_without_commit(
-                        session, models.TrialUserAttributeModel, trial._trial_id, key, value
-                    )
-            trial._cached_frozen_trial.user_attrs.update(attrs)
-            return
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - other Optuna
-        pass
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+        return backend if isinstance(backend, RDBStorage) else None
+    except (ImportError, AttributeError):  # pragma: no cover - another Optuna
+        return None
+
+
+class _DeferredAttrs:
+    """User attributes waiting for the commit that finishes their trial.
+
+    A ``before_commit`` listener on the storage's sessions (SQLAlchemy's public event API)
+    adds the pending attributes of every finished trial that session holds -- the session
+    that marks the trial finished, at the latest -- so they land in the same transaction as
+    the state. Keyed by trial id: threads
+    (``n_jobs > 1``) and studies sharing one storage never mix.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[int, int], dict[str, Any]] = {}
+        self._installed: dict[int, bool] = {}
+
+    def install(self, backend: Any) -> bool:
+        """Listen on ``backend``'s sessions (once); False if its internals are not as known."""
+        key = id(backend)
+        with self._lock:
+            found = self._installed.get(key)
+            if found is not None:
+                return found
+            try:
+                from optuna.storages._rdb import models
+                from sqlalchemy import event
+
+                factory = backend.scoped_session.session_factory
+                ok = all(hasattr(models.TrialUserAttributeModel, c) for c in ("key", "value_json"))
+                if ok:
+                    event.listen(factory, "before_commit", self._before_commit(key, models))
+            except (ImportError, AttributeError, TypeError):  # pragma: no cover
+                ok = False
+            self._installed[key] = ok
+            return ok
+
+    def add(self, backend: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.setdefault((id(backend), int(trial_id)), {}).update(attrs)
+
+    def _before_commit(self, key: int, models: Any) -> Callable[[Any], None]:
+        def before_commit(session: Any) -> None:
+            if not self._pending:
+                return
+            # Every finished trial the session holds, not only ``session.dirty``: an autoflush
+            # may already have written the state change when the commit begins.
+            for obj in list(session.identity_map.values()):
+                if not isinstance(obj, models.TrialModel) or not obj.state.is_finished():
+                    continue
+                with self._lock:
+                    attrs = self._pending.pop((key, int(obj.trial_id)), None)
+                if attrs:
+                    self._write(session, models, int(obj.trial_id), attrs)
+
+        return before_commit
+
+    @staticmethod
+    def _write(session: Any, models: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+        import json
+
+        model = models.TrialUserAttributeModel
+        existing = {
+            a.key: a
+            for a in session.query(model).filter(
+                model.trial_id == trial_id, model.key.in_(list(attrs))
+            )
+        }
+        for name, value in attrs.items():
+            if name in existing:  # the objective set it itself: ours is the final figure
+                existing[name].value_json = json.dumps(value)
+            else:
+                session.add(model(trial_id=trial_id, key=name, value_json=json.dumps(value)))
+
+
+_deferred = _DeferredAttrs()
 
 
 def _check_directions(study: optuna.Study, energy_objective: bool) -> None:
@@ -468,12 +578,18 @@ def _room_after_release(accounting: Accounting, amount: Cost) -> bool:
     return fits(amount, accounting.left_after_release(fresh=True))
 
 
-def _no_room_reason(budget: Budget, accounting: Accounting, amount: Cost) -> str:
-    spent = accounting.spent()
-    return (
+def _no_room_reason(
+    named: Sequence[tuple[Any, Cost, str]], accounting: Accounting, amount: Cost
+) -> tuple[int, str]:
+    """(index, reason) of the limit that leaves no room: the study budget or a policy cap."""
+    used = accounting.used_by_limit()
+    limits = [c for _, c, _ in named]
+    index, name = binding_limit([n for *_, n in named], limits, used, amount)
+    spent = used[index]
+    return index, (
         f"budget: a typical trial (forecast {amount.co2e_g:.3g} g CO2e, "
-        f"{amount.energy_kwh:.3g} kWh) does not fit what is left of {budget.describe()} "
-        f"({spent.co2e_g:.3g} g CO2e, {spent.energy_kwh:.3g} kWh spent)"
+        f"{amount.energy_kwh:.3g} kWh, estimate) does not fit what is left of the {name} "
+        f"({spent.co2e_g:.3g} g CO2e, {spent.energy_kwh:.3g} kWh spent or reserved)"
     )
 
 

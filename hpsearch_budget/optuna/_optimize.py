@@ -39,9 +39,9 @@ from hpsearch_budget.optuna._callback import BudgetCallback
 from hpsearch_budget.optuna._metered import (
     MeteredObjective,
     _check_directions,
-    _open_ledger,
 )
 from hpsearch_budget.optuna._pruner import BudgetPruner
+from hpsearch_budget.policy._sweep import CapWarner, begin_sweep, open_ledger, resolve_policy
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -113,6 +113,14 @@ def optimize(
     None: the budget ends the sweep. Extra keyword arguments go to ``study.optimize``
     (``n_jobs``, ``catch``, ``gc_after_trial``, ``show_progress_bar``).
 
+    Lab policy: ``policy=None`` finds the lab's file (``hpaudit.toml``, ``[tool.hpaudit]`` in
+    ``pyproject.toml``, ``$HPAUDIT_POLICY``) once, before any trial; ``False`` opts out. Its
+    caps (study; project / user per UTC month) apply on top of ``budget`` as its ``on_exceed``
+    says: "prune" prunes the least promising running trials and starts no new one, "stop"
+    prunes every running trial at its next report and stops the study, "warn" logs each cap
+    passed once (``budget`` is still enforced). Its defaults (region, PUE, price) charge the
+    ledger rows unless ``ledger`` is a Ledger built with a carbon model of its own.
+
     Overshoot bound: spent <= budget + one checkpoint interval (``trial.report`` to
     ``trial.report``) of each running trial. Trials that never report (multi-objective
     studies) can only be held to their reservation: the bound is then the part of each running
@@ -129,9 +137,14 @@ def optimize(
             f"{type(study).__name__}"
         )
     budget = _as_budget(budget)
-    ledger = _open_ledger(ledger)
+    # The lab's policy (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) is found once per sweep;
+    # False opts out. Its defaults charge the ledger unless the ledger has its own carbon model.
+    found = resolve_policy(policy)
+    policy = found if found is not None else False
+    ledger = open_ledger(ledger, found)
     _check_directions(study, energy_objective)
-    _admit(study, budget, ledger, policy, project, user)
+    begin_sweep(ledger.url, study.study_name)
+    _admit(study, budget, ledger, found, project, user)
     inner = objective.objective if isinstance(objective, MeteredObjective) else objective
     metered_objective = MeteredObjective(
         inner,
@@ -164,6 +177,7 @@ def optimize(
         )
     finally:
         study.pruner = original_pruner
+    callback._warner(study.study_name).check(fresh=True)  # on_exceed = "warn": the last trials
     return _summary(study, budget, ledger, callback.stopped or metered_objective.stopped)
 
 
@@ -189,7 +203,9 @@ def _admit(
     """Refuse to start a sweep whose budget or policy caps are already spent."""
     name = study.study_name
     if policy is not None:
-        policy.admit(ledger, name, project, user, Cost(), budget=budget)
+        admission = policy.admit(ledger, name, project, user, Cost(), budget=budget)
+        if not admission.fits:  # on_exceed = "warn": admit logged it; say it once per sweep
+            CapWarner(ledger, policy, name, project, user).mark(admission.binding)
     acc = Accounting(ledger, _state.limits_for(name, budget, None), ttl_s=0.0)
     state = _state.study_state(ledger, name)
     state.sync(force=True)  # learn from the study's finished trials, whoever ran them

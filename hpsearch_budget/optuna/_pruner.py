@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -49,6 +50,12 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
+from hpsearch_budget.policy._sweep import (
+    binding_limit,
+    is_policy_cap,
+    request_stop,
+    stop_reason,
+)
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -74,7 +81,11 @@ class BudgetPruner(BasePruner):
         wrapped: a pruner asked first; its decision stands (None: budget only).
         max_steps: steps of a complete trial (last step + 1); None learns it from complete
             trials.
-        policy: lab policy caps checked with the budget (see :mod:`hpsearch_budget.policy`).
+        policy: the lab policy; None finds the lab's file once, here (``hpaudit.toml``,
+            ``[tool.hpaudit]``, ``$HPAUDIT_POLICY``; a malformed one raises
+            ``InvalidPolicyError``); False opts out. Its caps apply with its ``on_exceed``:
+            "prune" prunes the least promising trials, "stop" prunes every running trial at
+            its next report and stops the study, "warn" only logs; the reason names the cap.
         project, user: who the sweep belongs to, for the policy's caps.
         ttl_s: how long ledger figures are reused far from the limit.
         near_fraction: from which used fraction of the limit every report reads fresh figures.
@@ -96,7 +107,7 @@ class BudgetPruner(BasePruner):
         ttl_s: float = 1.0,
         near_fraction: float = 0.9,
     ) -> None:
-        from hpsearch_budget.optuna._metered import _open_ledger
+        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
 
         if not isinstance(budget, Budget):
             raise HpauditInputError(
@@ -110,10 +121,11 @@ class BudgetPruner(BasePruner):
         if max_steps is not None and not (isinstance(max_steps, int) and max_steps > 0):
             raise HpauditInputError(f"max_steps must be a positive integer, got {max_steps!r}")
         self.budget = budget
-        self.ledger = _open_ledger(ledger)
+        # The lab's policy file is found once, here: a malformed one fails before any trial.
+        self.policy = resolve_policy(policy)
+        self.ledger = open_ledger(ledger, self.policy)
         self.wrapped = wrapped
         self.max_steps = max_steps
-        self.policy = policy
         self.project = project
         self.user = user
         self.ttl_s = ttl_s
@@ -121,6 +133,7 @@ class BudgetPruner(BasePruner):
         self._accounting: dict[str, Accounting] = {}
         self._victim_cache: dict[str, tuple[float, set[int], str]] = {}
         self._warned = False
+        self._cap_binds: dict[str, bool] = {}  # per study: a policy cap (not the budget) binds
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         live = _state.live_trial(study.study_name, trial.number)
@@ -131,6 +144,10 @@ class BudgetPruner(BasePruner):
         if live is None:
             self._warn_unmetered()
             return False
+        stopped = stop_reason(self.ledger.url, study.study_name)
+        if stopped is not None:  # on_exceed = "stop": every running trial stops at this step
+            live.prune_reason = stopped
+            return True
         state = _state.study_state(self.ledger, study.study_name, self.max_steps)
         acc = self._accounting_for(study.study_name)
         # The cached spent + committed misses only spending beyond reservations since it was
@@ -139,17 +156,29 @@ class BudgetPruner(BasePruner):
         # processes' trials show in the ledger at the next read.
         pressure = sum((_pressure(state, t) for t in _state.live_trials(study.study_name)), Cost())
         limit = self.budget.as_cost()
-        if acc.used_fraction() + used_fraction(pressure, limit) < self.near_fraction:
+        if _near(acc, pressure, limit) < self.near_fraction:
             return False  # far from the limit: no ledger read
         left = acc.left(fresh=True)
         if not fits(Cost(), acc.left_after_release()):  # spent alone is past a limit: all stop
-            live.prune_reason = self._reason(acc, "the budget is spent", 0, 0)
+            index, name = self._binding(study.study_name, acc, Cost())
+            live.prune_reason = self._reason(acc, f"the {name} is spent", 0, 0, index)
+            if is_policy_cap(index) and self._on_exceed() == "stop":
+                request_stop(self.ledger.url, study.study_name, live.prune_reason)
+                _stop(study)
             return True
         victims, why = self._victims_cached(study, state, acc, left)
+        if victims and self._cap_binds.get(study.study_name) and self._on_exceed() == "stop":
+            request_stop(self.ledger.url, study.study_name, why)
+            _stop(study)
+            live.prune_reason = why
+            return True
         if trial.number in victims:
             live.prune_reason = why
             return True
         return False
+
+    def _on_exceed(self) -> str | None:
+        return None if self.policy is None else self.policy.on_exceed
 
     # -- near the limit ------------------------------------------------------------------------
     def _victims_cached(
@@ -179,15 +208,29 @@ class BudgetPruner(BasePruner):
                 break
             victims.add(c.number)
             need, left = need - c.excess, left + c.reserved_left
-        why = "the running trials' forecast did not fit"
-        return victims, self._reason(acc, why, len(victims), len(candidates))
+        total = sum((c.excess for c in candidates), Cost())
+        index, name = self._binding(study.study_name, acc, total)
+        why = f"the running trials' forecast did not fit the {name}"
+        return victims, self._reason(acc, why, len(victims), len(candidates), index)
 
-    def _reason(self, acc: Accounting, why: str, n_victims: int, n_running: int) -> str:
-        spent = acc.spent()
+    def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
+        """The limit that binds (the study's budget or a policy cap), remembered per study."""
+        named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
+        index, name = binding_limit(
+            [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), need
+        )
+        self._cap_binds[study] = is_policy_cap(index)
+        return index, name
+
+    def _reason(
+        self, acc: Accounting, why: str, n_victims: int, n_running: int, index: int = 0
+    ) -> str:
+        spent = acc.used_by_limit()[index] if index else acc.spent()
+        of = "spent or reserved under the limit" if index else f"spent of {self.budget.describe()}"
         what = f", so the {n_victims} least promising of {n_running} running were pruned"
         return (
-            f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh spent of "
-            f"{self.budget.describe()}; {why}{what if n_running else ''}"
+            f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh {of}; "
+            f"{why}{what if n_running else ''}"
         )
 
     def _candidates(self, study: optuna.Study, state: _state.StudyState) -> list[_Candidate]:
@@ -232,6 +275,17 @@ class BudgetPruner(BasePruner):
             )
 
 
+def _near(acc: Accounting, pressure: Cost, limit: Cost) -> float:
+    """How near the tightest limit spent + committed + this process's pressure are: against
+    the budget alone, or against every policy cap as well when there are any."""
+    if len(acc.limits) == 1:
+        return acc.used_fraction() + used_fraction(pressure, limit)
+    return max(
+        used_fraction(used + pressure, cap)
+        for used, (_, cap) in zip(acc.used_by_limit(), acc.limits, strict=True)
+    )
+
+
 def _pressure(state: _state.StudyState, trial: _state.LiveTrial) -> Cost:
     """What a running trial spent and will spend beyond its reservation (forecast)."""
     remaining = state.forecaster.remaining(trial.cost, trial.steps_done, base=trial.base)
@@ -268,3 +322,9 @@ def _rank(
         return 0.5, step
     better = sum(1 for v in others if (v < value if minimize else v > value))
     return better / (len(others) - 1), step
+
+
+def _stop(study: optuna.Study) -> None:
+    """Stop this worker's optimize loop (a no-op outside ``study.optimize``)."""
+    with contextlib.suppress(RuntimeError):
+        study.stop()

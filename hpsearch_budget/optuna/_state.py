@@ -152,18 +152,28 @@ def study_state(ledger: Ledger, study: str, max_steps: int | None = None) -> Stu
 
 
 def limits_for(
-    study: str, budget: Budget, policy: Any, project: str | None = None, user: str | None = None
+    study: str,
+    budget: Budget | None,
+    policy: Any,
+    project: str | None = None,
+    user: str | None = None,
 ) -> list[tuple[Any, Cost]]:
-    """The (scope, limit) pairs a trial of ``study`` must fit: the study's budget first, then
-    the caps of the lab policy (``Policy.limits_for``), if any."""
-    from hpsearch_budget.ledger import Scope
+    """The (scope, limit) pairs a trial of ``study`` must fit: the study's budget first (none:
+    unlimited), then the lab policy's caps unless its ``on_exceed`` is ``"warn"``."""
+    return [(s, c) for s, c, _ in named_limits(study, budget, policy, project, user)]
 
-    limits: list[tuple[Any, Cost]] = [(Scope(study=study), budget.as_cost())]
-    if policy is not None:
-        from hpsearch_budget.policy import resolve_identity
 
-        project, user = resolve_identity(study, project, user)
-        limits.extend(
-            (scope, limit) for scope, limit, _name in policy.limits_for(study, project, user)
-        )
-    return limits
+def named_limits(
+    study: str,
+    budget: Budget | None,
+    policy: Any,
+    project: str | None = None,
+    user: str | None = None,
+) -> list[tuple[Any, Cost, str]]:
+    """:func:`limits_for` with each limit's name (``"project 'nlp' monthly CO2e cap"``)."""
+    from hpsearch_budget.policy import resolve_identity
+    from hpsearch_budget.policy._sweep import enforced_limits
+
+    project, user = resolve_identity(study, project, user)
+    cost = budget.as_cost() if budget is not None else None
+    return enforced_limits(study, cost, policy, project, user)

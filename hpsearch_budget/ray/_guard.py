@@ -101,19 +101,24 @@ class BudgetGuard:
                 f"ledger must be a hpsearch_budget.Ledger, got {type(ledger).__name__}; "
                 'e.g. Ledger("postgresql+psycopg://user@host/hpaudit")'
             )
+        from hpsearch_budget.policy._sweep import resolve_policy
+
         self.budget = budget
         self.ledger = ledger
-        if policy is not None:
-            from hpsearch_budget.policy import load_policy
-
-            policy = load_policy(policy)  # a Policy, or the path of a policy file
-        self.policy = policy
+        # None finds the lab's file (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) once, here,
+        # so a malformed one fails before any trial; False opts out; a path or Policy is read.
+        self.policy = resolve_policy(policy)
         self.project = project
         self.user = user
         self.forecaster = forecaster or TrialForecaster(max_steps=max_steps)
         self.ttl_s = ttl_s
         self.study: str | None = None
         self.limits: list[tuple[Scope, Cost]] = []
+        self.names: list[str] = []  # the limits' names: "project 'nlp' monthly CO2e cap"
+        #: on_exceed = "stop": why a policy cap stopped the sweep (no new trial, all stop).
+        self.stop_reason: str | None = None
+        self.last_refusal: str | None = None  # why the last trial refused no longer fits
+        self._warner: Any = None
         self.windows: dict[int, _Window] = {}
         self.by_trial: dict[str, int] = {}
         self.refused = 0
@@ -134,20 +139,48 @@ class BudgetGuard:
         """Fix the study (first trial) and refuse to start when the budget is already spent."""
         if self.study == study:
             return
-        from hpsearch_budget.ledger import Scope
+        from hpsearch_budget.policy._sweep import CapWarner, enforced_limits
 
         self.study = study
-        self.limits = [(Scope(study=study), self.budget.as_cost())]
-        if self.policy is not None:
-            caps = self.policy.limits_for(study, self.project, self.user)
-            self.limits += [(scope, limit) for scope, limit, *_ in caps]
+        named = enforced_limits(study, self.budget.as_cost(), self.policy, self.project, self.user)
+        self.limits = [(scope, limit) for scope, limit, _ in named]
+        self.names = [name for *_, name in named]
+        self._warner = CapWarner(self.ledger, self.policy, study, self.project, self.user)
         self._read_at = -math.inf
         if self.over(fresh=True):
-            spent = self.spent()
+            index, name = self.binding()
+            if index == 0:
+                spent = self.spent()
+                raise BudgetExceededError(
+                    f"the budget of study {study!r} is already spent before this sweep starts "
+                    f"({self.describe(spent)}); raise the budget, or start a new study name"
+                )
             raise BudgetExceededError(
-                f"the budget of study {study!r} is already spent before this sweep starts "
-                f"({self.describe(spent)}); raise the budget, or start a new study name"
+                f"sweep {study!r} cannot start: the {name} is used up; raise the cap in the "
+                f'policy file, wait for it to reset, or set on_exceed = "warn"'
             )
+        self._warner.check(fresh=True)
+
+    def binding(self, need: Cost | None = None) -> tuple[int, str]:
+        """(index, name) of the limit that binds once ``need`` more is spent: the study's
+        budget (index 0) or a policy cap."""
+        from hpsearch_budget.policy._sweep import binding_limit
+
+        used = [spent + committed for spent, committed in self._read(False)]
+        limits = [limit for _, limit in self.limits]
+        return binding_limit(self.names, limits, used, need or Cost())
+
+    def refuse(self, trial_id: str, need: Cost | None = None) -> str:
+        """Why ``trial_id`` no longer fits, naming the binding limit; under ``on_exceed =
+        "stop"`` a binding policy cap also stops the sweep (no new trial, all stop)."""
+        index, name = self.binding(need)
+        reason = f"trial {trial_id}: its forecast no longer fits the {name}"
+        stops = index > 0 and self.policy is not None and self.policy.on_exceed == "stop"
+        if stops and self.stop_reason is None:
+            self.stop_reason = f'{reason}; on_exceed = "stop" ends the sweep'
+            _log.warning("hpaudit: stopping study %r: %s", self.study, self.stop_reason)
+        self.last_refusal = reason
+        return reason
 
     def _read(self, fresh: bool) -> list[tuple[Cost, Cost]]:
         if fresh or time.monotonic() - self._read_at > self.ttl_s:
@@ -202,6 +235,11 @@ class BudgetGuard:
         w = self._window(trial_id, window_id, result)
         w.steps = int(result.get("training_iteration", w.base_steps + w.steps + 1)) - w.base_steps
         w.cost = result_cost(result)
+        if self._warner is not None:
+            self._warner.check()  # on_exceed = "warn": log a passed cap once
+        if self.stop_reason is not None and not result.get("done"):
+            self.last_refusal = self.stop_reason
+            return False  # on_exceed = "stop": it finished this step; now it stops
         if result.get("done"):
             return True  # the function returned: its window is final, nothing left to reserve
         key = (self.ledger.url, window_id)
@@ -215,7 +253,10 @@ class BudgetGuard:
         if more == Cost():
             # Its forecast is inside what it holds (a reservation only grows until the window
             # ends): it fits unless the budget is already spent.
-            return not self.over()
+            if self.over():
+                self.refuse(trial_id)
+                return False
+            return True
         try:
             reserved = self.ledger.try_reserve(window_id, more, self.limits)
         except LedgerError as error:
@@ -231,6 +272,7 @@ class BudgetGuard:
                 more.energy_j,
                 [(s.energy_j, c.energy_j) for s, c in self._read(True)],
             )
+            self.refuse(trial_id, more)
             return False
         held = held + more
         # A window that spent past its reservation (its first report, or a forecast too low)
@@ -279,6 +321,8 @@ class BudgetGuard:
         w = self.windows.pop(window_id, None) if window_id is not None else None
         if window_id is not None:
             _RESERVED.pop((self.ledger.url, window_id), None)
+        if self._warner is not None:
+            self._warner.check(fresh=True)  # on_exceed = "warn": a trial's end may pass a cap
         if w is None or w.steps <= 0:
             return
         whole = complete and w.base_steps == 0  # a restored window saw only part of the trial
@@ -305,7 +349,7 @@ class BudgetGuard:
         room for another one (no reservation left and a new trial does not fit)."""
         if self.study is None:
             return False
-        if self.over():
+        if self.over() or self.stop_reason is not None:
             return True
         if self.refused:
             idle = all(

@@ -93,6 +93,7 @@ def metered(
     user: str | None = None,
     checkpoint_interval_s: float = 30.0,
     finalize_timeout_s: float = 30.0,
+    policy: Any = None,
 ) -> Callable[[dict[str, Any]], None]:
     """Wrap a Ray Tune function trainable so every trial is metered into the ledger.
 
@@ -111,6 +112,10 @@ def metered(
         project, user: who the windows belong to (policy caps per project / user).
         checkpoint_interval_s: heartbeat: the longest a running window goes unrecorded.
         finalize_timeout_s: how long a stopping worker waits for its final ledger write.
+        policy: the lab policy whose defaults (region, PUE, price) charge the windows unless
+            ``ledger`` is a Ledger with a carbon model of its own; None finds the lab's file
+            (``hpaudit.toml``, ``[tool.hpaudit]``, ``$HPAUDIT_POLICY``) here, on the driver;
+            False uses none. Caps are enforced by BudgetStopper / BudgetScheduler.
     """
     _check_function(trainable)
     _check_positive(checkpoint_interval_s, "checkpoint_interval_s")
@@ -118,6 +123,7 @@ def metered(
     if max_steps is not None and not (isinstance(max_steps, int) and max_steps > 0):
         raise HpauditInputError(f"max_steps must be a positive integer, got {max_steps!r}")
     url, carbon = _ledger_target(ledger)
+    carbon = _policy_carbon(policy, carbon)
     project, user = _identity(study, project, user)
     spec = _Spec(
         url=url,
@@ -211,6 +217,17 @@ def _ledger_target(ledger: Ledger | str | None) -> tuple[str, CarbonModel | None
         return _absolute_sqlite(probe.url), None
     finally:
         probe.close()
+
+
+def _policy_carbon(policy: Any, carbon: CarbonModel | None) -> CarbonModel | None:
+    """The lab policy's carbon model, unless the caller's ledger brought its own."""
+    from hpsearch_budget.ledger import default_carbon
+    from hpsearch_budget.policy._sweep import policy_carbon, resolve_policy
+
+    found = policy_carbon(resolve_policy(policy))  # a malformed file fails here, up front
+    if found is not None and (carbon is None or carbon == default_carbon()):
+        return found
+    return carbon
 
 
 def _absolute_sqlite(url: str) -> str:

@@ -65,7 +65,9 @@ class BudgetScheduler(TrialScheduler):
         study: the ledger study; default the Tune experiment name (from the first trial).
             Given, an already spent budget raises ``BudgetExceededError`` right here.
         metric, mode: what "promising" means; default the base scheduler's / TuneConfig's.
-        policy: a lab policy whose caps apply on top; project, user: for its caps.
+        policy: a lab policy whose caps apply on top (None finds the lab's file once, here;
+            False opts out); ``on_exceed = "stop"`` ends the sweep when a cap refuses a
+            trial, "warn" logs it once; project, user: for its caps.
         forecaster, max_steps: the per-trial cost model; ``max_steps`` defaults to ASHA's /
             HyperBand's ``max_t`` when it counts ``training_iteration``.
     """
@@ -110,7 +112,9 @@ class BudgetScheduler(TrialScheduler):
         self._mode = mode
         self.promised: dict[str, Cost] = {}  # admitted, no reservation of its own yet
         self.doomed: set[str] = set()  # to stop at their next result
+        self._short_of: dict[str, str] = {}  # doomed trial -> the limit that ran short
         self.stopped_by_budget: list[str] = []
+        self.reasons: dict[str, str] = {}  # trial id -> why the budget or a cap stopped it
         self._early: set[str] = set()  # stopped before finishing (by us or by the base)
         self._leaving: dict[str, float] = {}  # told to stop -> until when it may hold room
         self._finished = False
@@ -163,6 +167,10 @@ class BudgetScheduler(TrialScheduler):
         if trial is None or trial.status != Trial.PENDING or trial.trial_id in self.promised:
             return trial  # a paused trial resumes: it was admitted before
         self._bind(trial)
+        if self.guard.stop_reason is not None:  # on_exceed = "stop": no new trial starts
+            self._finish(tune_controller)
+            ensure_trial_dir(trial)
+            return None
         promised = sum(self.promised.values(), Cost())
         if self.guard.new_trial_fits(promised):
             self.promised[trial.trial_id] = self.guard.forecaster.new_trial()
@@ -176,17 +184,22 @@ class BudgetScheduler(TrialScheduler):
         tid = trial.trial_id
         self.promised.pop(tid, None)  # its own reservation replaces the promise
         if tid in self.doomed:
-            return self._stop(tid, "chosen as the least promising when the budget ran short")
+            short = self._short_of.pop(tid, "budget")
+            return self._stop(tid, f"chosen as the least promising when the {short} ran short")
         if not self.guard.on_result(tid, result, "BudgetScheduler"):
+            why = self.guard.last_refusal or "its forecast no longer fits the budget"
+            if self.guard.stop_reason is not None:  # on_exceed = "stop": every trial stops
+                return self._stop(tid, self.guard.stop_reason)
             if not self.guard.fits_alone(tid):
                 # Even if every other trial left now, what is spent plus this trial's forecast
                 # passes the budget: stopping another one would not save it.
-                return self._stop(tid, "its forecast no longer fits the budget")
+                return self._stop(tid, why)
             if not self._others_leaving(tid):  # else: wait for their reservations to go
                 victim = self._least_promising(tune_controller, trial, result)
                 if victim is trial:
-                    return self._stop(tid, "its forecast no longer fits the budget")
+                    return self._stop(tid, why)
                 self.doomed.add(victim.trial_id)
+                self._short_of[victim.trial_id] = self.guard.binding()[1]
         decision = self.base.on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP:
             self._early.add(tid)
@@ -205,6 +218,7 @@ class BudgetScheduler(TrialScheduler):
         self._early.add(trial_id)
         self._leaving[trial_id] = time.monotonic() + RELEASE_WAIT_S
         self.stopped_by_budget.append(trial_id)
+        self.reasons[trial_id] = why
         _log.info("hpaudit: stopping trial %s: %s", trial_id, why)
         return TrialScheduler.STOP
 

@@ -46,7 +46,9 @@ class BudgetStopper(Stopper):
         ledger: the ledger the metered trainables write to.
         study: the ledger study; default the Tune experiment name (from the first result).
             Given, an already spent budget raises ``BudgetExceededError`` right here.
-        policy: a lab policy whose caps (per project / user per month) apply on top.
+        policy: a lab policy whose caps (per project / user per month) apply on top; None
+            finds the lab's file once, here; False opts out. ``on_exceed = "stop"``: once a
+            cap refuses a trial, every trial stops and the sweep ends; "warn": logged once.
         project, user: the sweep's owner, for the policy's caps.
         forecaster, max_steps: the per-trial cost model (default: learnt from this sweep).
     """
@@ -74,6 +76,7 @@ class BudgetStopper(Stopper):
             max_steps=max_steps,
         )
         self.stopped: list[str] = []  # trials this stopper ended, in order
+        self.reasons: dict[str, str] = {}  # trial id -> why (names the binding budget or cap)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         fits = self.guard.on_result(trial_id, result, "BudgetStopper")
@@ -81,9 +84,9 @@ class BudgetStopper(Stopper):
             self.guard.refused += 1
             self.stopped.append(trial_id)
             self.guard.finished(trial_id, complete=False)
-            _log.info(
-                "hpaudit: stopping trial %s: its forecast no longer fits the budget", trial_id
-            )
+            why = self.guard.last_refusal or "its forecast no longer fits the budget"
+            self.reasons[trial_id] = why
+            _log.info("hpaudit: stopping trial %s: %s", trial_id, why)
             return True
         if result.get("done"):
             self.guard.finished(trial_id, complete=True)
@@ -91,6 +94,7 @@ class BudgetStopper(Stopper):
 
     def stop_all(self) -> bool:
         if self.guard.exhausted():
-            _log.info("hpaudit: budget of study %r exhausted: stopping the sweep", self.guard.study)
+            why = self.guard.stop_reason or "budget exhausted"
+            _log.info("hpaudit: study %r: %s: stopping the sweep", self.guard.study, why)
             return True
         return False
