@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import time
 import weakref
 import zlib
 from collections.abc import Iterator
@@ -170,6 +172,28 @@ def _sqlite_events(engine: Engine, timeout_s: float) -> None:
 
 def enable_wal(engine: Engine) -> None:
     """Switch a SQLite file to WAL (persistent): readers no longer block the writer."""
+    # The switch needs the file to itself, and SQLite answers "database is locked" at once,
+    # without its busy handler, while another process opens or switches the same new file:
+    # retry briefly (workers racing to create one ledger hit this).
+    deadline = time.monotonic() + lock_timeout_s()
+    delay = 0.005
+    while True:
+        try:
+            mode = _journal_mode_wal(engine)
+            break
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error).lower() or time.monotonic() > deadline:
+                raise exc.OperationalError("PRAGMA journal_mode = WAL", None, error) from None
+            time.sleep(delay)
+            delay = min(0.1, delay * 2)
+    if str(mode).lower() != "wal":
+        raise LedgerError(
+            f"SQLite ledger {engine.url.database!r} cannot use WAL mode (got {mode!r}); "
+            "put it on a local disk, not a network file system"
+        )
+
+
+def _journal_mode_wal(engine: Engine) -> Any:
     # Outside any transaction (SQLite refuses the switch inside one): the raw DBAPI connection.
     raw = engine.raw_connection()
     try:
@@ -178,11 +202,7 @@ def enable_wal(engine: Engine) -> None:
         cur.close()
     finally:
         raw.close()
-    if str(mode).lower() != "wal":
-        raise LedgerError(
-            f"SQLite ledger {engine.url.database!r} cannot use WAL mode (got {mode!r}); "
-            "put it on a local disk, not a network file system"
-        )
+    return mode
 
 
 @contextlib.contextmanager
