@@ -70,7 +70,7 @@ class BudgetedRun:
 
     def describe(self) -> str:
         """A few lines for a terminal; estimated figures say so."""
-        label = {"measured": "", "estimated": " (estimated: an estimate)"}.get(
+        label = {"measured": "", "estimated": " (estimated)"}.get(
             self.source, f" ({self.source})"
         )
         lines = [
