@@ -32,7 +32,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpsearch_budget.budget import Budget, Cost
-from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
+from hpsearch_budget.budget._accounting import Accounting, _min, fits, used_fraction
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._callback import BudgetCallback
@@ -70,9 +70,7 @@ class BudgetedRun:
 
     def describe(self) -> str:
         """A few lines for a terminal; estimated figures say so."""
-        label = {"measured": "", "estimated": " (estimated)"}.get(
-            self.source, f" ({self.source})"
-        )
+        label = {"measured": "", "estimated": " (estimated)"}.get(self.source, f" ({self.source})")
         lines = [
             f"study {self.study!r}: spent {self.spent.co2e_kg * 1000:.3g} g CO2e, "
             f"{self.spent.energy_kwh * 1000:.3g} Wh{label}, {100 * self.used_fraction:.0f}% of "
@@ -144,7 +142,7 @@ def optimize(
     ledger = open_ledger(ledger, found)
     _check_directions(study, energy_objective)
     begin_sweep(ledger.url, study.study_name)
-    _admit(study, budget, ledger, found, project, user)
+    _admit(study, budget, ledger, found, project, user, n_trials)
     inner = objective.objective if isinstance(objective, MeteredObjective) else objective
     metered_objective = MeteredObjective(
         inner,
@@ -199,18 +197,21 @@ def _admit(
     policy: Any,
     project: str | None,
     user: str | None,
+    n_trials: int | None = None,
 ) -> None:
-    """Refuse to start a sweep whose budget or policy caps are already spent."""
+    """Refuse to start a sweep whose budget is spent, or whose forecast exceeds what is left of
+    a policy cap (unless the policy says ``on_exceed = "warn"``)."""
     name = study.study_name
-    if policy is not None:
-        admission = policy.admit(ledger, name, project, user, Cost(), budget=budget)
-        if not admission.fits:  # on_exceed = "warn": admit logged it; say it once per sweep
-            CapWarner(ledger, policy, name, project, user).mark(admission.binding)
     acc = Accounting(ledger, _state.limits_for(name, budget, None), ttl_s=0.0)
     state = _state.study_state(ledger, name)
     state.sync(force=True)  # learn from the study's finished trials, whoever ran them
     typical = state.forecaster.new_trial()
     spent = acc.spent()
+    if policy is not None:
+        forecast = _sweep_forecast(typical, n_trials, acc.left())
+        admission = policy.admit(ledger, name, project, user, forecast, budget=budget)
+        if not admission.fits:  # on_exceed = "warn": admit logged it; say it once per sweep
+            CapWarner(ledger, policy, name, project, user).mark(admission.binding)
     if used_fraction(spent, budget.as_cost()) >= 1.0 or not fits(typical, acc.left_after_release()):
         raise BudgetExceededError(
             f"study {name!r} has already spent {spent.co2e_g:.3g} g CO2e / "
@@ -219,6 +220,15 @@ def _admit(
             f"{typical.energy_kwh:.3g} kWh, estimate); raise the budget or start a study with "
             f"a new name"
         )
+
+
+def _sweep_forecast(typical: Cost, n_trials: int | None, left: Cost) -> Cost:
+    """What a sweep of ``n_trials`` is forecast to spend: that many typical trials, but never
+    more than its own budget has ``left`` (the budget stops it there). Nothing when the number
+    of trials is unknown, and nothing either for a new study (no typical trial yet)."""
+    if n_trials is None:
+        return Cost()
+    return _min(typical.scale(n_trials), left.clip())
 
 
 def _summary(

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from hpsearch_budget import Budget
 from hpsearch_budget.carbon import CarbonModel, StaticIntensity
+from hpsearch_budget.errors import BudgetExceededError
 from hpsearch_budget.ledger import Ledger, Scope
 from hpsearch_budget.meters import ReplayMeter
 from hpsearch_budget.optuna import BudgetCallback, BudgetPruner, metered, optimize
@@ -237,3 +238,28 @@ def test_env_policy_is_found_from_anywhere(tmp_path, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
     pruner = BudgetPruner(BIG, url, project="nlp")
     assert pruner.policy is not None and pruner.policy.on_exceed == "stop"
+
+
+@pytest.mark.parametrize(("more_trials", "refused"), [(2, False), (20, True)])
+def test_resumed_sweep_refused_when_its_forecast_exceeds_the_cap(lab, url, more_trials, refused):
+    """A resumed study knows what a typical trial costs (3 steps = 30 J): asking for more
+    trials than the project cap has room for is refused up front, naming the cap and the
+    overrun; a request that fits runs."""
+    lab('on_exceed = "stop"\n' + _cap("project", 200.0))
+    meter = ReplayMeter(power_w=WATTS)
+    study = optuna.create_study(study_name="resumed", pruner=optuna.pruners.NopPruner())
+    optimize(study, _objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp",
+             n_trials=2)  # fmt: skip
+    spent_before = Ledger(url).spent(Scope(project="nlp")).energy_j
+    assert spent_before == pytest.approx(2 * 3 * STEP_J)
+    run = lambda: optimize(  # noqa: E731
+        study, _objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp",
+        n_trials=more_trials,
+    )  # fmt: skip
+    if refused:
+        with pytest.raises(BudgetExceededError, match="project 'nlp'"):
+            run()
+        assert len(study.trials) == 2  # nothing started
+        assert Ledger(url).spent(Scope(project="nlp")).energy_j == spent_before
+    else:
+        assert run().n_trials == 2 + more_trials
