@@ -119,6 +119,9 @@ def optimize(
     passed once (``budget`` is still enforced). Its defaults (region, PUE, price) charge the
     ledger rows unless ``ledger`` is a Ledger built with a carbon model of its own.
 
+    ``n_trials`` is recorded as the study user attribute ``n_trials`` (trials already run plus
+    this call's), the plan ``hpaudit report`` forecasts the cost to finish from.
+
     Overshoot bound: spent <= budget + one checkpoint interval (``trial.report`` to
     ``trial.report``) of each running trial. Trials that never report (multi-objective
     studies) can only be held to their reservation: the bound is then the part of each running
@@ -159,6 +162,8 @@ def optimize(
         checkpoint_interval_s=checkpoint_interval_s,
     )
     callback = BudgetCallback(budget, ledger, policy=policy, project=project, user=user)
+    if n_trials is not None:  # the plan the report's forecast of the cost to finish reads
+        study.set_user_attr("n_trials", len(study.get_trials(deepcopy=False)) + n_trials)
     original_pruner = study.pruner
     if len(study.directions) == 1 and not isinstance(original_pruner, BudgetPruner):
         wrapped = None if isinstance(original_pruner, optuna.pruners.NopPruner) else original_pruner
