@@ -159,17 +159,26 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--folder", type=Path, default=Path("hpaudit-demo"))
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=Path("hpaudit-demo"),
+        help="where the study, ledger and reports go (default hpaudit-demo)",
+    )
     parser.add_argument(
         "--budget-g",
         type=float,
         default=None,
-        help="CO2e budget in grams (default 0.03; 0.004 with --quick)",
+        help="CO2e budget in grams (default 0.05; 0.004 with --quick)",
     )
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trial (default 12; 3 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny settings (tests)")
     parser.add_argument("--no-report", action="store_true", help="skip the full report")
     args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1, got {args.epochs}")  # exit 2, one line of error
     epochs = args.epochs or (3 if args.quick else 12)
     budget_g = args.budget_g if args.budget_g is not None else (0.004 if args.quick else 0.05)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

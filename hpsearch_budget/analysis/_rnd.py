@@ -284,7 +284,7 @@ def rnd_cost(
             "no GPU time recorded: cloud cost assumes one accelerator per run for its "
             "wall-clock time"
         )
-    what_ifs = _what_ifs(sweep, phases, total, a, what_if_intensity, what_if_pue, more_trials)
+    what_ifs = _what_ifs(phases, total, a, what_if_intensity, what_if_pue, more_trials)
     return RndCost(
         phases, total, None if chosen is None else int(chosen["number"]), a, what_ifs, notes
     )
@@ -296,7 +296,6 @@ def _as_trials(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _what_ifs(
-    sweep: Sweep,
     phases: list[PhaseCost],
     total: PhaseCost,
     a: Assumptions,

@@ -8,9 +8,8 @@ in joules, carbon in grams, money in USD, time in seconds, as everywhere inside 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -169,17 +168,3 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 def cumulative_co2e_g(trials: pd.DataFrame) -> np.ndarray:
     """Cumulative carbon in trial-number order (a trial without data adds nothing)."""
     return np.cumsum(np.nan_to_num(trials["co2e_g"].to_numpy(float), nan=0.0))
-
-
-def as_datetime(value: Any) -> datetime | None:
-    """A pandas/NumPy timestamp or None as a plain ``datetime``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    return value if isinstance(value, datetime) else None
-
-
-def finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
-    return arr[np.isfinite(arr)]

@@ -35,9 +35,11 @@ class Budget(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:  # one line, not pydantic's multi-line report
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "budget"
+            where = ".".join(str(p) for p in err["loc"])  # empty for whole-model checks
             msg = str(err["msg"]).removeprefix("Value error, ")
-            raise HpauditInputError(f"invalid budget: {where}: {msg}") from None
+            raise HpauditInputError(
+                f"invalid budget: {where + ': ' if where else ''}{msg}"
+            ) from None
 
     @model_validator(mode="after")
     def _check(self) -> Budget:

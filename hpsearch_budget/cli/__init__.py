@@ -11,9 +11,12 @@ import sys
 import typer
 
 try:  # typer >= 0.24 bundles its own click
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import ClickException  # type: ignore[no-redef,assignment]
+    from click.exceptions import (  # type: ignore[no-redef,assignment]
+        ClickException,
+        NoArgsIsHelpError,
+    )
 
 from hpsearch_budget.cli import _budget, _estimate, _ledger, _policy, _report
 from hpsearch_budget.errors import HpauditError
@@ -56,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     except HpauditError as exc:
         print(f"hpaudit: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except NoArgsIsHelpError as exc:
+        # `hpaudit ledger` with no subcommand: show the group's help, like bare `hpaudit`
+        # (rich has already printed it; plain click returns it as the message).
+        if exc.format_message().strip():
+            print(exc.format_message())
+        raise SystemExit(0) from None
     except ClickException as exc:
         print(f"hpaudit: error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None

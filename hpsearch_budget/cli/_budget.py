@@ -156,7 +156,13 @@ def render_text(
                 )
             )
     if not rows:
-        return [*header, "", "no caps and no ledger rows in this month"]
+        # Caps for "every project/user" apply only to names seen in the ledger this month.
+        return [
+            *header,
+            "",
+            "nothing to show: no ledger rows in this month and no cap names a project, user "
+            "or study (pass --project NAME or --user NAME to see a default cap)",
+        ]
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
     lines = [*header, ""]
     for r in (head, *rows):

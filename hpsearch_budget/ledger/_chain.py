@@ -93,6 +93,17 @@ class VerifyReport:
         return f"ledger NOT sound: {self.problems[0].message}"
 
 
+def _edited(study: str, rid: int, seq: int) -> Problem:
+    """A finalised row whose content no longer matches its chain."""
+    return Problem(
+        study,
+        "edited",
+        f"study {study!r}: row id {rid} (seq {seq}) was edited after it was finalised",
+        rid,
+        seq,
+    )
+
+
 def verify_study(
     study: str,
     rows: Sequence[Mapping[str, Any]],
@@ -125,13 +136,7 @@ def verify_study(
             )
         if row["prev_hash"] != prev_hash:
             if previous is None:  # the first link must start from the genesis hash
-                return Problem(
-                    study,
-                    "edited",
-                    f"study {study!r}: row id {rid} (seq {seq}) was edited after it was finalised",
-                    rid,
-                    seq,
-                )
+                return _edited(study, rid, seq)
             # The row before passes its own hash check but is not what this row was chained to:
             # it was rewritten (hash and all) or slipped in.
             return Problem(
@@ -143,13 +148,7 @@ def verify_study(
                 previous["seq"],
             )
         if row_hash(row, prev_hash) != row["row_hash"]:
-            return Problem(
-                study,
-                "edited",
-                f"study {study!r}: row id {rid} (seq {seq}) was edited after it was finalised",
-                rid,
-                seq,
-            )
+            return _edited(study, rid, seq)
         if row["status"] not in _schema.FINISHED:
             return Problem(
                 study,

@@ -35,16 +35,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hpsearch_budget.budget import Budget, Cost
-from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
-from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.budget._accounting import fits, used_fraction
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.policy._sweep import (
-    CapWarner,
-    binding_limit,
-    is_policy_cap,
-    request_stop,
-    stop_reason,
-)
+from hpsearch_budget.optuna._limits import StudyLimits
+from hpsearch_budget.policy._sweep import CapWarner, is_policy_cap, request_stop, stop_reason
 from hpsearch_budget.units import kg_to_g, kwh_to_j
 
 if TYPE_CHECKING:
@@ -53,7 +47,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 
-class BudgetCallback:
+class BudgetCallback(StudyLimits):
     """An Optuna callback (``study.optimize(..., callbacks=[...])``) that stops the study.
 
     Args:
@@ -81,22 +75,9 @@ class BudgetCallback:
         ttl_s: float = 1.0,
         near_fraction: float = 0.8,
     ) -> None:
-        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
-
-        if not isinstance(budget, Budget):
-            raise HpauditInputError(
-                f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
-            )
-        self.budget = budget
-        # The lab's policy file is found once, here: a malformed one fails before any trial.
-        self.policy = resolve_policy(policy)
-        self.ledger = open_ledger(ledger, self.policy)
-        self.project = project
-        self.user = user
-        self.ttl_s = ttl_s
+        super().__init__(budget, ledger, policy=policy, project=project, user=user, ttl_s=ttl_s)
         self.near_fraction = near_fraction
         self.stopped: str | None = None
-        self._accounting: dict[str, Accounting] = {}
         self._since: dict[str, tuple[float, Cost]] = {}
         self._warners: dict[str, CapWarner] = {}
 
@@ -124,12 +105,7 @@ class BudgetCallback:
         spent = acc.spent()
         exhausted = used_fraction(spent, limit) >= 1.0
         if exhausted or not fits(typical, left):
-            named = _state.named_limits(
-                study.study_name, self.budget, self.policy, self.project, self.user
-            )
-            index, name = binding_limit(
-                [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), typical
-            )
+            index, name = self._binding(study.study_name, acc, typical)
             of = f"of {self.budget.describe()}" if index == 0 else "in the study"
             self.stopped = (
                 f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh spent {of}; "
@@ -152,13 +128,6 @@ class BudgetCallback:
                 self.ledger, self.policy, study, self.project, self.user, ttl_s=0.0
             )
         return warner
-
-    def _accounting_for(self, study: str) -> Accounting:
-        acc = self._accounting.get(study)
-        if acc is None:
-            limits = _state.limits_for(study, self.budget, self.policy, self.project, self.user)
-            acc = self._accounting[study] = Accounting(self.ledger, limits, ttl_s=self.ttl_s)
-        return acc
 
 
 def _trial_cost(trial: FrozenTrial) -> Cost:

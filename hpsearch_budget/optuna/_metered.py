@@ -53,6 +53,7 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
+from hpsearch_budget.optuna._limits import require_budget
 from hpsearch_budget.optuna._metering import SharedMeter, shared_meter
 from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
 
@@ -205,10 +206,8 @@ class MeteredObjective:
             raise HpauditInputError(
                 f"metered() needs the objective function, got {type(objective).__name__}"
             )
-        if budget is not None and not isinstance(budget, Budget):
-            raise HpauditInputError(
-                f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
-            )
+        if budget is not None:
+            require_budget(budget)
         from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
 
         self.objective = objective

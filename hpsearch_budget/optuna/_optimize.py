@@ -137,6 +137,10 @@ def optimize(
             f"optimize() needs an optuna.Study (optuna.create_study(...)), got "
             f"{type(study).__name__}"
         )
+    if n_trials is not None and (
+        isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1
+    ):
+        raise HpauditInputError(f"n_trials must be a positive integer or None, got {n_trials!r}")
     budget = _as_budget(budget)
     # The lab's policy (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) is found once per sweep;
     # False opts out. Its defaults charge the ledger unless the ledger has its own carbon model.

@@ -50,12 +50,8 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.policy._sweep import (
-    binding_limit,
-    is_policy_cap,
-    request_stop,
-    stop_reason,
-)
+from hpsearch_budget.optuna._limits import StudyLimits, require_budget
+from hpsearch_budget.policy._sweep import is_policy_cap, request_stop, stop_reason
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -72,7 +68,7 @@ class _Candidate:
     step: int | None
 
 
-class BudgetPruner(BasePruner):
+class BudgetPruner(StudyLimits, BasePruner):
     """An :class:`optuna.pruners.BasePruner` that keeps a study inside its :class:`Budget`.
 
     Args:
@@ -107,12 +103,7 @@ class BudgetPruner(BasePruner):
         ttl_s: float = 1.0,
         near_fraction: float = 0.9,
     ) -> None:
-        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
-
-        if not isinstance(budget, Budget):
-            raise HpauditInputError(
-                f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
-            )
+        require_budget(budget)  # first, as before: its error precedes the others
         if wrapped is not None and not isinstance(wrapped, BasePruner):
             raise HpauditInputError(
                 f"wrapped must be an optuna pruner (e.g. optuna.pruners.MedianPruner()), "
@@ -120,17 +111,10 @@ class BudgetPruner(BasePruner):
             )
         if max_steps is not None and not (isinstance(max_steps, int) and max_steps > 0):
             raise HpauditInputError(f"max_steps must be a positive integer, got {max_steps!r}")
-        self.budget = budget
-        # The lab's policy file is found once, here: a malformed one fails before any trial.
-        self.policy = resolve_policy(policy)
-        self.ledger = open_ledger(ledger, self.policy)
+        super().__init__(budget, ledger, policy=policy, project=project, user=user, ttl_s=ttl_s)
         self.wrapped = wrapped
         self.max_steps = max_steps
-        self.project = project
-        self.user = user
-        self.ttl_s = ttl_s
         self.near_fraction = near_fraction
-        self._accounting: dict[str, Accounting] = {}
         self._victim_cache: dict[str, tuple[float, set[int], str]] = {}
         self._warned = False
         self._cap_binds: dict[str, bool] = {}  # per study: a policy cap (not the budget) binds
@@ -215,10 +199,7 @@ class BudgetPruner(BasePruner):
 
     def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
         """The limit that binds (the study's budget or a policy cap), remembered per study."""
-        named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
-        index, name = binding_limit(
-            [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), need
-        )
+        index, name = super()._binding(study, acc, need)
         self._cap_binds[study] = is_policy_cap(index)
         return index, name
 
@@ -258,13 +239,6 @@ class BudgetPruner(BasePruner):
                 _Candidate(number, rank, (remaining - reserved_left).clip(), reserved_left, step)
             )
         return out
-
-    def _accounting_for(self, study: str) -> Accounting:
-        acc = self._accounting.get(study)
-        if acc is None:
-            limits = _state.limits_for(study, self.budget, self.policy, self.project, self.user)
-            acc = self._accounting[study] = Accounting(self.ledger, limits, ttl_s=self.ttl_s)
-        return acc
 
     def _warn_unmetered(self) -> None:
         if not self._warned:

@@ -182,6 +182,10 @@ class BudgetGuard:
         self.last_refusal = reason
         return reason
 
+    def refusal(self) -> str:
+        """Why the last refused trial no longer fits (the generic reason if none was named)."""
+        return self.last_refusal or "its forecast no longer fits the budget"
+
     def _read(self, fresh: bool) -> list[tuple[Cost, Cost]]:
         if fresh or time.monotonic() - self._read_at > self.ttl_s:
             self._used = [(self.ledger.spent(s), self.ledger.committed(s)) for s, _ in self.limits]

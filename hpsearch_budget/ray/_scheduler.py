@@ -187,7 +187,7 @@ class BudgetScheduler(TrialScheduler):
             short = self._short_of.pop(tid, "budget")
             return self._stop(tid, f"chosen as the least promising when the {short} ran short")
         if not self.guard.on_result(tid, result, "BudgetScheduler"):
-            why = self.guard.last_refusal or "its forecast no longer fits the budget"
+            why = self.guard.refusal()
             if self.guard.stop_reason is not None:  # on_exceed = "stop": every trial stops
                 return self._stop(tid, self.guard.stop_reason)
             if not self.guard.fits_alone(tid):

@@ -84,7 +84,7 @@ class BudgetStopper(Stopper):
             self.guard.refused += 1
             self.stopped.append(trial_id)
             self.guard.finished(trial_id, complete=False)
-            why = self.guard.last_refusal or "its forecast no longer fits the budget"
+            why = self.guard.refusal()
             self.reasons[trial_id] = why
             _log.info("hpaudit: stopping trial %s: %s", trial_id, why)
             return True

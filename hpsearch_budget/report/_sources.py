@@ -111,6 +111,12 @@ def _engine(url: str) -> sa.Engine:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
         raise HpauditInputError(f"not a database URL: {url!r}; use sqlite:///path.db") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        # Any other scheme would fail deep in SQLAlchemy (missing dialect or driver).
+        raise HpauditInputError(
+            f"unsupported database URL scheme {parsed.drivername!r}; use sqlite:///path.db "
+            "or postgresql+psycopg://user@host/db"
+        )
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database or ""
         if not db or db == ":memory:" or not Path(db).is_file():
@@ -361,6 +367,12 @@ def load_optuna_journal(
     progress("reading journal")
     try:
         storage = JournalStorage(JournalFileBackend(str(path)))
+        if not storage.get_all_studies():
+            # Any text file replays as an empty journal; say so instead of "0 studies".
+            raise HpauditInputError(
+                f"{str(path)!r} holds no Optuna study: it is empty or not an Optuna journal "
+                "file; give a journal (.log), an SQLite file or a storage URL"
+            )
         return _load_with_optuna(storage, study)
     except HpauditInputError:
         raise
@@ -378,15 +390,20 @@ def _ledger_entries(url: str, study: str | None) -> tuple[str, pd.DataFrame]:
     from hpsearch_budget.ledger import Ledger
 
     try:
-        led = Ledger(url)
+        # create=False: reading a report must never create a ledger file for a mistyped URL.
+        led = Ledger(url, create=False)
     except LedgerError as exc:
-        raise HpauditInputError(str(exc)) from None
+        raise _LedgerUnusable(str(exc)) from None
     try:
         names = led.studies()
         name = _pick("ledger", study, names)
         return name, led.entries(study=name)
     finally:
         led.close()
+
+
+class _LedgerUnusable(HpauditInputError):
+    """The ledger URL itself is bad (missing file, unreachable server, wrong scheme)."""
 
 
 _COST_COLS = ["wall_s", "energy_j", "co2e_g", "usd", "gpu_s", "pue", "g_per_kwh"]
@@ -463,6 +480,8 @@ def _with_ledger(
     progress("joining ledger")
     try:
         _, e = _ledger_entries(ledger, sweep.study)
+    except _LedgerUnusable:
+        raise  # a --ledger the user named but that cannot be opened is an error, not a note
     except HpauditInputError as exc:
         sweep.notes.append(f"ledger not used: {exc}")
         return sweep
@@ -585,6 +604,13 @@ def load_ray(
             "data); point at the experiment folder (e.g. ~/ray_results/<name>)"
         )
     metric = metric or _guess_metric(results.values())
+    if not any(metric in row for res in results.values() for row in res):
+        # A mistyped --metric would otherwise give a report with no objective at all.
+        reported = sorted({k for res in results.values() for k in res[-1] if k not in _RAY_KEYS})
+        raise HpauditInputError(
+            f"no trial in {str(folder)!r} reported metric {metric!r}; reported: "
+            f"{', '.join(reported[:20]) or 'none'}"
+        )
     max_iter = max(int(r[-1].get("training_iteration", len(r))) for r in results.values())
     rows = []
     attrs = []

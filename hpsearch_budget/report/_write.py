@@ -26,6 +26,9 @@ def write_atomic(path: str | Path, text: str) -> Path:
     if target.is_dir():
         raise HpauditInputError(f"--out {str(target)!r} is a folder; name a file inside it")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is meant to be shared
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

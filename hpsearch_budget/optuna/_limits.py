@@ -1,0 +1,79 @@
+"""What :class:`BudgetCallback` and :class:`BudgetPruner` share: one budget, plus the lab's
+policy caps, checked per study against a ledger.
+
+Example:
+
+    >>> import tempfile
+    >>> from hpsearch_budget import Budget
+    >>> from hpsearch_budget.optuna._limits import StudyLimits
+    >>> limits = StudyLimits(
+    ...     Budget(energy_kwh=1.0), f"sqlite:///{tempfile.mkdtemp()}/ledger.db", policy=False
+    ... )
+    >>> limits._binding("s", limits._accounting_for("s"), limits.budget.as_cost())
+    (0, "study 's' budget")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpsearch_budget.budget import Budget, Cost
+from hpsearch_budget.budget._accounting import Accounting
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.optuna import _state
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
+
+
+def require_budget(budget: Any) -> Budget:
+    """``budget``, checked: a :class:`~hpsearch_budget.Budget` or an input error."""
+    if not isinstance(budget, Budget):
+        raise HpauditInputError(
+            f"budget must be a hpsearch_budget.Budget, got {type(budget).__name__}"
+        )
+    return budget
+
+
+class StudyLimits:
+    """The budget, the resolved policy and the ledger, with a cached :class:`Accounting` per
+    study. A base class: the callback and the pruner add their own decisions on top."""
+
+    def __init__(
+        self,
+        budget: Budget,
+        ledger: Ledger | str,
+        *,
+        policy: Any = None,
+        project: str | None = None,
+        user: str | None = None,
+        ttl_s: float = 1.0,
+    ) -> None:
+        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
+
+        self.budget = require_budget(budget)
+        # The lab's policy file is found once, here: a malformed one fails before any trial.
+        self.policy = resolve_policy(policy)
+        self.ledger = open_ledger(ledger, self.policy)
+        self.project = project
+        self.user = user
+        self.ttl_s = ttl_s
+        self._accounting: dict[str, Accounting] = {}
+
+    def _accounting_for(self, study: str) -> Accounting:
+        """The study's spent / committed figures against every limit, built once per study."""
+        acc = self._accounting.get(study)
+        if acc is None:
+            limits = _state.limits_for(study, self.budget, self.policy, self.project, self.user)
+            acc = self._accounting[study] = Accounting(self.ledger, limits, ttl_s=self.ttl_s)
+        return acc
+
+    def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
+        """(index, name) of the limit that binds once ``need`` more is spent: the study's
+        budget (index 0) or a policy cap."""
+        from hpsearch_budget.policy._sweep import binding_limit
+
+        named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
+        return binding_limit(
+            [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), need
+        )
