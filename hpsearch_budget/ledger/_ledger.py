@@ -642,11 +642,15 @@ class Ledger:
 
         return self._guard(run)
 
-    def entries(self, study: str | None = None, scope: Scope | None = None) -> pd.DataFrame:
+    def entries(
+        self, study: str | None = None, scope: Scope | None = None, *, open_only: bool = False
+    ) -> pd.DataFrame:
         """One row per window, oldest first, with the columns of docs/contracts.md.
 
         Times are UTC datetimes; JSON fields are dicts / lists. A running window already silent
         for 3 checkpoint intervals is shown as ``killed`` (as :meth:`reap` would record it).
+        ``open_only``: only windows not yet finalised (filtered in SQL, for callers on a hot
+        path that look for running trials in a large study).
         """
         self._maybe_reap()
         scope = scope or Scope()
@@ -656,6 +660,8 @@ class Ledger:
         def run() -> list[RowMapping]:
             with _engine.read_txn(self._engine) as conn:
                 stmt = sa.select(W).where(*_where(scope)).order_by(W.c.id)
+                if open_only:
+                    stmt = stmt.where(W.c.status == "running")
                 return list(conn.execute(stmt).mappings())
 
         return _frame(self._guard(run), _now())

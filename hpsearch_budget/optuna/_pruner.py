@@ -215,7 +215,7 @@ class BudgetPruner(StudyLimits, BasePruner):
         )
 
     def _candidates(self, study: optuna.Study, state: _state.StudyState) -> list[_Candidate]:
-        rows = self.ledger.entries(study=study.study_name)
+        rows = self.ledger.entries(study=study.study_name, open_only=True)
         running = rows[rows["status"] == "running"] if not rows.empty else rows
         trials = study.get_trials(deepcopy=False)
         by_step = _values_by_step(trials)

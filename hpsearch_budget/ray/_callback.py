@@ -140,9 +140,11 @@ class LedgerCallback(Callback):
         # died without a word. Its energy up to the last checkpoint is charged.
         self._close(self._study(trial), trial.trial_id, "failed", after=self._since)
 
-    def _rows(self, study: str) -> pd.DataFrame:
+    def _rows(self, study: str, open_only: bool = True) -> pd.DataFrame:
+        """The study's windows; by default only those still open (what the callback may close),
+        filtered in SQL so that a trial's start does not read the whole study."""
         try:
-            return self.ledger.entries(study)
+            return self.ledger.entries(study, open_only=open_only)
         except LedgerError as error:
             _log.error("hpaudit: cannot read the ledger: %s", error)
             return pd.DataFrame()
@@ -185,7 +187,7 @@ class LedgerCallback(Callback):
             _log.info("hpaudit: closed window %s of trial %s as %s", row["id"], trial_id, status)
 
     def _log_total(self, study: str) -> None:
-        rows = self._rows(study)
+        rows = self._rows(study, open_only=False)
         if rows.empty:
             return
         sources = sorted({str(s) for s in rows["source"].dropna()})

@@ -256,3 +256,13 @@ def test_one_window_written_through_two_ledger_objects(ledger_url: str) -> None:
     assert there.verify().ok
     with pytest.raises(LedgerError, match="already finalised"):
         there.checkpoint(w, gpu(700.0))
+
+
+def test_entries_open_only_keeps_just_the_unfinalised_windows(tmp_path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'open.db'}")
+    done = ledger.open_window("s", "s:0", trial_number=0)
+    ledger.finalize(done, Measurement(1.0, {"cpu": 5.0}, {}), status="complete")
+    running = ledger.open_window("s", "s:1", trial_number=1)
+    ledger.open_window("other", "other:0", trial_number=0)
+    assert list(ledger.entries("s")["id"]) == [done, running]
+    assert list(ledger.entries("s", open_only=True)["id"]) == [running]
