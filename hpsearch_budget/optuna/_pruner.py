@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,9 @@ class BudgetPruner(StudyLimits, BasePruner):
         self.max_steps = max_steps
         self.near_fraction = near_fraction
         self._victim_cache: dict[str, tuple[float, set[int], str]] = {}
+        # One ranking at a time: threads of one worker (n_jobs > 1) must not overwrite a fresh
+        # ranking with one computed concurrently from an older view of the running trials.
+        self._victim_lock = threading.Lock()
         self._warned = False
         self._cap_binds: dict[str, bool] = {}  # per study: a policy cap (not the budget) binds
 
@@ -170,13 +174,14 @@ class BudgetPruner(StudyLimits, BasePruner):
     ) -> tuple[set[int], str]:
         """The victims, recomputed at most every ``ttl_s``: ranking reads every running row and
         trial, too costly for every report of every trial near the limit."""
-        now = time.monotonic()
-        cached = self._victim_cache.get(study.study_name)
-        if cached is not None and now - cached[0] <= self.ttl_s:
-            return cached[1], cached[2]
-        victims, why = self._victims(study, state, acc, left)
-        self._victim_cache[study.study_name] = (now, victims, why)
-        return victims, why
+        with self._victim_lock:
+            now = time.monotonic()
+            cached = self._victim_cache.get(study.study_name)
+            if cached is not None and now - cached[0] <= self.ttl_s:
+                return cached[1], cached[2]
+            victims, why = self._victims(study, state, acc, left)
+            self._victim_cache[study.study_name] = (time.monotonic(), victims, why)
+            return victims, why
 
     def _victims(
         self, study: optuna.Study, state: _state.StudyState, acc: Accounting, left: Cost

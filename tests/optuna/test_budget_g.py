@@ -91,6 +91,10 @@ def test_least_promising_running_trial_is_pruned_first(sqlite_url, replay_meter,
         x = trial.suggest_float("x", -5, 5)
         for step in range(steps):
             spend(cpu_s)
+            # Both spent before either reports, so the shared meter splits each step evenly
+            # (1 J each) and the forecasts do not depend on how the threads interleave.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
             trial.report(x**2 + 1.0 / (step + 1), step)
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait()  # both reported before either asks the pruner

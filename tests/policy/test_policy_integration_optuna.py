@@ -123,6 +123,8 @@ def test_running_trials_crossing_a_cap(lab, url, on_exceed):
         x = trial.suggest_float("x", -5, 5)
         for step in range(steps):
             meter.advance(STEP_S)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()  # both spent before either reports: an even split per step
             trial.report(x**2 + 1.0 / (step + 1), step)
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait()  # both reported before either asks the pruner
