@@ -176,9 +176,9 @@ def projected_phase(
     phase: str, chosen: pd.Series | None, factor: float, a: Assumptions
 ) -> PhaseCost:
     """A phase projected as ``factor`` x the chosen trial's recorded cost."""
-    if chosen is None:
+    if chosen is None:  # nothing to project from: no run is counted, the figures are unknown
         nan = math.nan
-        return PhaseCost(phase, factor, "none", nan, nan, nan, nan, nan, nan, None, 0, 0, 0)
+        return PhaseCost(phase, 0.0, "none", nan, nan, nan, nan, nan, nan, None, 0, 0, 0)
     one = measured_phase(phase, chosen.to_frame().T, a)
     energy = one.energy_j * factor
     gpu_s = one.gpu_s * factor

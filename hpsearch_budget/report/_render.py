@@ -43,6 +43,8 @@ def _pct(x: float | None) -> str:
 
 def _basis(p: PhaseRow) -> str:
     """How a row's energy was obtained; anything not fully measured is called an estimate."""
+    if p.basis == "none" and p.phase in ("final", "seed") and not p.runs:
+        return "not projected: no complete trial"
     if p.runs == 0:
         return "none run"
     if p.basis == "none":

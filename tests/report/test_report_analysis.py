@@ -127,6 +127,16 @@ def test_rnd_without_energy_reports_time_and_says_so() -> None:
     assert r.phases[0].basis == "none" and any("no energy data" in n for n in r.notes)
 
 
+def test_rnd_without_a_complete_trial_projects_nothing_and_counts_no_run() -> None:
+    rows = [{"number": i, "state": "failed", "energy_j": 100.0, "wall_s": 10.0} for i in range(3)]
+    r = rnd_cost(Sweep.from_records("s", rows), Assumptions(final_epochs=2, seeds=3))
+    tuning, final, seed = r.phases
+    assert r.chosen_trial is None and tuning.runs == 3
+    assert (final.runs, final.basis, seed.runs) == (0, "none", 0)
+    assert r.total.runs == 3 and r.total.energy_j == pytest.approx(300.0)
+    assert any("cannot be projected" in n for n in r.notes)
+
+
 def test_assumptions_reject_bad_factors() -> None:
     for bad in ({"final_epochs": -1.0}, {"seeds": -2}, {"pue": 0.9}):
         with pytest.raises(HpauditInputError):
