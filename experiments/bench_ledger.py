@@ -9,6 +9,7 @@ the chains are verified.
     python experiments/bench_ledger.py                 # full: 1 and 8 writers x 500 rows
     python experiments/bench_ledger.py --quick         # tiny: smoke test
     python experiments/bench_ledger.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+    python experiments/bench_ledger.py --repeat 3 ...  # each case 3 times (a loaded machine)
 
 Without ``--pg-url`` (or $HPAUDIT_TEST_PG_URL) only SQLite is measured.
 """
@@ -134,14 +135,15 @@ def _pg_database(base: str) -> tuple[str, Any]:
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """The results as a Markdown table (what experiments/results/bench_ledger.md shows)."""
     lines = [
-        "| backend | writers | checkpoints/row | rows | s | rows/s | client CPU ms/row "
+        "| backend | rep | writers | checkpoints/row | rows | s | rows/s | client CPU ms/row "
         "| server CPU ms/row | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         server = "-" if r["server_cpu_ms_per_row"] is None else f"{r['server_cpu_ms_per_row']:.2f}"
         lines.append(
-            f"| {r['backend']} | {r['writers']} | {r['checkpoints_per_row']} | {r['rows']} "
+            f"| {r['backend']} | {r.get('rep', 1)} | {r['writers']} | {r['checkpoints_per_row']} "
+            f"| {r['rows']} "
             f"| {r['seconds']:.2f} | {r['rows_per_s']:.0f} | {r['client_cpu_ms_per_row']:.2f} "
             f"| {server} | {r['load_avg_1min_before']:.1f} |"
         )
@@ -156,26 +158,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoints", type=int, nargs="+", default=[0, 1], help="checkpoints per row"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every case (interleaved)")
     parser.add_argument("--pg-url", default=os.environ.get("HPAUDIT_TEST_PG_URL"))
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     rows = 5 if args.quick else args.rows
     writers = [1, 2] if args.quick else args.writers
     results: list[dict[str, Any]] = []
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     cases = [(c, n) for c in args.checkpoints for n in writers]
-    with tempfile.TemporaryDirectory() as tmp:
-        for c, n in cases:
-            url = f"sqlite:///{Path(tmp) / f'bench-{c}-{n}.db'}"
-            results.append({"backend": "sqlite", **run(url, n, rows, c)})
-            print(json.dumps(results[-1]), flush=True)
-    if args.pg_url:
-        for c, n in cases:
-            url, drop = _pg_database(args.pg_url)
-            try:
-                results.append({"backend": "postgresql", **run(url, n, rows, c)})
-            finally:
-                drop()
-            print(json.dumps(results[-1]), flush=True)
+    for rep in range(1, args.repeat + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            for c, n in cases:
+                url = f"sqlite:///{Path(tmp) / f'bench-{c}-{n}.db'}"
+                results.append({"backend": "sqlite", "rep": rep, **run(url, n, rows, c)})
+                print(json.dumps(results[-1]), flush=True)
+        if args.pg_url:
+            for c, n in cases:
+                url, drop = _pg_database(args.pg_url)
+                try:
+                    results.append({"backend": "postgresql", "rep": rep, **run(url, n, rows, c)})
+                finally:
+                    drop()
+                print(json.dumps(results[-1]), flush=True)
     print(markdown_table(results))
     if args.out:
         meta = {

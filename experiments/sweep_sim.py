@@ -9,6 +9,12 @@ configuration of the task. Output: one record per (task, budget_k, seed, strateg
     python experiments/sweep_sim.py --benchmark lcbench --tasks 3945,34539 --budget-k 10,30 \
         --seeds 0-4 --strategies all --format json > out.json
     python experiments/sweep_sim.py --quick          # seconds: one tiny sweep per strategy
+
+Re-run one strategy and keep the stored records of the others (baselines are not re-run):
+
+    python experiments/sweep_sim.py --strategies ours --format json \
+        --merge-with experiments/results/budget_efficiency_lcbench.json \
+        --out experiments/results/budget_efficiency_lcbench.json
 """
 
 from __future__ import annotations
@@ -56,6 +62,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--format", choices=("json", "table"), default="table")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (at most 2 here)")
     p.add_argument("--out", type=Path, default=None, help="write to this file (else stdout)")
+    p.add_argument(
+        "--merge-with",
+        type=Path,
+        default=None,
+        help="JSON records to keep, except those this run replaces (same task, K, seed, strategy)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny run for the smoke test")
     args = p.parse_args(argv)
     if args.quick:
@@ -97,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             raise HpauditInputError(
                 f"unknown strategy {bad[0]!r}; use all or {','.join(STRATEGIES)}"
             )
+        # Read before the (long) runs: a bad file fails at once.
+        stored = None if args.merge_with is None else _load_records(args.merge_with)
         ks = [float(k) for k in args.budget_k.split(",")]
         if any(k <= 0 for k in ks):
             raise HpauditInputError("--budget-k values must be > 0")
@@ -118,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 records = [r for rs in pool.map(_job, specs) for r in rs]
         else:
             records = [r for s in specs for r in _job(s)]
+        if stored is not None:
+            records = merge(stored, records)
     except (HpauditInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +145,36 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(text)
     return 0
+
+
+def _key(rec: dict[str, Any]) -> tuple[str, str, float, int, str]:
+    return (rec["benchmark"], rec["task"], float(rec["budget_k"]), rec["seed"], rec["strategy"])
+
+
+def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with every record that ``new`` re-ran replaced, in ``old``'s order; then the rest.
+
+    >>> a = dict(benchmark="b", task="t", budget_k=10.0, seed=0, strategy="ours", best_value=1)
+    >>> b = dict(a, strategy="tpe")
+    >>> [r["best_value"] for r in merge([a, b], [dict(a, best_value=2)])]
+    [2, 1]
+    """
+    fresh = {_key(r): r for r in new}
+    out = [fresh.pop(_key(r), r) for r in old]
+    return out + list(fresh.values())
+
+
+def _load_records(path: Path) -> list[dict[str, Any]]:
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HpauditInputError(f"--merge-with {path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(records, list) or not all(
+        isinstance(r, dict) and {"benchmark", "task", "budget_k", "seed", "strategy"} <= r.keys()
+        for r in records
+    ):
+        raise HpauditInputError(f"--merge-with {path}: not a list of sweep_sim JSON records")
+    return records
 
 
 def _table(records: list[dict[str, Any]]) -> str:

@@ -213,6 +213,14 @@ def write_txn(engine: Engine) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
+def single_statement(engine: Engine) -> Iterator[Connection]:
+    """A connection in autocommit mode: each statement commits on its own, one round trip
+    instead of three (BEGIN, statement, COMMIT), at the engine's durability."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        yield conn
+
+
+@contextlib.contextmanager
 def read_txn(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn, conn.begin():
         yield conn
@@ -222,6 +230,11 @@ def _key(text: str) -> int:
     # crc32 is stable across processes (hash() is salted) and fits PostgreSQL's int4.
     value = zlib.crc32(text.encode())
     return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def chain_lock_key(study: str) -> tuple[int, int]:
+    """The advisory-lock key of a study's hash chain (PostgreSQL)."""
+    return _LOCK_CHAIN, _key(study)
 
 
 def lock_chain(conn: Connection, study: str) -> None:
@@ -248,8 +261,21 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def translate(error: exc.DBAPIError | exc.SQLAlchemyError, url: URL) -> LedgerError:
-    """A database error as a one-line LedgerError that says what to do."""
+def _driver_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    try:
+        import psycopg
+    except ImportError:  # the postgres extra is not installed: only SQLite is usable
+        return (), ()
+    return (psycopg.Error,), (psycopg.OperationalError,)
+
+
+#: Errors the PostgreSQL driver raises from statements run on it directly (``_pg``), and
+#: those of them that mean the server is unreachable or the connection broke.
+DRIVER_ERRORS, _DRIVER_OPERATIONAL = _driver_errors()
+
+
+def translate(error: Exception, url: URL) -> LedgerError:
+    """A database error (SQLAlchemy's, or the driver's own) as a one-line LedgerError."""
     where = describe(url)
     orig = getattr(error, "orig", None)
     raw = str(orig if orig is not None else error).strip()
@@ -269,7 +295,8 @@ def translate(error: exc.DBAPIError | exc.SQLAlchemyError, url: URL) -> LedgerEr
         return LedgerError(
             f"cannot write ledger {where} ({text}); check the path and its permissions"
         )
-    if isinstance(error, exc.OperationalError) and url.get_backend_name() == "postgresql":
+    operational = isinstance(error, (exc.OperationalError, *_DRIVER_OPERATIONAL))
+    if operational and url.get_backend_name() == "postgresql":
         return LedgerError(
             f"cannot reach PostgreSQL ledger {where} ({text}); check the host, port, "
             "database name and that the server is running"

@@ -7,9 +7,12 @@ CodeCarbon layout: one row per window, with the columns of CodeCarbon's ``emissi
 so dashboards built for it can read a sweep. Filled: ``timestamp`` (window end, UTC),
 ``project_name`` (project, else study), ``run_id`` (trial key), ``experiment_id`` (study),
 ``duration`` (s), ``emissions`` (kg CO2e), ``emissions_rate`` (kg/s), ``cpu_energy`` /
-``gpu_energy`` / ``ram_energy`` (kWh at the device, from the ``cpu*`` / ``gpu*`` / ``ram`` and
-``dram*`` domains), ``energy_consumed`` (kWh including PUE: the energy the emissions were computed
-from), ``gpu_count``, ``tracking_mode`` (``process``: energy attributed to the trial) and ``pue``.
+``gpu_energy`` / ``ram_energy`` (from the ``cpu*`` / ``gpu*`` / ``ram`` and ``dram*`` domains),
+``energy_consumed`` (the energy the emissions were computed from), ``gpu_count``,
+``tracking_mode`` (``process``: energy attributed to the trial) and ``pue``. All energies are in
+kWh *including PUE*, as CodeCarbon writes them (its tracker multiplies each component's energy
+by its ``pue`` before adding it up), so ``cpu + gpu + ram`` adds up to ``energy_consumed`` when
+every domain is one of those three.
 Columns the ledger does not know (power draw, location, hardware models) are left empty.
 Energy sources (``estimated`` vs ``measured``) have no CodeCarbon column: use csv or parquet
 for audits.
@@ -59,7 +62,7 @@ def codecarbon_frame(frame: pd.DataFrame) -> pd.DataFrame:
         domains: dict[str, float] = r.energy_by_domain or {}
 
         def kwh(match: Callable[[str], bool], domains: dict[str, float] = domains) -> float:
-            return j_to_kwh(sum(j for d, j in domains.items() if match(d)))
+            return j_to_kwh(sum(j for d, j in domains.items() if match(d))) * r.pue
 
         emissions_kg = g_to_kg(r.co2e_g)
         ended = r.ended_at if not pd.isna(r.ended_at) else r.updated_at

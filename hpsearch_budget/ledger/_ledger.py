@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, default_carbon_model
 from hpsearch_budget.errors import HpauditInputError, LedgerError
-from hpsearch_budget.ledger import _chain, _engine, _schema
+from hpsearch_budget.ledger import _chain, _engine, _pg, _schema
 from hpsearch_budget.ledger._chain import VerifyReport
 from hpsearch_budget.ledger._scope import Scope, to_unix_s
 from hpsearch_budget.meters import Measurement
@@ -29,6 +30,18 @@ from hpsearch_budget.units import j_to_kwh
 
 W = _schema.windows
 T = TypeVar("T")
+
+#: What a failed link may raise (the row stays sealed; see Ledger.finalize).
+_LINK_ERRORS: tuple[type[Exception], ...] = (
+    exc.SQLAlchemyError,
+    LedgerError,
+    *_engine.DRIVER_ERRORS,
+)
+
+_UNSET = object()
+
+#: Link passes one finalisation makes at most while other writers keep sealing rows.
+_LINK_PASSES = 16
 
 #: A running window silent for this many checkpoint intervals is taken for dead.
 MISSED_INTERVALS = 3
@@ -121,9 +134,11 @@ class Ledger:
             if self._engine.dialect.name == "sqlite"
             else self._guard(lambda: _engine.create_engine(self._parsed, durable=False))
         )
+        self._pg = self._engine.dialect.name == "postgresql"  # per-row SQL through psycopg
         self._last_reap = -math.inf
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
         self._host = socket.gethostname()
+        self._unlinked: set[str] = set()  # studies whose sealed rows a link failed to chain
         try:
             self._guard(self._open_schema)
         except BaseException:
@@ -136,6 +151,8 @@ class Ledger:
         """Run ``fn``, turning database errors into one-line LedgerErrors."""
         try:
             return fn()
+        except _engine.DRIVER_ERRORS as error:  # psycopg, from the fast path (_pg)
+            raise _engine.translate(error, self._parsed) from None
         except (exc.DBAPIError, exc.NoSuchModuleError, exc.OperationalError) as error:
             raise _engine.translate(error, self._parsed) from None
         except exc.SQLAlchemyError as error:
@@ -194,7 +211,11 @@ class Ledger:
             )
 
     def close(self) -> None:
-        """Release the database connections."""
+        """Link any sealed rows a failed link left behind, then release the connections."""
+        for study in sorted(self._unlinked):
+            with contextlib.suppress(LedgerError):  # the next finalisation links them anyway
+                self._guard(lambda study=study: self._link_now(study))  # type: ignore[misc]
+        self._unlinked.clear()
         self._engine.dispose()
         self._fast.dispose()
 
@@ -304,6 +325,8 @@ class Ledger:
 
         def insert() -> int:
             with _engine.write_txn(self._fast) as conn:
+                if self._pg:
+                    return _pg.insert_window(conn, row)
                 key = conn.execute(W.insert(), row).inserted_primary_key
                 assert key is not None  # a single-row insert always has one
                 return int(key[0])
@@ -355,6 +378,12 @@ class Ledger:
 
         ``params`` replaces the row's parameters (define-by-run searches such as Optuna know
         them only after the window opened); ``None`` keeps those given to :meth:`open_window`.
+
+        On PostgreSQL the finished row is committed durably *sealed* first and linked into the
+        chain right after, by this writer or by the one holding the study's chain lock at that
+        moment (:meth:`_link_sealed`): finalisations of one study no longer queue behind each
+        other's WAL flush. If linking fails the window stays finalised and sealed (a
+        LedgerError says so) and is linked by the study's next finalisation or :meth:`close`.
         """
         if status not in _schema.FINISHED:
             raise HpauditInputError(
@@ -373,14 +402,109 @@ class Ledger:
                 update["params"] = _chain.canonical_json(dict(params))
             return update
 
-        def run() -> Cost:
-            with _engine.write_txn(self._engine) as conn:
-                return _cost(self._write(conn, window_id, change, final=True))
+        if not self._pg:
+            # One write transaction: row and chain link together (SQLite's lock is global).
+            def run() -> dict[str, Any]:
+                with _engine.write_txn(self._engine) as conn:
+                    return self._write(conn, window_id, change, final=True)
+
+        else:
+            # PostgreSQL: the sealed row commits durably on its own (no chain lock, so the WAL
+            # flushes of concurrent finalisations share one fsync), then it is linked on the
+            # same connection.
+            def run() -> dict[str, Any]:
+                with _engine.single_statement(self._engine) as conn:
+                    row = self._write(conn, window_id, change, final=True, seal=True)
+                    self._link_sealed(conn, row["study"], mine=row, what=f"window {window_id}")
+                    return row
 
         try:
-            return self._guard(run)
+            return _cost(self._guard(run))
         finally:
             self._cache.pop(int(window_id), None)
+
+    def _link_sealed(
+        self,
+        conn: Connection,
+        study: str,
+        *,
+        mine: Mapping[str, Any] | None = None,
+        wait: bool = False,
+        what: str = "a sealed row",
+    ) -> int:
+        """Link the study's sealed rows, or leave them to the writer linking it now (PostgreSQL).
+
+        The chain lock is a session-level advisory lock taken with ``pg_try_advisory_lock``
+        (``wait``: ``pg_advisory_lock``): a writer that finds it taken returns at once, as the
+        holder links its row. The holder links every sealed row in passes; after releasing the
+        lock it looks once more for sealed rows and, if any, tries again. That closes the race:
+        a writer whose try failed had committed its seal *before* trying, so it is visible to
+        the holder's look, which comes after the release, which comes after the failed try.
+        A link that fails leaves the rows sealed (sound, see :func:`_chain.is_sealed`); the
+        study's next finalisation or :meth:`close` links them. Returns how many rows were linked.
+        """
+        linked = 0
+        skipped: set[int] = set()  # sealed rows whose seal no longer matches: never linked
+        try:
+            for _ in range(_LINK_PASSES):
+                if not _pg.chain_lock(conn, study, wait=wait):
+                    return linked  # the holder links our row (see above)
+                try:
+                    n, bad = self._link_pass(conn, study, mine)
+                finally:
+                    _pg.chain_unlock(conn, study)
+                linked += n
+                skipped |= bad
+                if not _pg.any_sealed(conn, study, sorted(skipped)):
+                    return linked
+            self._unlinked.add(study)  # still busy after every pass: close() links the rest
+            return linked
+        except _LINK_ERRORS as error:
+            # The connection may still hold the session lock: drop it (the server then
+            # releases the lock), so that a pooled connection never carries it to another call.
+            conn.invalidate()
+            self._unlinked.add(study)
+            text = error if isinstance(error, LedgerError) else self._translate(error)
+            raise LedgerError(
+                f"{text} ({what} is finalised and sealed; the study's next finalisation or "
+                "Ledger.close() links it into the hash chain)"
+            ) from None
+
+    def _link_pass(
+        self, conn: Connection, study: str, mine: Mapping[str, Any] | None
+    ) -> tuple[int, set[int]]:
+        """Under the chain lock: link every sealed row of ``study``, in one statement that does
+        not wait for the WAL flush (a link lost in a server crash is redone from the durable
+        seals). ``mine``: the row as this process just sealed it (if the database holds it
+        unchanged, its seal needs no recomputing). Returns (rows linked, ids left unlinked
+        because their seal no longer matches: edited or inserted by hand, for verify())."""
+        head, pending = _pg.read_chain(conn, study)
+        last_seq, prev = head if head is not None else (0, _chain.GENESIS)
+        links: list[tuple[int, int, str, str]] = []
+        bad: set[int] = set()
+        for row in pending:
+            same = mine is not None and all(row[c] == mine.get(c, _UNSET) for c in row)
+            if not (same or _chain.is_sealed(row)):
+                bad.add(int(row["id"]))
+                continue
+            seq = last_seq + len(links) + 1
+            digest = _chain.row_hash({**row, "seq": seq, "prev_hash": prev}, prev)
+            links.append((int(row["id"]), seq, prev, digest))
+            prev = digest
+        if links and not _pg.link(conn, study, links, head_exists=head is not None):
+            # Under the chain lock only someone editing the table by hand can cause this; the
+            # statement changed nothing and the rows stay sealed.
+            raise LedgerError(f"study {study!r}: a sealed row changed while being linked")
+        return len(links), bad
+
+    def _link_now(self, study: str) -> int:
+        """Link the study's sealed rows, waiting for the chain lock (:meth:`close`)."""
+        self._unlinked.discard(study)
+        with _engine.single_statement(self._engine) as conn:
+            return self._link_sealed(conn, study, wait=True)
+
+    def _translate(self, error: Exception) -> LedgerError:
+        return _engine.translate(error, self._parsed)
 
     def _write(
         self,
@@ -389,37 +513,41 @@ class Ledger:
         change: Callable[[Mapping[str, Any]], dict[str, Any]],
         *,
         final: bool,
+        seal: bool = False,
     ) -> dict[str, Any]:
         """Apply ``change`` to a running window; the row as written.
 
         The row this process last wrote is cached: if the database still holds that revision
         the UPDATE goes through without a SELECT first. If anyone else wrote it meanwhile
         (another process, a reservation, :meth:`reap`), the UPDATE matches nothing and the row
-        is read afresh, locked, and the change recomputed from it.
+        is read afresh, locked, and the change recomputed from it. ``seal`` (a finalisation on
+        PostgreSQL): the row is sealed instead of linked (:meth:`_link_sealed` links it).
         """
         window_id = int(window_id)
         # Lock order, everywhere: chain head, then row. So a finalisation reads its row
         # unlocked, locks the head, and only then (if the row moved) re-reads it locked.
         row = self._cache.get(window_id) or self._running_row(conn, window_id, lock=not final)
-        link = self._next_link(conn, row["study"]) if final else None
-        # A finalisation holds the row's lock after one re-read, so two attempts suffice. A
-        # checkpoint on PostgreSQL runs in autocommit (no lock kept between statements): it
-        # re-reads and retries while a concurrent writer (a reservation, a reap) moves the row.
-        for attempt in range(2 if final else 4):
+        link = self._next_link(conn, row["study"]) if final and not seal else None
+        # A linking finalisation holds the row's lock after one re-read, so two attempts
+        # suffice. A checkpoint or a sealing finalisation on PostgreSQL runs in autocommit (no
+        # lock kept between statements): it re-reads and retries while a concurrent writer (a
+        # reservation, a reap) moves the row.
+        for attempt in range(2 if link is not None else 4):
             if attempt:  # stale cache: read (and lock) the row as it is now
                 row = self._running_row(conn, window_id, lock=True)
             new = {**row, **change(row), "rev": int(row["rev"]) + 1}
             columns = _FINAL_COLUMNS if final else _MUTABLE_COLUMNS
             if link is not None:
                 new = _linked(new, link)
+            elif seal:
+                new.update(seq=None, prev_hash=None)
+                new["row_hash"] = _chain.seal(new)
             params = {**_params(window_id, {c: new[c] for c in columns}), "w_rev": row["rev"]}
-            if link is not None and link.exists and conn.dialect.name == "postgresql":
-                # Row and chain head in one statement: one round trip fewer per finished row.
-                head = {"s": link.study, "v_seq": link.seq, "v_head_hash": new["row_hash"]}
-                if conn.execute(_FINAL_WITH_HEAD, {**params, **head}).rowcount == 1:
-                    self._cache[window_id] = new
-                    return new
-            elif conn.execute(_update(columns), params).rowcount == 1:
+            if self._pg:
+                written = _pg.update_running(conn, columns, params)
+            else:
+                written = conn.execute(_update(columns), params).rowcount
+            if written == 1:
                 if link is not None:
                     self._store_head(conn, link, new["row_hash"])
                 self._cache[window_id] = new
@@ -482,7 +610,10 @@ class Ledger:
         return update
 
     def _next_link(self, conn: Connection, study: str) -> _Link:
-        """Lock the study's chain and return where its next row goes (until commit)."""
+        """Lock the study's chain and return where its next row goes (until commit).
+
+        SQLite's finalisations and reaps; PostgreSQL seals and links instead (_link_sealed).
+        """
         # PostgreSQL: locking the head row (FOR UPDATE re-reads it once the lock is ours) is the
         # chain lock in one round trip; a study's first link takes the advisory lock instead,
         # as there is no row to lock yet. SQLite: BEGIN IMMEDIATE already serialises writers.
@@ -598,6 +729,9 @@ class Ledger:
                 ).all()
             reaped = 0
             for window_id, study in candidates:  # one short transaction each
+                if self._pg:
+                    reaped += self._reap_sealed(int(window_id), str(study), stale)
+                    continue
                 with _engine.write_txn(self._engine) as conn:
                     # Chain head first, then the row: the order finalize() locks them in, so
                     # the two can never deadlock on PostgreSQL.
@@ -619,6 +753,23 @@ class Ledger:
 
         self._last_reap = time.monotonic()
         return self._guard(run)
+
+    def _reap_sealed(self, window_id: int, study: str, stale: Any) -> int:
+        """PostgreSQL: seal one silent window as killed (if it still is), then link it."""
+        with _engine.single_statement(self._engine) as conn:
+            stmt = sa.select(W).where(W.c.id == window_id, W.c.status == "running", stale)
+            row = conn.execute(stmt).mappings().first()
+            if row is None:  # it checkpointed, finished or was reaped meanwhile
+                return 0
+            final = {**row, "status": "killed", "ended_unix_s": row["updated_unix_s"]}
+            final.update(rev=int(row["rev"]) + 1, seq=None, prev_hash=None)
+            final["row_hash"] = _chain.seal(final)
+            params = {**_params(window_id, final), "w_rev": row["rev"]}
+            if _pg.update_running(conn, _FINAL_COLUMNS, params) != 1:
+                return 0  # it checkpointed (new revision) since it was read
+            self._cache.pop(window_id, None)
+            self._link_sealed(conn, study, mine=final, what=f"window {window_id}")
+            return 1
 
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap < _REAP_EVERY_S:
@@ -667,7 +818,12 @@ class Ledger:
         return _frame(self._guard(run), _now())
 
     def verify(self, study: str | None = None) -> VerifyReport:
-        """Check every study's hash chain (or one study's); the report names the first bad row."""
+        """Check every study's hash chain (or one study's); the report names the first bad row.
+
+        Read-only. Sealed rows still waiting for their link are sound and counted in
+        ``pending`` (a writer links them); an unlinked finished row without a matching seal is
+        reported as inserted or edited.
+        """
         finished = sa.or_(W.c.status.in_(_schema.FINISHED), W.c.seq.is_not(None))
         H = _schema.chain_heads
 
@@ -689,7 +845,10 @@ class Ledger:
                 for name in names
                 if (p := _chain.verify_study(name, by_study.get(name, []), heads.get(name)))
             ]
-            return VerifyReport(studies=len(names), rows=len(rows), problems=problems)
+            pending = sum(1 for r in rows if _chain.is_sealed(r))
+            return VerifyReport(
+                studies=len(names), rows=len(rows), problems=problems, pending=pending
+            )
 
         if study is not None:
             _check_name(study, "study")
@@ -859,19 +1018,6 @@ def _update(columns: tuple[str, ...]) -> sa.Update:
         )
         .values({c: sa.bindparam(f"v_{c}") for c in columns})
     )
-
-
-# PostgreSQL: the finalising UPDATE as a data-modifying CTE; the chain head moves only if the
-# row did (it was still running at the revision read), in the same statement.
-_FINAL_ROW = _update(_FINAL_COLUMNS).returning(W.c.id).cte("final_row")
-_FINAL_WITH_HEAD = (
-    _schema.chain_heads.update()
-    .where(
-        _schema.chain_heads.c.study == sa.bindparam("s"),
-        sa.exists(sa.select(_FINAL_ROW.c.id)),
-    )
-    .values(seq=sa.bindparam("v_seq"), head_hash=sa.bindparam("v_head_hash"))
-)
 
 
 def _params(window_id: int, values: Mapping[str, Any]) -> dict[str, Any]:

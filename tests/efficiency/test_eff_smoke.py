@@ -89,3 +89,25 @@ def test_budget_efficiency_report_writes_table_and_plot(tmp_path: Path) -> None:
         "| 1 | 10 | 90.00 | 91.00 | 92.00 | 93.00 | 94.00 | 95.00 | asha | +1.00 | 0.20 |" in text
     )
     assert (tmp_path / "be.png").stat().st_size > 1000
+
+
+def test_sweep_sim_merge_with_replaces_only_what_it_reran(need_yahpo: None, tmp_path: Path) -> None:
+    key = dict(benchmark="lcbench", task="126025", budget_k=3.0, seed=0)
+    stored = [
+        dict(key, strategy="tpe", best_value=-1.0),
+        dict(key, strategy="ours", best_value=-1.0),
+    ]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(stored))
+    out = _run(
+        "experiments/sweep_sim.py", "--quick", "--strategies", "ours", "--format", "json",
+        "--merge-with", str(old),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    assert [r["strategy"] for r in records] == ["tpe", "ours"]
+    assert records[0]["best_value"] == -1.0  # kept as stored
+    assert records[1]["best_value"] > 0 and records[1]["curve"]  # re-run
+    old.write_text('{"not": "records"}')
+    bad = _run("experiments/sweep_sim.py", "--quick", "--merge-with", str(old))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --merge-with")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
-from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.ledger import Ledger, _chain
 from hpsearch_budget.ledger._chain import row_hash
 from hpsearch_budget.meters import Measurement
 
@@ -148,3 +150,21 @@ def test_a_rewritten_head_is_caught(ledger_url: str) -> None:
     )
     first = ledger.verify().first
     assert first is not None and first.row_id == ids[-1] and "chain head" in first.message
+
+
+def test_row_hash_is_unchanged_for_rows_already_written() -> None:
+    # Pinned with the implementation that wrote the existing ledgers: a faster row_hash must
+    # hash every row exactly as before, or every chain written until now would fail verify.
+    row: dict[str, Any] = {c: None for c in _chain.HASHED_COLUMNS}
+    row.update(
+        id=7, study="s", trial_key="s:1", trial_number=1, phase="tuning", status="complete",
+        host="h", pid=42, started_unix_s=1700000000.25, updated_unix_s=1700000100.5,
+        ended_unix_s=1700000100.5, checkpoint_interval_s=30, wall_s=100.25, step=3,
+        energy_j=1234.5, energy_by_domain='{"cpu":1234.5}', sources='{"cpu":"replayed"}',
+        source="replayed", gpu_s=0, devices="[]", gpu_share=1, pue=1.58,
+        g_per_kwh=float("nan"), intensity_source="x", co2e_g=0.1, usd=0.002,
+        params='{"lr":0.1}', value=0.5, values_json=None, reserved_energy_j=0,
+        reserved_co2e_g=0, reserved_usd=0, reserved_gpu_s=0, rev=2, seq=1, prev_hash="0" * 64,
+    )  # fmt: skip
+    expected = "5c4e74a90752ef28f33b6eb83ec05061fe0abd6f60753d88a8d1d1313749bcfd"
+    assert _chain.row_hash(row, "0" * 64) == expected

@@ -113,10 +113,14 @@ def test_export_codecarbon_fills_what_it_can(filled: str, tmp_path: Path) -> Non
     assert list(table.columns) == list(CODECARBON_COLUMNS)
     row = table.iloc[0]
     assert (row.project_name, row.run_id, row.experiment_id) == ("lab", "cnn:0", "cnn")
-    assert row.gpu_energy == pytest.approx(j_to_kwh(3.6e5))
-    assert row.cpu_energy == pytest.approx(j_to_kwh(7.2e4))
-    assert row.ram_energy == pytest.approx(j_to_kwh(3.6e3))
+    # CodeCarbon's convention: every energy column includes PUE, and the parts add up
+    assert row.pue > 1
+    assert row.gpu_energy == pytest.approx(j_to_kwh(3.6e5) * row.pue)
+    assert row.cpu_energy == pytest.approx(j_to_kwh(7.2e4) * row.pue)
+    assert row.ram_energy == pytest.approx(j_to_kwh(3.6e3) * row.pue)
     assert row.energy_consumed == pytest.approx(j_to_kwh(4.356e5) * row.pue)
+    parts = row.gpu_energy + row.cpu_energy + row.ram_energy
+    assert parts == pytest.approx(row.energy_consumed)
     g_per_kwh = default_carbon().intensity.at(datetime.now(UTC)).g_per_kwh
     assert row.emissions == pytest.approx(row.energy_consumed * g_per_kwh / 1000)  # kg
     assert row.duration == 100.0 and row.emissions_rate == pytest.approx(row.emissions / 100)

@@ -14,6 +14,7 @@ from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, Intensity, StaticIntensity
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.ledger import ENTRY_COLUMNS, Ledger, Scope
+from hpsearch_budget.ledger import _ledger as ledger_module
 from hpsearch_budget.meters import Measurement, Source
 from hpsearch_budget.units import j_to_kwh
 
@@ -140,13 +141,19 @@ def test_reserve_checks_every_unit(sqlite_url: str) -> None:
     assert ledger.try_reserve(w, Cost(usd=1.0), [(Scope(), Cost(INF, INF, 1.0, INF))])
 
 
-def test_reap_marks_silent_windows_killed_and_keeps_their_energy(ledger_url: str) -> None:
+def test_reap_marks_silent_windows_killed_and_keeps_their_energy(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ledger's clock, advanced by hand: a 150 ms stall of a loaded machine between two
+    # calls must not decide which window is silent (it once reaped "dead" before its checkpoint).
+    clock = [time.time()]
+    monkeypatch.setattr(ledger_module, "_now", lambda: clock[0])
     ledger = Ledger(ledger_url, carbon=CarbonModel(StaticIntensity.of(100.0)))
     dead = ledger.open_window("s", "s:0", checkpoint_interval_s=0.05)
     alive = ledger.open_window("s", "s:1", checkpoint_interval_s=3600.0)
     ledger.checkpoint(dead, gpu(700.0))
     assert ledger.try_reserve(dead, Cost(energy_j=1000.0), [(Scope(), NO_LIMIT)])
-    time.sleep(0.3)
+    clock[0] += 0.3  # more than 3 intervals of 0.05 s
     assert ledger.committed().energy_j == 0.0  # a dead window's reservation no longer blocks
     assert ledger.entries().status.tolist() == ["killed", "running"]  # shown killed already
     assert ledger.reap() == 1
