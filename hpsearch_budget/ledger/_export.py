@@ -61,8 +61,10 @@ def codecarbon_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for r in frame.itertuples(index=False):
         domains: dict[str, float] = r.energy_by_domain or {}
 
-        def kwh(match: Callable[[str], bool], domains: dict[str, float] = domains) -> float:
-            return j_to_kwh(sum(j for d, j in domains.items() if match(d))) * r.pue
+        def kwh(
+            match: Callable[[str], bool], domains: dict[str, float] = domains, pue: float = r.pue
+        ) -> float:
+            return j_to_kwh(sum(j for d, j in domains.items() if match(d))) * pue
 
         emissions_kg = g_to_kg(r.co2e_g)
         ended = r.ended_at if not pd.isna(r.ended_at) else r.updated_at
