@@ -44,7 +44,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import ClassVar, Literal
+from typing import BinaryIO, ClassVar, Literal
 
 import psutil
 
@@ -99,6 +99,8 @@ class ProcessTree:
         self._children = children
         self._rescan_s = rescan_s
         self._fast = _has_proc_children()
+        self._statm = _open_statm(self.pid)
+        self._page = os.sysconf("SC_PAGE_SIZE") if self._statm is not None else 0
         self._procs: dict[int, psutil.Process] = {}
         self._scanned = float("-inf")
         self._max_cpu_s = 0.0
@@ -157,7 +159,7 @@ class ProcessTree:
                 cpu_s = c.user + c.system
                 t = c  # type: ignore[assignment]
             cpu_s += t.children_user + t.children_system if self._children else 0.0
-            return cpu_s, self._root.memory_info().rss
+            return cpu_s, self._rss()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             self.ended = True
             return self._max_cpu_s, 0
@@ -166,6 +168,24 @@ class ProcessTree:
                 f"cannot read process {self.pid} ({exc}): it belongs to another user; "
                 "meter it as that user or as root"
             ) from exc
+
+    def _rss(self) -> int:
+        """Resident bytes of the root process: one ``pread`` of its statm file kept open
+        (what ``psutil`` reads too, but it opens and parses the file on every call)."""
+        if self._statm is not None:
+            try:
+                fields = os.pread(self._statm.fileno(), 128, 0).split()
+                return int(fields[1]) * self._page
+            except (OSError, IndexError, ValueError):
+                self._statm = None  # the process ended, or an odd /proc: psutil decides
+        return int(self._root.memory_info().rss)
+
+
+def _open_statm(pid: int) -> BinaryIO | None:
+    try:
+        return open(f"/proc/{pid}/statm", "rb", buffering=0)  # kept open: see _rss
+    except OSError:  # pragma: no cover - no /proc (macOS): psutil reads it
+        return None
 
 
 class EstimateMeter(Meter):

@@ -13,6 +13,20 @@ With a ``budget`` the trial first reserves its forecast cost atomically in the l
 (:meth:`Ledger.try_reserve`), so workers on many machines cannot jointly overshoot; the
 reservation is released when the row is finalised. A trial that can never fit stops the study.
 
+What a checkpoint is: every report measures the trial and updates its live state in this
+process (``MeteredTrial.cost``, what this process's :class:`BudgetPruner` reads). The ledger
+row is written at a report unless all of these hold, in which case the report waits for the
+next write (which carries its step, value and energy): the trial holds a reservation that
+covers everything it has spent (the ledger counts the unwritten part as committed, so every
+worker's spent + committed stays exact), the study is not near its limit (the pruner says so
+per study, and writes the pending report itself when it first finds the study near), and the
+row was written less than ``min_checkpoint_interval_s`` (default 1 s, at most
+``checkpoint_interval_s``) ago. ``min_checkpoint_interval_s=0``, trials without a reservation
+and explicit :meth:`MeteredTrial.checkpoint` calls write every time. The heartbeat still writes
+a row silent for ``checkpoint_interval_s``, and the pending step and value are written before the
+row is finalised. A killed worker's row keeps the energy of its last write: at most
+``max(min_checkpoint_interval_s, one report interval)`` is lost, within one checkpoint interval.
+
 Example:
 
     >>> import optuna
@@ -41,6 +55,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from numbers import Real
 from typing import TYPE_CHECKING, Any
 
@@ -59,12 +74,14 @@ from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_polic
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
-    from hpsearch_budget.meters import Meter
+    from hpsearch_budget.meters import Measurement, Meter
 
 _log = logging.getLogger(__name__)
 
 #: How long a trial waits between reservation attempts while other trials hold the room.
 _RETRY_S = (0.2, 2.0)
+#: How long the heartbeat thread waits for a next trial before it exits.
+_LINGER_S = 5.0
 
 
 class ObjectiveValueError(HpauditInputError):
@@ -92,17 +109,25 @@ class MeteredTrial(Trial):
         self._hpaudit.checkpoint(step=int(step), value=float(value))
 
     def checkpoint(self, step: int | None = None) -> Cost:
-        """Write the trial's energy so far to the ledger; returns its cost so far."""
-        return self._hpaudit.checkpoint(step=step, value=None)
+        """Write the trial's energy so far to the ledger (always, unlike a throttled
+        :meth:`report`); returns its cost so far."""
+        return self._hpaudit.checkpoint(step=step, value=None, force=True)
 
     @property
     def cost(self) -> Cost:
-        """The trial's cost at its last checkpoint."""
+        """The trial's cost as of its last report or checkpoint (measured then, even when
+        the report was not yet written to the ledger)."""
         return self._hpaudit.live.cost
 
 
 class _TrialRun:
-    """One trial's window: meter token, ledger row, live state."""
+    """One trial's window: meter token, ledger row, live state.
+
+    Every report reads the meter and updates the live state (what this process's pruner and
+    ``MeteredTrial.cost`` see). The ledger row is written at a report only when someone
+    could act on it (see :meth:`_due`); otherwise the step, value and energy wait, and the
+    next write carries all of them. Near the limit every report writes.
+    """
 
     def __init__(
         self,
@@ -111,24 +136,40 @@ class _TrialRun:
         live: _state.LiveTrial,
         token: int,
         interval_s: float,
+        state: _state.StudyState,
     ) -> None:
         self.ledger = ledger
         self.meter = meter
         self.live = live
         self.token = token
         self.interval_s = interval_s
+        self.state = state
+        #: Reports closer than this to the row's last write may skip the ledger (0: never).
+        #: Set once the trial holds a reservation that covers its unwritten spend.
+        self.throttle_s = 0.0
         self.lock = threading.Lock()  # a heartbeat never races a report or the finalize
-        self.last_s = time.monotonic()
+        self.last_s = time.monotonic()  # the row's last write (open_window)
+        self.written = Cost()  # the row's cost at its last write
+        self.step: int | None = None  # reported, not yet written
+        self.value: float | None = None
+        self.dirty = False  # something was measured or reported since the last write
         self.closed = False
 
-    def checkpoint(self, step: int | None, value: float | None) -> Cost:
+    def checkpoint(self, step: int | None, value: float | None, *, force: bool = False) -> Cost:
+        """Measure the trial now; write the row if :meth:`_due` (or ``force``)."""
         with self.lock:
             if self.closed:
                 return self.live.cost
-            cost = self.ledger.checkpoint(
-                self.live.window_id, self.meter.measure(self.token), step=step, value=value
-            )
-            self.last_s = time.monotonic()
+            measurement = self.meter.measure(self.token)
+            if step is not None:
+                self.step = int(step)
+            if value is not None:
+                self.value = value
+            cost = self._estimate(measurement)
+            if force or self._due(cost):
+                cost = self._write(measurement)
+            else:
+                self.dirty = True
         self.live.cost = cost
         if step is not None:
             self.live.steps_done = max(self.live.steps_done, step + 1)
@@ -136,13 +177,53 @@ class _TrialRun:
                 self.live.base = (cost, self.live.steps_done)
         return cost
 
+    def flush(self) -> None:
+        """Write what the last reports left unwritten (a no-op when the row is current)."""
+        with self.lock:
+            if self.dirty and not self.closed:
+                self.live.cost = self._write(self.meter.measure(self.token))
+
+    def _due(self, cost: Cost) -> bool:
+        """Whether this report must reach the ledger.
+
+        Skipping is safe only while the trial's reservation covers everything it has spent:
+        the ledger then counts the unwritten spend as committed, so every worker's spent +
+        committed -- what reservations, the pruner and the callback decide on -- is exact.
+        Beyond the reservation, near the limit (the pruner says so), or once
+        ``throttle_s`` has passed since the last write, the report is written.
+        """
+        return (
+            self.state.near
+            or time.monotonic() - self.last_s >= self.throttle_s
+            or not fits(cost, self.live.reserved)
+        )
+
+    def _estimate(self, measurement: Measurement) -> Cost:
+        """The cost the ledger would record for ``measurement``: the energy since the last
+        write charged at the ledger's carbon model now (as :meth:`Ledger.checkpoint` does)."""
+        delta_j = measurement.energy_j - self.written.energy_j
+        if delta_j <= 0.0:
+            return self.written
+        fp = self.ledger.carbon.footprint(delta_j, datetime.now(UTC))
+        w = self.written
+        return Cost(w.energy_j + delta_j, w.co2e_g + fp.co2e_g, w.usd + fp.usd, w.gpu_s)
+
+    def _write(self, measurement: Measurement) -> Cost:
+        cost = self.ledger.checkpoint(
+            self.live.window_id, measurement, step=self.step, value=self.value
+        )
+        self.written, self.last_s, self.dirty = cost, time.monotonic(), False
+        self.step = self.value = None
+        return cost
+
 
 class _Heartbeat:
-    """Checkpoints trials that have not reported for a checkpoint interval.
+    """Checkpoints trials whose row has not been written for a checkpoint interval.
 
-    A trial whose epochs are longer than the interval would otherwise look dead to
-    :meth:`Ledger.reap` (silent for 3 intervals), and a crash would lose more than one interval.
-    One daemon thread per process; it exits when no trial is running.
+    A trial whose epochs are longer than the interval (or whose reports are throttled) would
+    otherwise look dead to :meth:`Ledger.reap` (silent for 3 intervals), and a crash would lose
+    more than one interval. One daemon thread per process; it exits once no trial has run for
+    ``_LINGER_S`` (sequential trials would otherwise start a thread each, ~0.2 ms).
     """
 
     def __init__(self) -> None:
@@ -150,11 +231,13 @@ class _Heartbeat:
         self._runs: set[_TrialRun] = set()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()  # a new trial may have a shorter interval
+        self._wait_s = 1.0  # how long the thread sleeps between rounds
 
     def add(self, run: _TrialRun) -> None:
         with self._lock:
             self._runs.add(run)
-            self._wake.set()
+            if run.interval_s / 4 < self._wait_s:
+                self._wake.set()  # a shorter interval than the thread now sleeps for
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="hpaudit-heartbeat")
                 self._thread.daemon = True
@@ -165,21 +248,27 @@ class _Heartbeat:
             self._runs.discard(run)
 
     def _loop(self) -> None:
+        idle_since: float | None = None
         while True:
+            self._wake.clear()  # before the snapshot: a run added after it wakes the wait below
             with self._lock:
                 runs = list(self._runs)
-                if not runs:
+                self._wait_s = min([1.0, *(r.interval_s / 4 for r in runs)])
+                now = time.monotonic()
+                if runs:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= _LINGER_S:
                     self._thread = None
                     return
-            now = time.monotonic()
             for run in runs:
                 if now - run.last_s >= run.interval_s:
                     try:
-                        run.checkpoint(step=None, value=None)
+                        run.checkpoint(step=None, value=None, force=True)
                     except Exception as exc:  # the trial's own reports will surface it
                         _log.debug("heartbeat checkpoint failed: %s", exc)
-            self._wake.wait(min([1.0, *(r.interval_s / 4 for r in runs)]))
-            self._wake.clear()
+            self._wake.wait(self._wait_s)
 
 
 _heartbeat = _Heartbeat()
@@ -201,6 +290,7 @@ class MeteredObjective:
         project: str | None = None,
         user: str | None = None,
         checkpoint_interval_s: float = 30.0,
+        min_checkpoint_interval_s: float = 1.0,
     ) -> None:
         if not callable(objective):
             raise HpauditInputError(
@@ -208,6 +298,15 @@ class MeteredObjective:
             )
         if budget is not None:
             require_budget(budget)
+        if not (
+            isinstance(min_checkpoint_interval_s, int | float)
+            and not isinstance(min_checkpoint_interval_s, bool)
+            and 0.0 <= min_checkpoint_interval_s < math.inf
+        ):
+            raise HpauditInputError(
+                f"min_checkpoint_interval_s must be a number of seconds >= 0 (0 writes every "
+                f"report), got {min_checkpoint_interval_s!r}"
+            )
         from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
 
         self.objective = objective
@@ -221,6 +320,7 @@ class MeteredObjective:
         self.project = project
         self.user = user
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.min_checkpoint_interval_s = float(min_checkpoint_interval_s)
         self._who: dict[str, tuple[str, str]] = {}
         #: Why a trial found no room in the budget and stopped the study (None: it did not).
         self.stopped: str | None = None
@@ -244,13 +344,17 @@ class MeteredObjective:
         )
         token = meter.open()  # after the row exists: a failed open leaves no window behind
         live = _state.LiveTrial(name, trial.number, window_id)
-        run = _TrialRun(self.ledger, meter, live, token, self.checkpoint_interval_s)
+        run = _TrialRun(self.ledger, meter, live, token, self.checkpoint_interval_s, state)
+        live.flush = run.flush
         _state.register(live)
         _heartbeat.add(run)
         status, values = "failed", None
         try:
             if self.budget is not None or enforces_caps(self.policy):
                 self._reserve(trial, state, live, project, user)
+                # Reports may now skip the ledger while the reservation covers the spend; at
+                # most one checkpoint interval apart (the heartbeat writes silent rows anyway).
+                run.throttle_s = min(self.min_checkpoint_interval_s, self.checkpoint_interval_s)
             elif self.policy is not None and self.policy.on_exceed == "warn":
                 self._warner(name, project, user).check()
             result = self.objective(MeteredTrial(trial, run))
@@ -286,6 +390,13 @@ class MeteredObjective:
         with run.lock:
             run.closed = True
             measurement = run.meter.close(run.token)
+            if run.step is not None or run.value is not None:
+                # Reports the throttle left unwritten: the row keeps the last step (and, for a
+                # pruned trial, the last intermediate value), which finalize does not set.
+                try:
+                    run._write(measurement)
+                except Exception as exc:  # finalize below charges the energy all the same
+                    _log.warning("could not write trial %s's last step: %s", trial.number, exc)
             cost = self.ledger.finalize(
                 live.window_id,
                 measurement,
@@ -398,7 +509,10 @@ def metered(
         options: ``budget`` (reserve each trial's forecast cost before it runs), ``policy``
             (None finds the lab's file once, here: its caps are reserved under even without
             a budget, its defaults charge the rows; False opts out),
-            ``max_steps``, ``project``, ``user``, ``checkpoint_interval_s``; see
+            ``max_steps``, ``project``, ``user``, ``checkpoint_interval_s`` (the heartbeat
+            writes a row silent that long), ``min_checkpoint_interval_s`` (default 1 s: how
+            long a report covered by its reservation may wait for its ledger write far from
+            the limit; 0 writes every report; see the module docstring); see
             :class:`MeteredObjective`. :func:`hpsearch_budget.optuna.optimize` sets them.
     """
     return MeteredObjective(objective, ledger, meter, energy_objective, **options)

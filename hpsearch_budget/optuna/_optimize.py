@@ -99,6 +99,7 @@ def optimize(
     project: str | None = None,
     user: str | None = None,
     checkpoint_interval_s: float = 30.0,
+    min_checkpoint_interval_s: float = 1.0,
     callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
     **optimize_kwargs: Any,
 ) -> BudgetedRun:
@@ -123,9 +124,11 @@ def optimize(
     this call's), the plan ``hpaudit report`` forecasts the cost to finish from.
 
     Overshoot bound: spent <= budget + one checkpoint interval (``trial.report`` to
-    ``trial.report``) of each running trial. Trials that never report (multi-objective
-    studies) can only be held to their reservation: the bound is then the part of each running
-    trial's cost beyond its forecast.
+    ``trial.report``) of each running trial. Far from the limit a report covered by its
+    trial's reservation may wait up to ``min_checkpoint_interval_s`` before it is written to
+    the ledger (see :func:`metered`); near the limit every report is written. Trials that
+    never report (multi-objective studies) can only be held to their reservation: the bound is
+    then the part of each running trial's cost beyond its forecast.
 
     Raises:
         BudgetExceededError: the study (or a policy cap) has nothing left before it starts.
@@ -164,6 +167,7 @@ def optimize(
         project=project,
         user=user,
         checkpoint_interval_s=checkpoint_interval_s,
+        min_checkpoint_interval_s=min_checkpoint_interval_s,
     )
     callback = BudgetCallback(budget, ledger, policy=policy, project=project, user=user)
     if n_trials is not None:  # the plan the report's forecast of the cost to finish reads

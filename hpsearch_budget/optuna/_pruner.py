@@ -17,7 +17,11 @@ pruning happens where the objective calls ``should_prune``.)
 
 Hot path: far from the limit (spent + committed < ``near_fraction`` of it) a report costs no
 ledger read at all: the figures are cached for ``ttl_s`` seconds. Spending inside reservations
-moves cost from committed to spent, so a stale spent + committed stays nearly exact.
+moves cost from committed to spent, so a stale spent + committed stays nearly exact. The pruner
+shares its verdict per study with ``metered`` (``StudyState.near``): far from the limit reports
+covered by their trial's reservation may skip the ledger write (see
+:mod:`hpsearch_budget.optuna._metered`); near it every report is written, the first near one
+by the pruner itself before it reads fresh figures.
 
 Example:
 
@@ -144,8 +148,15 @@ class BudgetPruner(StudyLimits, BasePruner):
         # processes' trials show in the ledger at the next read.
         pressure = sum((_pressure(state, t) for t in _state.live_trials(study.study_name)), Cost())
         limit = self.budget.as_cost()
-        if _near(acc, pressure, limit) < self.near_fraction:
+        near = _near(acc, pressure, limit) >= self.near_fraction
+        if not near:
+            state.near = False  # metered may throttle the ledger writes of reports
             return False  # far from the limit: no ledger read
+        # From now on every report of this process's trials reaches the ledger, this one
+        # included (it may have been throttled before the study was found near).
+        state.near = True
+        if live.flush is not None:
+            live.flush()
         left = acc.left(fresh=True)
         if not fits(Cost(), acc.left_after_release()):  # spent alone is past a limit: all stop
             index, name = self._binding(study.study_name, acc, Cost())
