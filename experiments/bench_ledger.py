@@ -10,6 +10,11 @@ the chains are verified.
     python experiments/bench_ledger.py --quick         # tiny: smoke test
     python experiments/bench_ledger.py --pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres
     python experiments/bench_ledger.py --repeat 3 ...  # each case 3 times (a loaded machine)
+    python experiments/bench_ledger.py --floor ...     # also the driver's floor (see below)
+
+``--floor`` adds, for PostgreSQL, what this machine allows any ledger at all: bare psycopg, one
+INSERT .. RETURNING and one durable UPDATE per row into a 3-column table (no SQLAlchemy, no
+hash chain, no JSON): the ceiling the ledger's own figures are to be read against.
 
 Without ``--pg-url`` (or $HPAUDIT_TEST_PG_URL) only SQLite is measured.
 """
@@ -47,6 +52,33 @@ def _writer(url: str, worker: int, rows: int, checkpoints: int, barrier: Any, cp
     ledger.close()
 
 
+_FLOOR_TABLE = "CREATE TABLE IF NOT EXISTS floor (id bigserial PRIMARY KEY, k text, e float8)"
+
+
+def _floor_writer(
+    url: str, worker: int, rows: int, checkpoints: int, barrier: Any, cpu: Any
+) -> None:
+    """The driver's floor: the fewest statements a durable open -> finish of a row can take."""
+    import psycopg
+
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        barrier.wait()
+        cpu0 = time.process_time()
+        for i in range(rows):
+            row = conn.execute(
+                "INSERT INTO floor (k, e) VALUES (%s, 0) RETURNING id",
+                (f"{worker}:{i}",),
+                prepare=True,
+            ).fetchone()
+            assert row is not None
+            for step in range(1, checkpoints + 1):
+                conn.execute("UPDATE floor SET e = %s WHERE id = %s", (float(step), row[0]),
+                             prepare=True)  # fmt: skip
+            conn.execute("UPDATE floor SET e = %s WHERE id = %s", (100.0, row[0]), prepare=True)
+        cpu.put(time.process_time() - cpu0)
+
+
 def _server_cpu_s(url: str) -> float | None:
     """CPU seconds used so far by a local PostgreSQL server and its (exited) backends."""
     if not url.startswith("postgresql"):
@@ -73,13 +105,24 @@ def _server_cpu_s(url: str) -> float | None:
         return None  # not a local server we can see
 
 
-def run(url: str, writers: int, rows: int, checkpoints: int = 1) -> dict[str, Any]:
-    Ledger(url).close()  # create the schema outside the timed part
+def run(
+    url: str, writers: int, rows: int, checkpoints: int = 1, *, floor: bool = False
+) -> dict[str, Any]:
+    if floor:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(_FLOOR_TABLE)
+        engine.dispose()
+    else:
+        Ledger(url).close()  # create the schema outside the timed part
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(writers + 1)
     cpu = ctx.Queue()
+    target = _floor_writer if floor else _writer
     procs = [
-        ctx.Process(target=_writer, args=(url, k, rows, checkpoints, barrier, cpu))
+        ctx.Process(target=target, args=(url, k, rows, checkpoints, barrier, cpu))
         for k in range(writers)
     ]
     for p in procs:
@@ -96,11 +139,12 @@ def run(url: str, writers: int, rows: int, checkpoints: int = 1) -> dict[str, An
         raise SystemExit(f"a writer failed: exit codes {[p.exitcode for p in procs]}")
     server1 = _server_cpu_s(url)
     server_cpu_s = None if server0 is None or server1 is None else server1 - server0
-    ledger = Ledger(url)
-    n = len(ledger.entries())
-    report = ledger.verify()
-    ledger.close()
-    assert n == writers * rows and report.ok and report.rows == n, (n, report)
+    if not floor:
+        ledger = Ledger(url)
+        n = len(ledger.entries())
+        report = ledger.verify()
+        ledger.close()
+        assert n == writers * rows and report.ok and report.rows == n, (n, report)
     return {
         "checkpoints_per_row": checkpoints,
         "writers": writers,
@@ -160,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs of every case (interleaved)")
     parser.add_argument("--pg-url", default=os.environ.get("HPAUDIT_TEST_PG_URL"))
+    parser.add_argument(
+        "--floor", action="store_true", help="also bare psycopg on PostgreSQL (the ceiling)"
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     rows = 5 if args.quick else args.rows
@@ -179,6 +226,15 @@ def main(argv: list[str] | None = None) -> int:
                 url, drop = _pg_database(args.pg_url)
                 try:
                     results.append({"backend": "postgresql", "rep": rep, **run(url, n, rows, c)})
+                finally:
+                    drop()
+                print(json.dumps(results[-1]), flush=True)
+                if not args.floor:
+                    continue
+                url, drop = _pg_database(args.pg_url)
+                try:
+                    floor = run(url, n, rows, c, floor=True)
+                    results.append({"backend": "pg floor (bare psycopg)", "rep": rep, **floor})
                 finally:
                     drop()
                 print(json.dumps(results[-1]), flush=True)
