@@ -36,6 +36,7 @@ class Assumptions:
     final_epochs: float = 1.0  # final training = this x the chosen trial's cost
     seeds: int = 0  # seed reruns of the final training
     pue: float = DEFAULT_PUE
+    pue_source: str = "default (Strubell et al. 2019)"
     intensity: Intensity = field(default_factory=lambda: Intensity(475.0, "world average"))
     usd_per_kwh: float = 0.1268
     usd_per_kwh_source: str = "US average retail price"

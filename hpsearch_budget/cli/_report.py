@@ -162,7 +162,7 @@ def report(
             sweep.notes.append(source_note)
         a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds)
         if pue is not None:
-            a = replace(a, pue=pue)
+            a = replace(a, pue=pue, pue_source="given (--pue)")
         if price is not None:
             a = replace(
                 a,

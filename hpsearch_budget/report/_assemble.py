@@ -57,6 +57,11 @@ def default_assumptions(sweep: Sweep, **overrides: object) -> Assumptions:
     base = Assumptions(
         intensity=intensity, usd_per_kwh=price.usd_per_kwh, usd_per_kwh_source=price.label
     )
+    pue = t["pue"].to_numpy(float)
+    recorded = ok & np.isfinite(pue)
+    if recorded.any():  # projections use the PUE the sweep's own rows were charged with
+        average = float(np.average(pue[recorded], weights=e[recorded]))
+        base = replace(base, pue=average, pue_source="as recorded")
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -227,6 +232,7 @@ def build_report(
                 final_epochs=a.final_epochs,
                 seeds=a.seeds,
                 pue=a.pue,
+                pue_source=a.pue_source,
                 g_per_kwh=a.intensity.g_per_kwh,
                 intensity_source=a.intensity.label,
                 usd_per_kwh=a.usd_per_kwh,

@@ -68,6 +68,7 @@ class AssumptionsInfo(_Model):
     pue: float
     g_per_kwh: float
     intensity_source: str
+    pue_source: str = ""  # as recorded | given | default (...); "" in reports made before it
     usd_per_kwh: float
     usd_per_kwh_source: str
     gpu_price: str  # "" when no cloud price was applied

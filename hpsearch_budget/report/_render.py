@@ -131,7 +131,7 @@ def _rnd_tables(r: Report) -> list[Table]:
             [
                 ["final training", f"{_n(a.final_epochs)} × the chosen trial ({chosen})"],
                 ["seed reruns", str(a.seeds)],
-                ["PUE", _n(a.pue)],
+                ["PUE", f"{_n(a.pue)} ({a.pue_source})" if a.pue_source else _n(a.pue)],
                 ["grid intensity", f"{_n(a.g_per_kwh)} g/kWh ({a.intensity_source})"],
                 ["electricity", f"{_n(a.usd_per_kwh)} USD/kWh ({a.usd_per_kwh_source})"],
                 [
