@@ -143,6 +143,22 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _task_section(title: str, rows: list[dict[str, Any]], path: Path) -> list[str]:
+    """A further table of LCBench tasks with its goal counts."""
+    acc = sum(bool(r.get("accuracy_met")) for r in rows)
+    speed = sum(bool(r.get("speed_met")) for r in rows)
+    over = max(r["max_overshoot"] for r in rows)
+    return [
+        "",
+        f"## {title}",
+        "",
+        markdown(rows, STRATS),
+        "",
+        f"Accuracy goal met in {acc}/{len(rows)}, speed goal in {speed}/{len(rows)}; largest "
+        f"overshoot {100 * over:+.3f}%; records: `{path}`.",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--lcbench", type=Path, required=True)
@@ -173,30 +189,16 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"![anytime best vs kg CO2e]({png.name})",
     ]
-    if a.heldout and a.heldout.exists():
-        hr = goal_rows(json.loads(a.heldout.read_text()))
-        parts += [
-            "",
-            "## Held-out LCBench tasks (not used in the pilot runs that picked ours' settings)",
-            "",
-            markdown(hr, STRATS),
-            "",
-            f"Accuracy goal met in {sum(bool(r.get('accuracy_met')) for r in hr)}/{len(hr)}, "
-            f"speed goal in {sum(bool(r.get('speed_met')) for r in hr)}/{len(hr)}; largest "
-            f"overshoot {100 * max(r['max_overshoot'] for r in hr):+.3f}%.",
-        ]
-    if a.extra and a.extra.exists():
-        xr = goal_rows(json.loads(a.extra.read_text()))
-        parts += [
-            "",
-            "## Further LCBench tasks (a second check, run once; see the end of this page)",
-            "",
-            markdown(xr, STRATS),
-            "",
-            f"Accuracy goal met in {sum(bool(r.get('accuracy_met')) for r in xr)}/{len(xr)}, "
-            f"speed goal in {sum(bool(r.get('speed_met')) for r in xr)}/{len(xr)}; records: "
-            f"`{a.extra}`.",
-        ]
+    sections = (
+        (
+            a.heldout,
+            "Held-out LCBench tasks (not used in the pilot runs that picked ours' settings)",
+        ),
+        (a.extra, "Further LCBench tasks (a second check, run once; see the end of this page)"),
+    )
+    for path, title in sections:
+        if path and path.exists():
+            parts += _task_section(title, goal_rows(json.loads(path.read_text())), path)
     if a.zeus and a.zeus.exists():
         zr = goal_rows(json.loads(a.zeus.read_text()))
         parts += [
