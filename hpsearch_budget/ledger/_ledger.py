@@ -8,15 +8,17 @@ import json
 import math
 import os
 import socket
+import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import exc
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, RowMapping
 
 from hpsearch_budget.budget import Cost
@@ -30,6 +32,9 @@ from hpsearch_budget.units import j_to_kwh
 
 W = _schema.windows
 T = TypeVar("T")
+
+#: What psycopg (``_pg``) and sqlite3 (hot SQLite writes) raise when used directly.
+_FAST_PATH_ERRORS: tuple[type[Exception], ...] = (*_engine.DRIVER_ERRORS, sqlite3.Error)
 
 #: What a failed link may raise (the row stays sealed; see Ledger.finalize).
 _LINK_ERRORS: tuple[type[Exception], ...] = (
@@ -135,6 +140,7 @@ class Ledger:
             else self._guard(lambda: _engine.create_engine(self._parsed, durable=False))
         )
         self._pg = self._engine.dialect.name == "postgresql"  # per-row SQL through psycopg
+        self._sqlite = self._engine.dialect.name == "sqlite"  # hot writes through sqlite3
         self._last_reap = -math.inf
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
         self._host = socket.gethostname()
@@ -151,7 +157,7 @@ class Ledger:
         """Run ``fn``, turning database errors into one-line LedgerErrors."""
         try:
             return fn()
-        except _engine.DRIVER_ERRORS as error:  # psycopg, from the fast path (_pg)
+        except _FAST_PATH_ERRORS as error:  # from the drivers' fast paths (_pg, sqlite3)
             raise _engine.translate(error, self._parsed) from None
         except (exc.DBAPIError, exc.NoSuchModuleError, exc.OperationalError) as error:
             raise _engine.translate(error, self._parsed) from None
@@ -247,6 +253,7 @@ class Ledger:
 
     # -- writing ----------------------------------------------------------------------------
 
+    @overload
     def open_window(
         self,
         study: str,
@@ -260,8 +267,51 @@ class Ledger:
         project: str | None = None,
         user: str | None = None,
         checkpoint_interval_s: float = 30.0,
-    ) -> int:
-        """Open a running window and return its id (checkpoint it, then finalise it)."""
+        reserve: None = None,
+    ) -> int: ...
+
+    @overload
+    def open_window(
+        self,
+        study: str,
+        trial_key: str,
+        *,
+        phase: str = "tuning",
+        trial_number: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        devices: Sequence[str] = (),
+        gpu_share: float = 1.0,
+        project: str | None = None,
+        user: str | None = None,
+        checkpoint_interval_s: float = 30.0,
+        reserve: tuple[Cost, Sequence[tuple[Scope, Cost]]],
+    ) -> tuple[int, bool]: ...
+
+    def open_window(
+        self,
+        study: str,
+        trial_key: str,
+        *,
+        phase: str = "tuning",
+        trial_number: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        devices: Sequence[str] = (),
+        gpu_share: float = 1.0,
+        project: str | None = None,
+        user: str | None = None,
+        checkpoint_interval_s: float = 30.0,
+        reserve: tuple[Cost, Sequence[tuple[Scope, Cost]]] | None = None,
+    ) -> int | tuple[int, bool]:
+        """Open a running window and return its id (checkpoint it, then finalise it).
+
+        ``reserve=(amount, limits)`` also takes the window's first reservation, exactly as
+        :meth:`try_reserve` would right after, but in the same transaction as the INSERT: one
+        write transaction per new trial instead of two (its check and its write under the
+        same lock as ``try_reserve``'s). The window is opened either way -- the caller can
+        charge and finalise it, or wait and :meth:`try_reserve` again -- and the result is
+        ``(window_id, reserved)``: ``reserved`` False means nothing was reserved because
+        ``amount`` did not fit a limit.
+        """
         _check_name(study, "study")
         _check_name(trial_key, "trial_key")
         if phase not in _schema.PHASES:
@@ -323,18 +373,58 @@ class Ledger:
             "rev": 0,
         }
 
-        def insert() -> int:
-            with _engine.write_txn(self._fast) as conn:
-                if self._pg:
-                    return _pg.insert_window(conn, row)
-                key = conn.execute(W.insert(), row).inserted_primary_key
-                assert key is not None  # a single-row insert always has one
-                return int(key[0])
+        if reserve is None:
 
-        window_id = self._guard(insert)
-        self._cache[window_id] = {**row, "id": window_id}
+            def insert() -> int:
+                if self._sqlite:
+                    with _sqlite_write(self._engine) as db:
+                        return _sqlite_insert(db, row)
+                with _engine.write_txn(self._fast) as conn:
+                    return self._insert(conn, row)
+
+            window_id = self._guard(insert)
+            self._cache[window_id] = {**row, "id": window_id}
+            self._maybe_reap()
+            return window_id
+
+        if not (isinstance(reserve, tuple | list) and len(reserve) == 2):
+            raise HpauditInputError(
+                "reserve must be an (amount, limits) pair, as try_reserve takes"
+            )
+        amount, checked = reserve[0], _check_limits(reserve[1])
+        _check_cost(amount, "amount", allow_inf=False)
         self._maybe_reap()
-        return window_id
+
+        def insert_reserved() -> tuple[int, bool]:
+            if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
+                with _sqlite_write(self._engine) as db:
+                    fits = _sqlite_fits(db, amount, checked)
+                    if fits:
+                        for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
+                            row[f"reserved_{name}"] = float(getattr(amount, name))
+                    return _sqlite_insert(db, row), fits
+            # Durable, like try_reserve: on PostgreSQL the reservation lock and the INSERT
+            # share one transaction (the fast engine commits statement by statement).
+            with _engine.write_txn(self._engine) as conn:
+                _engine.lock_reservations(conn)
+                # The new row adds nothing to spent or committed until it is reserved, so
+                # checking before the INSERT is checking after it.
+                fits = self._fits(conn, amount, checked)
+                if fits:
+                    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
+                        row[f"reserved_{name}"] = float(getattr(amount, name))
+                return self._insert(conn, row), fits
+
+        window_id, reserved = self._guard(insert_reserved)
+        self._cache[window_id] = {**row, "id": window_id}
+        return window_id, reserved
+
+    def _insert(self, conn: Connection, row: Mapping[str, Any]) -> int:
+        if self._pg:
+            return _pg.insert_window(conn, row)
+        key = conn.execute(W.insert(), row).inserted_primary_key
+        assert key is not None  # a single-row insert always has one
+        return int(key[0])
 
     def checkpoint(
         self,
@@ -358,6 +448,9 @@ class Ledger:
             return update
 
         def run() -> Cost:
+            fast = self._sqlite_write_cached(window_id, change, final=False)
+            if fast is not None:
+                return _cost(fast)
             with _engine.write_txn(self._fast) as conn:
                 return _cost(self._write(conn, window_id, change, final=False))
 
@@ -372,12 +465,16 @@ class Ledger:
         value: float | None = None,
         values: Sequence[float] | None = None,
         params: Mapping[str, Any] | None = None,
+        step: int | None = None,
     ) -> Cost:
         """Close the window with its final energy and ``status`` (complete | pruned | failed |
         killed), append it to its study's hash chain, release its reservation; its cost.
 
         ``params`` replaces the row's parameters (define-by-run searches such as Optuna know
         them only after the window opened); ``None`` keeps those given to :meth:`open_window`.
+        ``step`` (and ``value``) set the last reported step (and value) as :meth:`checkpoint`
+        would, so a caller holding a report not yet written needs no checkpoint just before
+        finalising; ``None`` keeps the row's.
 
         On PostgreSQL the finished row is committed durably *sealed* first and linked into the
         chain right after, by this writer or by the one holding the study's chain lock at that
@@ -394,6 +491,8 @@ class Ledger:
         def change(row: Mapping[str, Any]) -> dict[str, Any]:
             update = self._charge(row, measurement)
             update.update(status=status, ended_unix_s=update["updated_unix_s"])
+            if step is not None:
+                update["step"] = int(step)
             if value is not None:
                 update["value"] = _finite(value)
             if values is not None:
@@ -405,6 +504,9 @@ class Ledger:
         if not self._pg:
             # One write transaction: row and chain link together (SQLite's lock is global).
             def run() -> dict[str, Any]:
+                fast = self._sqlite_write_cached(window_id, change, final=True)
+                if fast is not None:
+                    return fast
                 with _engine.write_txn(self._engine) as conn:
                     return self._write(conn, window_id, change, final=True)
 
@@ -555,6 +657,48 @@ class Ledger:
             self._cache.pop(window_id, None)
         raise LedgerError(f"window {window_id} changed while being written; retry")
 
+    def _sqlite_write_cached(
+        self,
+        window_id: int,
+        change: Callable[[Mapping[str, Any]], dict[str, Any]],
+        *,
+        final: bool,
+    ) -> dict[str, Any] | None:
+        """SQLite: :meth:`_write` for a window whose row this process wrote last, as the same
+        statements through the sqlite3 driver (SQLAlchemy's per-statement Python cost was
+        most of a trial's ledger time). None: not SQLite, or the row is not cached, or it
+        moved since (nothing written): the caller takes the general path, which re-reads it.
+        """
+        if not self._sqlite:
+            return None
+        window_id = int(window_id)
+        row = self._cache.get(window_id)
+        if row is None:
+            return None
+        with _sqlite_write(self._engine) as db:
+            link: _Link | None = None
+            if final:  # BEGIN IMMEDIATE already holds the chain (SQLite's one write lock)
+                head = db.execute(_SQLITE_HEAD, {"s": row["study"]}).fetchone()
+                link = (
+                    _Link(row["study"], 1, _chain.GENESIS, exists=False)
+                    if head is None
+                    else _Link(row["study"], int(head[0]) + 1, str(head[1]), exists=True)
+                )
+            new = {**row, **change(row), "rev": int(row["rev"]) + 1}
+            columns = _FINAL_COLUMNS if final else _MUTABLE_COLUMNS
+            if link is not None:
+                new = _linked(new, link)
+            params = {**_params(window_id, {c: new[c] for c in columns}), "w_rev": row["rev"]}
+            sql, defaults = _sqlite_sql(_update(columns))
+            if db.execute(sql, {**defaults, **params}).rowcount != 1:
+                self._cache.pop(window_id, None)
+                return None  # nothing written: the transaction commits no change
+            if link is not None:
+                head_params = {"s": link.study, "v_seq": link.seq, "v_head_hash": new["row_hash"]}
+                db.execute(_SQLITE_HEAD_UPDATE if link.exists else _SQLITE_HEAD_INSERT, head_params)
+        self._cache[window_id] = new
+        return new
+
     def _running_row(
         self, conn: Connection, window_id: int, *, lock: bool = False
     ) -> dict[str, Any]:
@@ -663,6 +807,15 @@ class Ledger:
         v = [float(x) for x in values]
         return Cost(*v[:4]), Cost(*v[4:])
 
+    def _fits(self, conn: Connection, amount: Cost, limits: Sequence[tuple[Scope, Cost]]) -> bool:
+        """Whether ``amount`` fits every limit (the caller holds the reservations lock)."""
+        now = _now()
+        for scope, limit in limits:
+            spent, committed = self._sums(conn, scope, now)
+            if not _within(spent + committed + amount, limit):
+                return False
+        return True
+
     def try_reserve(
         self, window_id: int, amount: Cost, limits: Sequence[tuple[Scope, Cost]]
     ) -> bool:
@@ -674,26 +827,15 @@ class Ledger:
         the window's and released when the window is finalised.
         """
         _check_cost(amount, "amount", allow_inf=False)
-        checked: list[tuple[Scope, Cost]] = []
-        for item in limits:
-            if not (isinstance(item, tuple | list) and len(item) == 2):
-                raise HpauditInputError("limits must be a sequence of (Scope, Cost) pairs")
-            scope, limit = item
-            if not isinstance(scope, Scope):
-                raise HpauditInputError(f"limits: expected a Scope, got {type(scope).__name__}")
-            _check_cost(limit, "limit", allow_inf=True)
-            checked.append((scope, limit))
+        checked = _check_limits(limits)
         self._maybe_reap()
 
         def run() -> bool:
             with _engine.write_txn(self._engine) as conn:
                 _engine.lock_reservations(conn)
                 self._running_row(conn, window_id)
-                now = _now()
-                for scope, limit in checked:
-                    spent, committed = self._sums(conn, scope, now)
-                    if not _within(spent + committed + amount, limit):
-                        return False
+                if not self._fits(conn, amount, checked):
+                    return False
                 conn.execute(
                     _RESERVE,
                     {
@@ -890,6 +1032,20 @@ def _check_cost(cost: object, what: str, *, allow_inf: bool) -> None:
             raise HpauditInputError(f"{what}.{name} must be {bound}, got {x}")
 
 
+def _check_limits(limits: Sequence[tuple[Scope, Cost]]) -> list[tuple[Scope, Cost]]:
+    """``limits`` as try_reserve takes them, checked (a one-line error for a bad pair)."""
+    checked: list[tuple[Scope, Cost]] = []
+    for item in limits:
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise HpauditInputError("limits must be a sequence of (Scope, Cost) pairs")
+        scope, limit = item
+        if not isinstance(scope, Scope):
+            raise HpauditInputError(f"limits: expected a Scope, got {type(scope).__name__}")
+        _check_cost(limit, "limit", allow_inf=True)
+        checked.append((scope, limit))
+    return checked
+
+
 def _within(total: Cost, limit: Cost) -> bool:
     # A relative slack of 1e-9 absorbs float summation order; it is far below any real cost.
     return all(
@@ -1065,3 +1221,69 @@ def _frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
     for col in ("trial_number", "step", "seq"):
         frame[col] = frame[col].astype("Int64")
     return frame
+
+
+# -- SQLite through its driver ------------------------------------------------------------------
+# The hot per-trial writes (open, checkpoint, finalise a cached row) run as the SQL SQLAlchemy
+# compiles for them, through sqlite3 directly: SQLAlchemy's ~0.1 ms of Python per statement was
+# most of their cost. Same statements, same transactions (BEGIN IMMEDIATE), same guards.
+_SQLITE_NAMED = sqlite_dialect.dialect(paramstyle="named")
+_H = _schema.chain_heads.name
+_SQLITE_INSERT = (
+    f"INSERT INTO {W.name} ({', '.join(_FINAL_COLUMNS)}) "
+    f"VALUES ({', '.join(f':{c}' for c in _FINAL_COLUMNS)})"
+)
+_SQLITE_HEAD = f"SELECT seq, head_hash FROM {_H} WHERE study = :s"
+_SQLITE_HEAD_UPDATE = f"UPDATE {_H} SET seq = :v_seq, head_hash = :v_head_hash WHERE study = :s"
+_SQLITE_HEAD_INSERT = f"INSERT INTO {_H} (study, seq, head_hash) VALUES (:s, :v_seq, :v_head_hash)"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_sql(stmt: Any) -> tuple[str, dict[str, Any]]:
+    """A cached statement as SQLite SQL with named parameters, and its literal parameters."""
+    compiled = stmt.compile(dialect=_SQLITE_NAMED)
+    return str(compiled), dict(compiled.params)
+
+
+def _sqlite_fits(
+    db: sqlite3.Connection, amount: Cost, limits: Sequence[tuple[Scope, Cost]]
+) -> bool:
+    """:meth:`Ledger._fits` on a sqlite3 connection (inside BEGIN IMMEDIATE)."""
+    now = _now()
+    for scope, limit in limits:
+        spent, committed = _sqlite_sums(db, scope, now)
+        if not _within(spent + committed + amount, limit):
+            return False
+    return True
+
+
+def _sqlite_insert(db: sqlite3.Connection, row: Mapping[str, Any]) -> int:
+    key = db.execute(_SQLITE_INSERT, {c: row.get(c) for c in _FINAL_COLUMNS}).lastrowid
+    assert key is not None  # a single-row insert always has one
+    return int(key)
+
+
+def _sqlite_sums(db: sqlite3.Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
+    """:meth:`Ledger._sums` on a sqlite3 connection."""
+    stmt, params = _sums_statement(scope)
+    sql, defaults = _sqlite_sql(stmt)
+    v = [float(x) for x in db.execute(sql, {**defaults, **params, "now": now}).fetchone()]
+    return Cost(*v[:4]), Cost(*v[4:])
+
+
+@contextlib.contextmanager
+def _sqlite_write(engine: sa.Engine) -> Iterator[sqlite3.Connection]:
+    """A write transaction on a pooled sqlite3 connection: BEGIN IMMEDIATE (the write lock
+    up front, as :func:`_engine.write_txn`), COMMIT, or ROLLBACK on any error."""
+    raw = engine.raw_connection()
+    try:
+        db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        raw.close()

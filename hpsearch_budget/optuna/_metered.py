@@ -10,8 +10,10 @@ trial's fate: ``complete``, ``pruned``, ``failed`` (a failing objective is still
 ``hpaudit_prune_reason`` when pruned: they show in optuna-dashboard and ``trials_dataframe()``.
 
 With a ``budget`` the trial first reserves its forecast cost atomically in the ledger
-(:meth:`Ledger.try_reserve`), so workers on many machines cannot jointly overshoot; the
-reservation is released when the row is finalised. A trial that can never fit stops the study.
+(in the transaction that opens its row, :meth:`Ledger.open_window` with ``reserve=``; later
+attempts through :meth:`Ledger.try_reserve`), so workers on many machines cannot jointly
+overshoot; the reservation is released when the row is finalised. A trial that can never fit
+stops the study.
 
 What a checkpoint is: every report measures the trial and updates its live state in this
 process (``MeteredTrial.cost``, what this process's :class:`BudgetPruner` reads). The ledger
@@ -23,9 +25,10 @@ per study, and writes the pending report itself when it first finds the study ne
 row was written less than ``min_checkpoint_interval_s`` (default 1 s, at most
 ``checkpoint_interval_s``) ago. ``min_checkpoint_interval_s=0``, trials without a reservation
 and explicit :meth:`MeteredTrial.checkpoint` calls write every time. The heartbeat still writes
-a row silent for ``checkpoint_interval_s``, and the pending step and value are written before the
-row is finalised. A killed worker's row keeps the energy of its last write: at most
-``max(min_checkpoint_interval_s, one report interval)`` is lost, within one checkpoint interval.
+a row silent for ``checkpoint_interval_s``, and the pending step and value are written with the
+final row (:meth:`Ledger.finalize` with ``step=``). A killed worker's row keeps the energy of
+its last write: at most ``max(min_checkpoint_interval_s, one report interval)`` is lost, within
+one checkpoint interval.
 
 Example:
 
@@ -333,7 +336,9 @@ class MeteredObjective:
         state = _state.study_state(self.ledger, name, self.max_steps)
         meter = shared_meter(self.meter)
         project, user = self._identity(name)
-        window_id = self.ledger.open_window(
+        budgeted = self.budget is not None or enforces_caps(self.policy)
+        first = self._first_reservation(state, name, project, user) if budgeted else None
+        opened = self.ledger.open_window(
             name,
             f"{name}:{trial.number}",
             trial_number=trial.number,
@@ -341,17 +346,22 @@ class MeteredObjective:
             project=project,
             user=user,
             checkpoint_interval_s=self.checkpoint_interval_s,
+            reserve=first,
         )
+        window_id, reserved = opened if isinstance(opened, tuple) else (opened, False)
         token = meter.open()  # after the row exists: a failed open leaves no window behind
         live = _state.LiveTrial(name, trial.number, window_id)
+        if reserved and first is not None:
+            live.reserved = first[0]
         run = _TrialRun(self.ledger, meter, live, token, self.checkpoint_interval_s, state)
         live.flush = run.flush
         _state.register(live)
         _heartbeat.add(run)
         status, values = "failed", None
         try:
-            if self.budget is not None or enforces_caps(self.policy):
-                self._reserve(trial, state, live, project, user)
+            if budgeted:
+                if not reserved:  # stopped, or no room now: wait for it, or stop the study
+                    self._reserve(trial, state, live, project, user)
                 # Reports may now skip the ledger while the reservation covers the spend; at
                 # most one checkpoint interval apart (the heartbeat writes silent rows anyway).
                 run.throttle_s = min(self.min_checkpoint_interval_s, self.checkpoint_interval_s)
@@ -390,20 +400,16 @@ class MeteredObjective:
         with run.lock:
             run.closed = True
             measurement = run.meter.close(run.token)
-            if run.step is not None or run.value is not None:
-                # Reports the throttle left unwritten: the row keeps the last step (and, for a
-                # pruned trial, the last intermediate value), which finalize does not set.
-                try:
-                    run._write(measurement)
-                except Exception as exc:  # finalize below charges the energy all the same
-                    _log.warning("could not write trial %s's last step: %s", trial.number, exc)
+            # Reports the throttle left unwritten go in with the final row: it keeps the last
+            # step (and, for a trial without a final value, the last intermediate value).
             cost = self.ledger.finalize(
                 live.window_id,
                 measurement,
                 status=status,
-                value=value,
+                value=value if value is not None else run.value,
                 values=values if values and len(values) > 1 else None,
                 params=dict(trial.params),  # suggested after the window opened
+                step=run.step,
             )
         live.cost = cost
         state.observe(live.window_id, cost, live.steps_done, status)
@@ -442,6 +448,22 @@ class MeteredObjective:
             project, user = resolve_identity(study, self.project, self.user)
             found = self._who[study] = (project, user)
         return found
+
+    def _first_reservation(
+        self, state: _state.StudyState, study: str, project: str, user: str
+    ) -> tuple[Cost, list[tuple[Any, Cost]]] | None:
+        """``(forecast, limits)`` for the new trial's window to reserve as it opens (one
+        ledger transaction, :meth:`Ledger.open_window`), or None when the study was stopped:
+        :meth:`_reserve` then prunes the trial once its window is open."""
+        from hpsearch_budget.policy._sweep import stop_reason
+
+        if stop_reason(self.ledger.url, study) is not None:
+            return None
+        named = _state.named_limits(study, self.budget, self.policy, project, user)
+        if self.policy is not None and self.policy.on_exceed == "warn":
+            self._warner(study, project, user).check()
+        state.sync()
+        return state.forecaster.new_trial(), [(s, c) for s, c, _ in named]
 
     def _reserve(
         self,

@@ -88,8 +88,9 @@ def test_far_study_writes_fewer_checkpoints(sqlite_url, replay_meter, spend):
     study, rows, writes, seen = _sweep(sqlite_url, replay_meter, spend, 100 * TRIAL_J, 3)
     # Trial 0 has no reservation (nothing to forecast from): every report is written.
     assert writes[0] == STEPS
-    # Later trials reserve a whole trial: only the pending last step is written, at the end.
-    assert writes[1] == writes[2] == 1
+    # Later trials reserve a whole trial as their row opens: no report is written before the
+    # end, and the pending last step goes in with the final row (no checkpoint at all).
+    assert writes[1] == writes[2] == 0
     # The live cost is fresh at every report all the same, and so is every finished row.
     for number in (1, 2):
         costs = [c for _, _, c in seen[number]]
@@ -115,7 +116,7 @@ def test_zero_interval_writes_every_report(sqlite_url, replay_meter, spend):
     _, _, writes, _ = _sweep(
         sqlite_url, replay_meter, spend, 100 * TRIAL_J, 2, checkpoint_interval_s=30.0
     )
-    assert writes[1] == 1
+    assert writes[1] == 0
     ledger = CountingLedger(sqlite_url)
     obj = metered(
         lambda t: [t.report(1.0, s) for s in range(3)] and 1.0,
@@ -153,7 +154,7 @@ def test_pruned_trial_row_keeps_its_last_step_and_value(sqlite_url, replay_meter
     study.optimize(obj, n_trials=2)
     row = ledger.entries(study="fate").set_index("trial_number").loc[1]
     assert row["status"] == "pruned" and row["step"] == 2 and row["value"] == 12.0
-    assert ledger.writes[int(row["id"])] == 1  # the pending step, written before finalize
+    assert ledger.writes[int(row["id"])] == 0  # the pending step went in with finalize
 
 
 def test_heartbeat_writes_a_throttled_row(sqlite_url, replay_meter, spend):
