@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
@@ -18,7 +17,6 @@ from typing import Any, TypeVar, overload
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, RowMapping
 
 from hpsearch_budget.budget import Cost
@@ -26,7 +24,31 @@ from hpsearch_budget.carbon import CarbonModel, default_carbon_model
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.ledger import _chain, _engine, _pg, _schema
 from hpsearch_budget.ledger._chain import VerifyReport
+from hpsearch_budget.ledger._checks import check_cost as _check_cost
+from hpsearch_budget.ledger._checks import check_limits as _check_limits
+from hpsearch_budget.ledger._checks import check_measurement as _check_measurement
+from hpsearch_budget.ledger._checks import check_name as _check_name
+from hpsearch_budget.ledger._checks import within as _within
 from hpsearch_budget.ledger._scope import Scope, to_unix_s
+from hpsearch_budget.ledger._sqlite import SQLITE_HEAD as _SQLITE_HEAD
+from hpsearch_budget.ledger._sqlite import SQLITE_HEAD_INSERT as _SQLITE_HEAD_INSERT
+from hpsearch_budget.ledger._sqlite import SQLITE_HEAD_UPDATE as _SQLITE_HEAD_UPDATE
+from hpsearch_budget.ledger._sqlite import sqlite_fits as _sqlite_fits
+from hpsearch_budget.ledger._sqlite import sqlite_insert as _sqlite_insert
+from hpsearch_budget.ledger._sqlite import sqlite_sql as _sqlite_sql
+from hpsearch_budget.ledger._sqlite import sqlite_write as _sqlite_write
+from hpsearch_budget.ledger._statements import FINAL_COLUMNS as _FINAL_COLUMNS
+from hpsearch_budget.ledger._statements import HEAD_FOR_UPDATE as _HEAD_FOR_UPDATE
+from hpsearch_budget.ledger._statements import HEAD_UPDATE as _HEAD_UPDATE
+from hpsearch_budget.ledger._statements import MISSED_INTERVALS as MISSED_INTERVALS
+from hpsearch_budget.ledger._statements import MUTABLE_COLUMNS as _MUTABLE_COLUMNS
+from hpsearch_budget.ledger._statements import RESERVE as _RESERVE
+from hpsearch_budget.ledger._statements import ROW as _ROW
+from hpsearch_budget.ledger._statements import ROW_FOR_UPDATE as _ROW_FOR_UPDATE
+from hpsearch_budget.ledger._statements import params as _params
+from hpsearch_budget.ledger._statements import sums_statement as _sums_statement
+from hpsearch_budget.ledger._statements import update as _update
+from hpsearch_budget.ledger._statements import where as _where
 from hpsearch_budget.meters import Measurement
 from hpsearch_budget.units import j_to_kwh
 
@@ -48,8 +70,6 @@ _UNSET = object()
 #: Link passes one finalisation makes at most while other writers keep sealing rows.
 _LINK_PASSES = 16
 
-#: A running window silent for this many checkpoint intervals is taken for dead.
-MISSED_INTERVALS = 3
 #: At most one opportunistic reap per this many seconds per Ledger object.
 _REAP_EVERY_S = 10.0
 
@@ -398,7 +418,7 @@ class Ledger:
         def insert_reserved() -> tuple[int, bool]:
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
-                    fits = _sqlite_fits(db, amount, checked)
+                    fits = _sqlite_fits(db, amount, checked, _now())
                     if fits:
                         for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
                             row[f"reserved_{name}"] = float(getattr(amount, name))
@@ -1000,145 +1020,6 @@ class Ledger:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _check_name(value: object, what: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise HpauditInputError(f"{what} must be a non-empty string, got {value!r}")
-    if len(value) > 512:
-        raise HpauditInputError(f"{what} is longer than 512 characters; shorten it")
-
-
-def _check_measurement(m: object) -> None:
-    if not isinstance(m, Measurement):
-        raise HpauditInputError(
-            f"expected a hpsearch_budget.meters.Measurement, got {type(m).__name__}"
-        )
-    if not (math.isfinite(m.wall_s) and m.wall_s >= 0):
-        raise HpauditInputError(f"measurement wall_s must be a number >= 0, got {m.wall_s}")
-    for domain, joules in m.by_domain.items():
-        if not (math.isfinite(joules) and joules >= 0):
-            raise HpauditInputError(
-                f"measurement energy for domain {domain!r} must be >= 0 J, got {joules}"
-            )
-
-
-def _check_cost(cost: object, what: str, *, allow_inf: bool) -> None:
-    if not isinstance(cost, Cost):
-        raise HpauditInputError(f"{what} must be a Cost, got {type(cost).__name__}")
-    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
-        x = getattr(cost, name)
-        ok = (x >= 0) and (allow_inf or math.isfinite(x))  # NaN fails both
-        if not ok:
-            bound = ">= 0 (inf = no limit)" if allow_inf else "a finite number >= 0"
-            raise HpauditInputError(f"{what}.{name} must be {bound}, got {x}")
-
-
-def _check_limits(limits: Sequence[tuple[Scope, Cost]]) -> list[tuple[Scope, Cost]]:
-    """``limits`` as try_reserve takes them, checked (a one-line error for a bad pair)."""
-    checked: list[tuple[Scope, Cost]] = []
-    for item in limits:
-        if not (isinstance(item, tuple | list) and len(item) == 2):
-            raise HpauditInputError("limits must be a sequence of (Scope, Cost) pairs")
-        scope, limit = item
-        if not isinstance(scope, Scope):
-            raise HpauditInputError(f"limits: expected a Scope, got {type(scope).__name__}")
-        _check_cost(limit, "limit", allow_inf=True)
-        checked.append((scope, limit))
-    return checked
-
-
-def _within(total: Cost, limit: Cost) -> bool:
-    # A relative slack of 1e-9 absorbs float summation order; it is far below any real cost.
-    return all(
-        getattr(total, f) <= getattr(limit, f) * (1 + 1e-9) + 1e-12
-        for f in ("energy_j", "co2e_g", "usd", "gpu_s")
-    )
-
-
-def _where(scope: Scope) -> list[Any]:
-    clauses: list[Any] = []
-    if scope.study is not None:
-        clauses.append(W.c.study == scope.study)
-    if scope.project is not None:
-        clauses.append(W.c.project == scope.project)
-    if scope.user is not None:
-        clauses.append(W.c.user_name == scope.user)
-    if scope.since is not None:
-        clauses.append(W.c.started_unix_s >= to_unix_s(scope.since))
-    if scope.until is not None:
-        clauses.append(W.c.started_unix_s < to_unix_s(scope.until))
-    return clauses
-
-
-# Statements are built once with bind parameters: building them with literal values costs
-# SQLAlchemy more Python time than the database takes to run them.
-_FINAL_COLUMNS = tuple(c.name for c in W.columns if c.name != "id")
-_HEAD_FOR_UPDATE = (
-    sa.select(_schema.chain_heads)
-    .where(_schema.chain_heads.c.study == sa.bindparam("s"))
-    .with_for_update()
-)
-_HEAD_UPDATE = (
-    _schema.chain_heads.update()
-    .where(_schema.chain_heads.c.study == sa.bindparam("s"))
-    .values(seq=sa.bindparam("v_seq"), head_hash=sa.bindparam("v_head_hash"))
-)
-
-
-_ROW = sa.select(W).where(W.c.id == sa.bindparam("w_id"))
-_ROW_FOR_UPDATE = _ROW.with_for_update()
-_RESERVE = (
-    W.update()
-    .where(W.c.id == sa.bindparam("w_id"))
-    .values(
-        {f"reserved_{n}": W.c[f"reserved_{n}"] + sa.bindparam(f"a_{n}", type_=sa.Double)
-         for n in ("energy_j", "co2e_g", "usd", "gpu_s")}
-        | {"rev": W.c.rev + 1}
-    )
-)  # fmt: skip
-
-
-def _sums_statement(scope: Scope) -> tuple[sa.Select[Any], dict[str, Any]]:
-    """The spent / committed aggregate for ``scope``: a cached statement and its parameters."""
-    params: dict[str, Any] = {}
-    for name in ("study", "project", "user"):
-        if getattr(scope, name) is not None:
-            params[f"s_{name}"] = getattr(scope, name)
-    if scope.since is not None:
-        params["s_since"] = to_unix_s(scope.since)
-    if scope.until is not None:
-        params["s_until"] = to_unix_s(scope.until)
-    return _sums_for(tuple(sorted(params))), params
-
-
-@functools.lru_cache(maxsize=32)
-def _sums_for(keys: tuple[str, ...]) -> sa.Select[Any]:
-    # Built once per shape of scope, with bind parameters: building it per call cost SQLAlchemy
-    # ~1 ms of Python, several times what SQLite takes to run it.
-    now = sa.bindparam("now", type_=sa.Double)
-    alive = sa.and_(
-        W.c.status == "running",
-        W.c.updated_unix_s >= now - MISSED_INTERVALS * W.c.checkpoint_interval_s,
-    )
-    cols = []
-    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
-        cols.append(sa.func.coalesce(sa.func.sum(W.c[name]), 0.0))
-    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
-        left = W.c[f"reserved_{name}"] - W.c[name]
-        cols.append(
-            sa.func.coalesce(sa.func.sum(sa.case((sa.and_(alive, left > 0), left), else_=0.0)), 0.0)
-        )
-    column = {"s_study": W.c.study, "s_project": W.c.project, "s_user": W.c.user_name}
-    clauses: list[Any] = []
-    for key in keys:
-        if key in column:
-            clauses.append(column[key] == sa.bindparam(key))
-        elif key == "s_since":
-            clauses.append(W.c.started_unix_s >= sa.bindparam(key, type_=sa.Double))
-        else:
-            clauses.append(W.c.started_unix_s < sa.bindparam(key, type_=sa.Double))
-    return sa.select(*cols).where(*clauses)
-
-
 @dataclass(frozen=True)
 class _Link:
     """Where a finishing row goes in its study's chain."""
@@ -1153,31 +1034,6 @@ def _linked(row: dict[str, Any], link: _Link) -> dict[str, Any]:
     row = {**row, "seq": link.seq, "prev_hash": link.prev_hash}
     row["row_hash"] = _chain.row_hash(row, link.prev_hash)
     return row
-
-
-# What a checkpoint may change (everything but identity, reservations and the chain).
-_MUTABLE_COLUMNS = tuple(
-    ("updated_unix_s", "wall_s", "step", "energy_j", "energy_by_domain", "sources", "source",
-     "gpu_s", "pue", "g_per_kwh", "intensity_source", "co2e_g", "usd", "value", "rev")
-)  # fmt: skip
-
-
-@functools.lru_cache(maxsize=64)
-def _update(columns: tuple[str, ...]) -> sa.Update:
-    """UPDATE of a still-running window at a known revision (a reaped one is never touched)."""
-    return (
-        W.update()
-        .where(
-            W.c.id == sa.bindparam("w_id"),
-            W.c.status == "running",
-            W.c.rev == sa.bindparam("w_rev"),
-        )
-        .values({c: sa.bindparam(f"v_{c}") for c in columns})
-    )
-
-
-def _params(window_id: int, values: Mapping[str, Any]) -> dict[str, Any]:
-    return {"w_id": int(window_id), **{f"v_{k}": v for k, v in values.items() if k != "id"}}
 
 
 def _cost(row: Mapping[str, Any]) -> Cost:
@@ -1221,69 +1077,3 @@ def _frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
     for col in ("trial_number", "step", "seq"):
         frame[col] = frame[col].astype("Int64")
     return frame
-
-
-# -- SQLite through its driver ------------------------------------------------------------------
-# The hot per-trial writes (open, checkpoint, finalise a cached row) run as the SQL SQLAlchemy
-# compiles for them, through sqlite3 directly: SQLAlchemy's ~0.1 ms of Python per statement was
-# most of their cost. Same statements, same transactions (BEGIN IMMEDIATE), same guards.
-_SQLITE_NAMED = sqlite_dialect.dialect(paramstyle="named")
-_H = _schema.chain_heads.name
-_SQLITE_INSERT = (
-    f"INSERT INTO {W.name} ({', '.join(_FINAL_COLUMNS)}) "
-    f"VALUES ({', '.join(f':{c}' for c in _FINAL_COLUMNS)})"
-)
-_SQLITE_HEAD = f"SELECT seq, head_hash FROM {_H} WHERE study = :s"
-_SQLITE_HEAD_UPDATE = f"UPDATE {_H} SET seq = :v_seq, head_hash = :v_head_hash WHERE study = :s"
-_SQLITE_HEAD_INSERT = f"INSERT INTO {_H} (study, seq, head_hash) VALUES (:s, :v_seq, :v_head_hash)"
-
-
-@functools.lru_cache(maxsize=64)
-def _sqlite_sql(stmt: Any) -> tuple[str, dict[str, Any]]:
-    """A cached statement as SQLite SQL with named parameters, and its literal parameters."""
-    compiled = stmt.compile(dialect=_SQLITE_NAMED)
-    return str(compiled), dict(compiled.params)
-
-
-def _sqlite_fits(
-    db: sqlite3.Connection, amount: Cost, limits: Sequence[tuple[Scope, Cost]]
-) -> bool:
-    """:meth:`Ledger._fits` on a sqlite3 connection (inside BEGIN IMMEDIATE)."""
-    now = _now()
-    for scope, limit in limits:
-        spent, committed = _sqlite_sums(db, scope, now)
-        if not _within(spent + committed + amount, limit):
-            return False
-    return True
-
-
-def _sqlite_insert(db: sqlite3.Connection, row: Mapping[str, Any]) -> int:
-    key = db.execute(_SQLITE_INSERT, {c: row.get(c) for c in _FINAL_COLUMNS}).lastrowid
-    assert key is not None  # a single-row insert always has one
-    return int(key)
-
-
-def _sqlite_sums(db: sqlite3.Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
-    """:meth:`Ledger._sums` on a sqlite3 connection."""
-    stmt, params = _sums_statement(scope)
-    sql, defaults = _sqlite_sql(stmt)
-    v = [float(x) for x in db.execute(sql, {**defaults, **params, "now": now}).fetchone()]
-    return Cost(*v[:4]), Cost(*v[4:])
-
-
-@contextlib.contextmanager
-def _sqlite_write(engine: sa.Engine) -> Iterator[sqlite3.Connection]:
-    """A write transaction on a pooled sqlite3 connection: BEGIN IMMEDIATE (the write lock
-    up front, as :func:`_engine.write_txn`), COMMIT, or ROLLBACK on any error."""
-    raw = engine.raw_connection()
-    try:
-        db: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-    finally:
-        raw.close()

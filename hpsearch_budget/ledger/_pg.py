@@ -85,7 +85,7 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 
 
 def update_running(conn: Connection, columns: tuple[str, ...], params: Mapping[str, Any]) -> int:
-    """UPDATE a still-running window at a known revision (``_ledger._update``); rows changed."""
+    """UPDATE a still-running window at a known revision (``_statements.update``); rows changed."""
     return int(_driver(conn).execute(_update_sql(columns), params, prepare=True).rowcount)
 
 

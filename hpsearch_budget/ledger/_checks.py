@@ -1,0 +1,65 @@
+"""Input checks of the ledger's public methods: a one-line error for each bad argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from hpsearch_budget.budget import Cost
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger._scope import Scope
+from hpsearch_budget.meters import Measurement
+
+
+def check_name(value: object, what: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise HpauditInputError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > 512:
+        raise HpauditInputError(f"{what} is longer than 512 characters; shorten it")
+
+
+def check_measurement(m: object) -> None:
+    if not isinstance(m, Measurement):
+        raise HpauditInputError(
+            f"expected a hpsearch_budget.meters.Measurement, got {type(m).__name__}"
+        )
+    if not (math.isfinite(m.wall_s) and m.wall_s >= 0):
+        raise HpauditInputError(f"measurement wall_s must be a number >= 0, got {m.wall_s}")
+    for domain, joules in m.by_domain.items():
+        if not (math.isfinite(joules) and joules >= 0):
+            raise HpauditInputError(
+                f"measurement energy for domain {domain!r} must be >= 0 J, got {joules}"
+            )
+
+
+def check_cost(cost: object, what: str, *, allow_inf: bool) -> None:
+    if not isinstance(cost, Cost):
+        raise HpauditInputError(f"{what} must be a Cost, got {type(cost).__name__}")
+    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
+        x = getattr(cost, name)
+        ok = (x >= 0) and (allow_inf or math.isfinite(x))  # NaN fails both
+        if not ok:
+            bound = ">= 0 (inf = no limit)" if allow_inf else "a finite number >= 0"
+            raise HpauditInputError(f"{what}.{name} must be {bound}, got {x}")
+
+
+def check_limits(limits: Sequence[tuple[Scope, Cost]]) -> list[tuple[Scope, Cost]]:
+    """``limits`` as try_reserve takes them, checked (a one-line error for a bad pair)."""
+    checked: list[tuple[Scope, Cost]] = []
+    for item in limits:
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise HpauditInputError("limits must be a sequence of (Scope, Cost) pairs")
+        scope, limit = item
+        if not isinstance(scope, Scope):
+            raise HpauditInputError(f"limits: expected a Scope, got {type(scope).__name__}")
+        check_cost(limit, "limit", allow_inf=True)
+        checked.append((scope, limit))
+    return checked
+
+
+def within(total: Cost, limit: Cost) -> bool:
+    # A relative slack of 1e-9 absorbs float summation order; it is far below any real cost.
+    return all(
+        getattr(total, f) <= getattr(limit, f) * (1 + 1e-9) + 1e-12
+        for f in ("energy_j", "co2e_g", "usd", "gpu_s")
+    )
