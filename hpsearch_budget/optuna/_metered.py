@@ -459,11 +459,19 @@ class MeteredObjective:
 
         if stop_reason(self.ledger.url, study) is not None:
             return None
+        named = self._limits_now(state, study, project, user)
+        return state.forecaster.new_trial(), [(s, c) for s, c, _ in named]
+
+    def _limits_now(
+        self, state: _state.StudyState, study: str, project: str, user: str
+    ) -> list[tuple[Any, Cost, str]]:
+        """The named limits a new trial reserves under, once the policy's warning is checked
+        and the forecaster knows what other workers finished."""
         named = _state.named_limits(study, self.budget, self.policy, project, user)
         if self.policy is not None and self.policy.on_exceed == "warn":
             self._warner(study, project, user).check()
         state.sync()
-        return state.forecaster.new_trial(), [(s, c) for s, c, _ in named]
+        return named
 
     def _reserve(
         self,
@@ -477,17 +485,14 @@ class MeteredObjective:
         stop the study (and prune this trial) when no release could ever make room."""
         from hpsearch_budget.policy._sweep import request_stop, stop_reason
 
-        named = _state.named_limits(live.study, self.budget, self.policy, project, user)
-        limits = [(s, c) for s, c, _ in named]
-        accounting = Accounting(self.ledger, limits, ttl_s=0.0)
         stopped = stop_reason(self.ledger.url, live.study)
         if stopped is not None:  # on_exceed = "stop": no new trial starts
             live.prune_reason = self.stopped = stopped
             _stop(trial.study)
             raise optuna.TrialPruned(stopped)
-        if self.policy is not None and self.policy.on_exceed == "warn":
-            self._warner(live.study, project, user).check()
-        state.sync()
+        named = self._limits_now(state, live.study, project, user)
+        limits = [(s, c) for s, c, _ in named]
+        accounting = Accounting(self.ledger, limits, ttl_s=0.0)
         wait, reaped_at = _RETRY_S[0], time.monotonic()
         while True:
             amount = state.forecaster.new_trial()

@@ -79,66 +79,6 @@ def live_trials(study: str) -> list[LiveTrial]:
         return [t for (s, _), t in _live.items() if s == study]
 
 
-def _quantile(costs: list[Cost], q: float) -> Cost:
-    """Componentwise linear quantile, as ``numpy.quantile`` computes it (same interpolation),
-    in plain Python: for the forecaster's <= 64 trials numpy's set-up cost ~0.1 ms a call."""
-    pos = q * (len(costs) - 1)
-    lo = math.floor(pos)
-    hi, t = min(lo + 1, len(costs) - 1), pos - lo
-    out = []
-    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
-        v = sorted(getattr(c, name) for c in costs)
-        a, b = v[lo], v[hi]
-        # numpy's _lerp: from the nearer end, so the result stays within [a, b]
-        out.append(b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t)
-    return Cost(*out)
-
-
-class _CachedForecaster(TrialForecaster):
-    """A :class:`TrialForecaster` whose summaries are computed once per observed trial.
-
-    ``new_trial()`` and ``per_step()`` take quantiles over up to ``window`` trials and were
-    asked several times per trial and per report (reservation, pruner, callback); they only
-    change when a trial is observed or a setting changes. Their quantiles are taken without
-    numpy (same figures; tested against :class:`TrialForecaster`).
-    """
-
-    def __init__(self, *, max_steps: int | None = None) -> None:
-        super().__init__(max_steps=max_steps)
-        self._memo: dict[str, Any] = {}
-        self._memo_key: tuple[int, int | None, Cost | None, float] = (-1, None, None, 0.0)
-
-    def _cached(self, name: str, compute: Callable[[], Any]) -> Any:
-        key = (self.n_observed, self.max_steps, self.prior, self.quantile)
-        if key != self._memo_key:
-            self._memo, self._memo_key = {}, key
-        if name not in self._memo:
-            self._memo[name] = compute()
-        return self._memo[name]
-
-    def expected_steps(self) -> float | None:
-        return self._cached("steps", super().expected_steps)  # type: ignore[no-any-return]
-
-    def per_step(self) -> Cost | None:
-        def compute() -> Cost | None:
-            rates = [o.cost.scale(1.0 / o.steps) for o in self._seen if o.steps]
-            return _quantile(rates, 0.5) if rates else None
-
-        return self._cached("per_step", compute)  # type: ignore[no-any-return]
-
-    def new_trial(self) -> Cost:
-        def compute() -> Cost:
-            totals = [o.cost for o in self._seen if o.complete]
-            # No complete trial yet: the base class's rule (per_step x steps, else the prior).
-            return (
-                _quantile(totals, self.quantile)
-                if totals
-                else super(_CachedForecaster, self).new_trial()
-            )
-
-        return self._cached("new_trial", compute)  # type: ignore[no-any-return]
-
-
 class StudyState:
     """What this process has learned about one study's trial costs, and how near its limit
     the study was when the pruner last looked (:attr:`near`)."""
@@ -146,7 +86,7 @@ class StudyState:
     def __init__(self, ledger: Ledger, study: str, max_steps: int | None) -> None:
         self.ledger = ledger
         self.study = study
-        self.forecaster: TrialForecaster = _CachedForecaster(max_steps=max_steps)
+        self.forecaster = TrialForecaster(max_steps=max_steps)
         #: Set by :class:`~hpsearch_budget.optuna.BudgetPruner` at every report: spent +
         #: committed + this process's pressure reached its ``near_fraction`` of a limit. While
         #: it is set, ``metered`` writes every report to the ledger (no checkpoint throttling).

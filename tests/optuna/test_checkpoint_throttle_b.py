@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 
@@ -192,20 +193,39 @@ def test_bad_min_checkpoint_interval(sqlite_url, bad):
         metered(lambda t: 1.0, sqlite_url, min_checkpoint_interval_s=bad)
 
 
-def test_cached_forecaster_matches_the_forecaster():
+def _np_quantile(costs: list[Cost], q: float) -> Cost:
+    arr = np.array([[c.energy_j, c.co2e_g, c.usd, c.gpu_s] for c in costs], dtype=float)
+    return Cost(*(float(v) for v in np.quantile(arr, q, axis=0)))
+
+
+def test_forecaster_summaries_match_numpy_and_follow_every_change():
+    """The forecaster memoises its quantiles (plain Python): the same figures as numpy's,
+    recomputed after every observation and every change of a setting."""
     rng = random.Random(7)
     for n in (1, 2, 5, 64, 100):
-        plain, cached = TrialForecaster(max_steps=4), _state._CachedForecaster(max_steps=4)
+        f = TrialForecaster(max_steps=4)
+        seen: list[tuple[Cost, int | None, bool]] = []
         for _ in range(n):
             cost = Cost(rng.random(), 3 * rng.random(), rng.random(), rng.random())
             steps, complete = rng.choice([1, 2, 4, None]), rng.random() < 0.7
-            plain.observe(cost, steps, complete=complete)
-            cached.observe(cost, steps, complete=complete)
-            assert cached.new_trial() == plain.new_trial()
-            assert cached.per_step() == plain.per_step()
-            assert cached.expected_steps() == plain.expected_steps()
-    cached.max_steps = plain.max_steps = 9  # a setting changed: not the old figure
-    assert cached.remaining(Cost(1.0), 0) == plain.remaining(Cost(1.0), 0)
+            f.observe(cost, steps, complete=complete)
+            seen = [*seen, (cost, steps, complete)][-64:]  # the forecaster's window
+            totals = [c for c, _, done in seen if done]
+            rates = [c.scale(1.0 / s) for c, s, _ in seen if s]
+            per_step = _np_quantile(rates, 0.5) if rates else None
+            expected = (
+                _np_quantile(totals, 0.75)
+                if totals
+                else (per_step.scale(4) if per_step is not None else Cost())
+            )
+            assert f.new_trial() == expected  # numpy's interpolation, reproduced exactly
+            assert f.per_step() == per_step
+            assert f.expected_steps() == 4.0
+    before = f.remaining(Cost(1.0), 0)
+    f.quantile = 0.25  # a setting changed: not the memoised figure
+    low = _np_quantile([c for c, _, done in seen if done], 0.25)
+    assert f.remaining(Cost(1.0), 0) == (low - Cost(1.0)).clip()
+    assert f.remaining(Cost(1.0), 0) != before
 
 
 def test_sync_reads_only_recent_windows_and_misses_none(sqlite_url, monkeypatch):
