@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger._schema import PHASES
 from hpsearch_budget.ledger._scope import Scope
 from hpsearch_budget.meters import Measurement
 
@@ -63,3 +64,26 @@ def within(total: Cost, limit: Cost) -> bool:
         getattr(total, f) <= getattr(limit, f) * (1 + 1e-9) + 1e-12
         for f in ("energy_j", "co2e_g", "usd", "gpu_s")
     )
+
+
+def check_window(
+    phase: str, gpu_share: float, checkpoint_interval_s: float, devices: object
+) -> None:
+    """The options of :meth:`Ledger.open_window` besides its names."""
+    if phase not in PHASES:
+        raise HpauditInputError(f"unknown phase {phase!r}; use one of {', '.join(PHASES)}")
+    if not (isinstance(gpu_share, int | float) and 0.0 < gpu_share <= 1.0):
+        raise HpauditInputError(f"gpu_share must be in (0, 1], got {gpu_share!r}")
+    if not (
+        isinstance(checkpoint_interval_s, int | float)
+        and math.isfinite(checkpoint_interval_s)
+        and checkpoint_interval_s > 0
+    ):
+        raise HpauditInputError(
+            f"checkpoint_interval_s must be a positive number of seconds, "
+            f"got {checkpoint_interval_s!r}"
+        )
+    if isinstance(devices, str):
+        raise HpauditInputError(
+            f"devices must be a list of device names, got the string {devices!r}"
+        )

@@ -28,6 +28,7 @@ from hpsearch_budget.ledger._checks import check_cost as _check_cost
 from hpsearch_budget.ledger._checks import check_limits as _check_limits
 from hpsearch_budget.ledger._checks import check_measurement as _check_measurement
 from hpsearch_budget.ledger._checks import check_name as _check_name
+from hpsearch_budget.ledger._checks import check_window as _check_window
 from hpsearch_budget.ledger._checks import within as _within
 from hpsearch_budget.ledger._scope import Scope, to_unix_s
 from hpsearch_budget.ledger._sqlite import SQLITE_HEAD as _SQLITE_HEAD
@@ -97,6 +98,14 @@ def _now() -> float:
 
 def _finite(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+_COST_FIELDS = ("energy_j", "co2e_g", "usd", "gpu_s")
+
+
+def _reserved(row: Mapping[str, Any], amount: Cost) -> dict[str, Any]:
+    """A new window's row holding ``amount`` as its first reservation."""
+    return {**row, **{f"reserved_{f}": float(getattr(amount, f)) for f in _COST_FIELDS}}
 
 
 class Ledger:
@@ -334,25 +343,7 @@ class Ledger:
         """
         _check_name(study, "study")
         _check_name(trial_key, "trial_key")
-        if phase not in _schema.PHASES:
-            raise HpauditInputError(
-                f"unknown phase {phase!r}; use one of {', '.join(_schema.PHASES)}"
-            )
-        if not (isinstance(gpu_share, int | float) and 0.0 < gpu_share <= 1.0):
-            raise HpauditInputError(f"gpu_share must be in (0, 1], got {gpu_share!r}")
-        if not (
-            isinstance(checkpoint_interval_s, int | float)
-            and math.isfinite(checkpoint_interval_s)
-            and checkpoint_interval_s > 0
-        ):
-            raise HpauditInputError(
-                f"checkpoint_interval_s must be a positive number of seconds, "
-                f"got {checkpoint_interval_s!r}"
-            )
-        if isinstance(devices, str):
-            raise HpauditInputError(
-                f"devices must be a list of device names, got the string {devices!r}"
-            )
+        _check_window(phase, gpu_share, checkpoint_interval_s, devices)
         now = _now()
         intensity = self.carbon.footprint(0.0, datetime.fromtimestamp(now, UTC))
         row = {
@@ -419,10 +410,7 @@ class Ledger:
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
                     fits = _sqlite_fits(db, amount, checked, _now())
-                    if fits:
-                        for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
-                            row[f"reserved_{name}"] = float(getattr(amount, name))
-                    return _sqlite_insert(db, row), fits
+                    return _sqlite_insert(db, _reserved(row, amount) if fits else row), fits
             # Durable, like try_reserve: on PostgreSQL the reservation lock and the INSERT
             # share one transaction (the fast engine commits statement by statement).
             with _engine.write_txn(self._engine) as conn:
@@ -430,13 +418,10 @@ class Ledger:
                 # The new row adds nothing to spent or committed until it is reserved, so
                 # checking before the INSERT is checking after it.
                 fits = self._fits(conn, amount, checked)
-                if fits:
-                    for name in ("energy_j", "co2e_g", "usd", "gpu_s"):
-                        row[f"reserved_{name}"] = float(getattr(amount, name))
-                return self._insert(conn, row), fits
+                return self._insert(conn, _reserved(row, amount) if fits else row), fits
 
         window_id, reserved = self._guard(insert_reserved)
-        self._cache[window_id] = {**row, "id": window_id}
+        self._cache[window_id] = {**(_reserved(row, amount) if reserved else row), "id": window_id}
         return window_id, reserved
 
     def _insert(self, conn: Connection, row: Mapping[str, Any]) -> int:
