@@ -11,8 +11,9 @@ with ``seq`` and ``prev_hash`` still empty, committed durably on its own) and th
 one statement that does not wait for the WAL flush, under the study's chain lock, by whichever
 writer holds it (it links every sealed row of the study): finalisations of one study then no
 longer queue behind each other's disk flush. A sealed row is normally linked milliseconds after
-it is sealed; a writer that dies in between leaves it sealed until the study's next finalisation
-(or :meth:`Ledger.close` after a failed link). :func:`verify_study` accepts a sealed row whose
+it is sealed; one whose seal committed just after the holder's last look, or whose writer died
+in between, stays sealed until the study's next finalisation (or its writer's
+:meth:`Ledger.close`). :func:`verify_study` accepts a sealed row whose
 seal matches (counted as pending) and names an unlinked row without a valid seal as inserted
 or edited. Deleting a sealed row before it is linked is the one change that goes unseen.
 
@@ -78,6 +79,14 @@ _KINDS = tuple(
 
 def row_hash(row: Mapping[str, Any], prev_hash: str) -> str:
     """sha256 over the previous link and the canonical JSON of every column but the hash."""
+    return _sha256(prev_hash + _body(row))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _body(row: Mapping[str, Any]) -> str:
     body: dict[str, Any] = {}
     for column, kind in _KINDS:
         value = row[column]
@@ -89,7 +98,7 @@ def row_hash(row: Mapping[str, Any], prev_hash: str) -> str:
             else:
                 value = int(value)
         body[column] = value
-    return hashlib.sha256((prev_hash + _CANONICAL.encode(body)).encode()).hexdigest()
+    return _CANONICAL.encode(body)
 
 
 def seal(row: Mapping[str, Any]) -> str:
@@ -106,6 +115,30 @@ def is_sealed(row: Mapping[str, Any]) -> bool:
         and row["row_hash"] is not None
         and seal(row) == row["row_hash"]
     )
+
+
+# In a sealed row's canonical JSON the chain columns are null. JSON escapes every quote inside
+# a string value, so these texts can only be the keys themselves (each appears once).
+_NULL_PREV = '"prev_hash":null'
+_NULL_SEQ = '"seq":null'
+
+
+def link_sealed(row: Mapping[str, Any], seq: int, prev_hash: str) -> str | None:
+    """A sealed row's hash once linked at ``seq`` after ``prev_hash``, or None if it does not
+    carry a valid seal (:func:`is_sealed`). The same as checking the seal and then calling
+    :func:`row_hash` on the linked row, from one JSON encoding of the row instead of two."""
+    if not (
+        row["seq"] is None
+        and row["prev_hash"] is None
+        and row["status"] in _schema.FINISHED
+        and row["row_hash"] is not None
+    ):
+        return None
+    body = _body(row)
+    if _sha256(PENDING + body) != row["row_hash"]:
+        return None
+    linked = body.replace(_NULL_PREV, f'"prev_hash":"{prev_hash}"', 1)
+    return _sha256(prev_hash + linked.replace(_NULL_SEQ, f'"seq":{int(seq)}', 1))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, default_carbon_model
 from hpsearch_budget.errors import HpauditInputError, LedgerError
-from hpsearch_budget.ledger import _chain, _engine, _pg, _schema
+from hpsearch_budget.ledger import _chain, _engine, _held, _pg, _schema
 from hpsearch_budget.ledger._chain import VerifyReport
 from hpsearch_budget.ledger._checks import check_cost as _check_cost
 from hpsearch_budget.ledger._checks import check_limits as _check_limits
@@ -65,8 +65,6 @@ _LINK_ERRORS: tuple[type[Exception], ...] = (
     LedgerError,
     *_engine.DRIVER_ERRORS,
 )
-
-_UNSET = object()
 
 #: Link passes one finalisation makes at most while other writers keep sealing rows.
 _LINK_PASSES = 16
@@ -169,6 +167,9 @@ class Ledger:
             else self._guard(lambda: _engine.create_engine(self._parsed, durable=False))
         )
         self._pg = self._engine.dialect.name == "postgresql"  # per-row SQL through psycopg
+        # PostgreSQL's per-row statements run on one connection each thread keeps (_held), of
+        # the fast engine; the statements that must be durable (a seal) say so themselves.
+        self._held = _held.HeldConnections(self._fast)
         self._sqlite = self._engine.dialect.name == "sqlite"  # hot writes through sqlite3
         self._last_reap = -math.inf
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
@@ -251,6 +252,7 @@ class Ledger:
             with contextlib.suppress(LedgerError):  # the next finalisation links them anyway
                 self._guard(lambda study=study: self._link_now(study))  # type: ignore[misc]
         self._unlinked.clear()
+        self._held.close()
         self._engine.dispose()
         self._fast.dispose()
 
@@ -390,7 +392,7 @@ class Ledger:
                 if self._sqlite:
                     with _sqlite_write(self._engine) as db:
                         return _sqlite_insert(db, row)
-                with _engine.write_txn(self._fast) as conn:
+                with self._held.session() as conn:
                     return self._insert(conn, row)
 
             window_id = self._guard(insert)
@@ -456,8 +458,9 @@ class Ledger:
             fast = self._sqlite_write_cached(window_id, change, final=False)
             if fast is not None:
                 return _cost(fast)
-            with _engine.write_txn(self._fast) as conn:
-                return _cost(self._write(conn, window_id, change, final=False))
+            session = self._held.session() if self._pg else _engine.write_txn(self._fast)
+            with session as conn:
+                return _cost(self._write(conn, window_id, change, final=False)[0])
 
         return self._guard(run)
 
@@ -513,16 +516,20 @@ class Ledger:
                 if fast is not None:
                     return fast
                 with _engine.write_txn(self._engine) as conn:
-                    return self._write(conn, window_id, change, final=True)
+                    return self._write(conn, window_id, change, final=True)[0]
 
         else:
-            # PostgreSQL: the sealed row commits durably on its own (no chain lock, so the WAL
-            # flushes of concurrent finalisations share one fsync), then it is linked on the
-            # same connection.
+            # PostgreSQL: the sealed row commits durably on its own (writers that find the
+            # chain lock taken do not wait for it, so the WAL flushes of concurrent
+            # finalisations share one fsync); the sealing statement tries the lock, and its
+            # holder links on the same connection.
             def run() -> dict[str, Any]:
-                with _engine.single_statement(self._engine) as conn:
-                    row = self._write(conn, window_id, change, final=True, seal=True)
-                    self._link_sealed(conn, row["study"], mine=row, what=f"window {window_id}")
+                # The seal commits durably (it says so itself: _pg.seal_running). A failing
+                # block drops its held connection, which may hold the chain lock.
+                with self._held.session() as conn:
+                    row, locked = self._write(conn, window_id, change, final=True, seal=True)
+                    what = f"window {window_id}"
+                    self._link_sealed(conn, row["study"], mine=row, locked=locked, what=what)
                     return row
 
         try:
@@ -536,41 +543,47 @@ class Ledger:
         study: str,
         *,
         mine: Mapping[str, Any] | None = None,
-        wait: bool = False,
+        locked: bool | None = None,
         what: str = "a sealed row",
     ) -> int:
         """Link the study's sealed rows, or leave them to the writer linking it now (PostgreSQL).
 
-        The chain lock is a session-level advisory lock taken with ``pg_try_advisory_lock``
-        (``wait``: ``pg_advisory_lock``): a writer that finds it taken returns at once, as the
-        holder links its row. The holder links every sealed row in passes; after releasing the
-        lock it looks once more for sealed rows and, if any, tries again. That closes the race:
-        a writer whose try failed had committed its seal *before* trying, so it is visible to
-        the holder's look, which comes after the release, which comes after the failed try.
-        A link that fails leaves the rows sealed (sound, see :func:`_chain.is_sealed`); the
-        study's next finalisation or :meth:`close` links them. Returns how many rows were linked.
+        The chain lock is a session-level advisory lock taken with ``pg_try_advisory_lock``:
+        a writer that finds it taken returns at once, and the holder links what it can see.
+        The holder links every sealed row in passes; one statement releases the lock and looks
+        for sealed rows left, and if there are any it tries again. So a row committed before a
+        writer's failed try is linked: the holder's last look comes after that try.
+
+        ``locked``: the finalisation tried the lock in its sealing statement (one round trip
+        fewer). True: this connection holds it. False: another writer held it while this seal
+        was not yet committed, so that writer's last look may miss the row; the study's next
+        finalisation links it, and this object's :meth:`close` makes sure (a sealed row is
+        sound meanwhile: :meth:`verify` counts it as ``pending``). A link that fails leaves
+        the rows sealed, for the next finalisation or :meth:`close`. Returns the rows linked.
         """
+        if locked is False:
+            self._unlinked.add(study)
+            return 0
         linked = 0
         skipped: set[int] = set()  # sealed rows whose seal no longer matches: never linked
         try:
-            for _ in range(_LINK_PASSES):
-                if not _pg.chain_lock(conn, study, wait=wait):
-                    return linked  # the holder links our row (see above)
-                try:
-                    n, bad = self._link_pass(conn, study, mine)
-                finally:
-                    _pg.chain_unlock(conn, study)
+            for attempt in range(_LINK_PASSES):
+                if not (attempt == 0 and locked) and not _pg.try_chain_lock(conn, study):
+                    return linked  # the holder links every row it can see (see above)
+                n, bad = self._link_pass(conn, study, mine)
                 linked += n
                 skipped |= bad
-                if not _pg.any_sealed(conn, study, sorted(skipped)):
+                if not _pg.unlock_any_sealed(conn, study, sorted(skipped)):
                     return linked
             self._unlinked.add(study)  # still busy after every pass: close() links the rest
             return linked
-        except _LINK_ERRORS as error:
+        except BaseException as error:
             # The connection may still hold the session lock: drop it (the server then
             # releases the lock), so that a pooled connection never carries it to another call.
             conn.invalidate()
             self._unlinked.add(study)
+            if not isinstance(error, _LINK_ERRORS):
+                raise
             text = error if isinstance(error, LedgerError) else self._translate(error)
             raise LedgerError(
                 f"{text} ({what} is finalised and sealed; the study's next finalisation or "
@@ -590,12 +603,17 @@ class Ledger:
         links: list[tuple[int, int, str, str]] = []
         bad: set[int] = set()
         for row in pending:
-            same = mine is not None and all(row[c] == mine.get(c, _UNSET) for c in row)
-            if not (same or _chain.is_sealed(row)):
+            seq = last_seq + len(links) + 1
+            # The row exactly as this process sealed it (one dict comparison, in C) needs no
+            # checking; any other is checked against its seal (in the same JSON encoding).
+            digest = (
+                _chain.row_hash({**row, "seq": seq, "prev_hash": prev}, prev)
+                if row == mine
+                else _chain.link_sealed(row, seq, prev)
+            )
+            if digest is None:
                 bad.add(int(row["id"]))
                 continue
-            seq = last_seq + len(links) + 1
-            digest = _chain.row_hash({**row, "seq": seq, "prev_hash": prev}, prev)
             links.append((int(row["id"]), seq, prev, digest))
             prev = digest
         if links and not _pg.link(conn, study, links, head_exists=head is not None):
@@ -605,10 +623,12 @@ class Ledger:
         return len(links), bad
 
     def _link_now(self, study: str) -> int:
-        """Link the study's sealed rows, waiting for the chain lock (:meth:`close`)."""
+        """Link the study's sealed rows (:meth:`close`), unless another writer holds the chain
+        lock: every row this process sealed was committed before this try, so the holder's
+        last look, which follows the try, sees them (see :meth:`_link_sealed`)."""
         self._unlinked.discard(study)
         with _engine.single_statement(self._engine) as conn:
-            return self._link_sealed(conn, study, wait=True)
+            return self._link_sealed(conn, study)
 
     def _translate(self, error: Exception) -> LedgerError:
         return _engine.translate(error, self._parsed)
@@ -621,14 +641,16 @@ class Ledger:
         *,
         final: bool,
         seal: bool = False,
-    ) -> dict[str, Any]:
-        """Apply ``change`` to a running window; the row as written.
+    ) -> tuple[dict[str, Any], bool]:
+        """Apply ``change`` to a running window; the row as written, and whether this
+        connection now holds the study's chain lock (only a seal tries it, see below).
 
         The row this process last wrote is cached: if the database still holds that revision
         the UPDATE goes through without a SELECT first. If anyone else wrote it meanwhile
         (another process, a reservation, :meth:`reap`), the UPDATE matches nothing and the row
         is read afresh, locked, and the change recomputed from it. ``seal`` (a finalisation on
-        PostgreSQL): the row is sealed instead of linked (:meth:`_link_sealed` links it).
+        PostgreSQL): the row is sealed instead of linked (:meth:`_link_sealed` links it), and
+        the sealing statement tries the study's chain lock too.
         """
         window_id = int(window_id)
         # Lock order, everywhere: chain head, then row. So a finalisation reads its row
@@ -650,7 +672,10 @@ class Ledger:
                 new.update(seq=None, prev_hash=None)
                 new["row_hash"] = _chain.seal(new)
             params = {**_params(window_id, {c: new[c] for c in columns}), "w_rev": row["rev"]}
-            if self._pg:
+            locked = False
+            if self._pg and seal:
+                written, locked = _pg.seal_running(conn, columns, params, row["study"])
+            elif self._pg:
                 written = _pg.update_running(conn, columns, params)
             else:
                 written = conn.execute(_update(columns), params).rowcount
@@ -658,7 +683,7 @@ class Ledger:
                 if link is not None:
                     self._store_head(conn, link, new["row_hash"])
                 self._cache[window_id] = new
-                return new
+                return new, locked
             self._cache.pop(window_id, None)
         raise LedgerError(f"window {window_id} changed while being written; retry")
 

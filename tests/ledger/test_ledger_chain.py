@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hpsearch_budget.ledger import Ledger, _chain
+from hpsearch_budget.ledger import Ledger, _chain, _schema
 from hpsearch_budget.ledger._chain import row_hash
 from hpsearch_budget.meters import Measurement
 
@@ -168,3 +168,28 @@ def test_row_hash_is_unchanged_for_rows_already_written() -> None:
     )  # fmt: skip
     expected = "5c4e74a90752ef28f33b6eb83ec05061fe0abd6f60753d88a8d1d1313749bcfd"
     assert _chain.row_hash(row, "0" * 64) == expected
+
+
+def _sealed_row(**values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {c.name: None for c in _schema.windows.columns}
+    row.update(id=3, study="s", trial_key="k", status="complete", energy_j=12.5, rev=2, pid=7)
+    row.update(values)
+    row["row_hash"] = _chain.seal(row)
+    return row
+
+
+def test_link_sealed_equals_checking_the_seal_then_hashing_the_linked_row() -> None:
+    prev = "ab" * 32
+    # String values that spell the chain columns' JSON must not be mistaken for them.
+    tricky = '{"seq":null,"prev_hash":null}'
+    for row in (_sealed_row(), _sealed_row(params=tricky, study='x"prev_hash":null')):
+        assert _chain.is_sealed(row)
+        expected = row_hash({**row, "seq": 41, "prev_hash": prev}, prev)
+        assert _chain.link_sealed(row, 41, prev) == expected
+
+
+def test_link_sealed_refuses_an_edited_or_unfinished_row() -> None:
+    row = _sealed_row()
+    assert _chain.link_sealed({**row, "energy_j": 1.0}, 1, _chain.GENESIS) is None
+    assert _chain.link_sealed({**row, "status": "running"}, 1, _chain.GENESIS) is None
+    assert _chain.link_sealed({**row, "seq": 4}, 1, _chain.GENESIS) is None

@@ -1,0 +1,165 @@
+"""PostgreSQL: per-thread held connections and the chain lock tried by the sealing statement.
+
+A finalisation seals its row and tries the study's chain lock in one statement; a writer that
+finds the lock taken leaves its row sealed for the holder, the study's next finalisation, or
+its own ``close()``. Each thread keeps its own connection for these statements (the chain lock
+is per session), a forked child opens its own, and a connection the server dropped costs one
+clear error, not the ledger.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from hpsearch_budget.errors import LedgerError
+from hpsearch_budget.ledger import Ledger, _engine, _pg
+from hpsearch_budget.meters import Measurement
+
+pytestmark = pytest.mark.postgres
+
+
+def _finish(ledger: Ledger, study: str, key: str) -> int:
+    w = ledger.open_window(study, key)
+    ledger.finalize(w, Measurement(1.0, {"cpu": 5.0}), status="complete")
+    return w
+
+
+def _linked(url: str, study: str) -> tuple[int, int]:
+    """(rows, rows linked into the chain) of ``study``, as another process sees them."""
+    with Ledger(url, create=False) as reader:
+        frame = reader.entries(study=study)
+    return len(frame), int(frame.seq.notna().sum())
+
+
+def test_a_row_sealed_while_another_session_holds_the_chain_lock_is_linked_later(
+    pg_url: str,
+) -> None:
+    ledger = Ledger(pg_url)
+    first = _finish(ledger, "s", "s:0")
+    engine = sa.create_engine(pg_url)
+    a, b = _engine.chain_lock_key("s")
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:a, :b)"), {"a": a, "b": b})
+        _finish(ledger, "s", "s:1")  # does not wait for the lock: its row stays sealed
+        assert _linked(pg_url, "s") == (2, 1)
+        with Ledger(pg_url, create=False) as reader:
+            report = reader.verify()
+        assert report.ok and report.pending == 1
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:a, :b)"), {"a": a, "b": b})
+    engine.dispose()
+    ledger.close()  # the writer makes sure its own sealed row is linked
+    assert _linked(pg_url, "s") == (2, 2)
+    with Ledger(pg_url, create=False) as reader:
+        report = reader.verify()
+        frame = reader.entries(study="s")
+    assert report.ok and report.pending == 0 and report.rows == 2
+    assert int(frame.loc[frame.id == first, "seq"].iloc[0]) == 1
+
+
+def test_threads_sharing_one_ledger_keep_every_chain_valid(pg_url: str) -> None:
+    ledger = Ledger(pg_url)
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(40):
+                _finish(ledger, "s", f"s:{k}:{i}")
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ledger.close()
+    assert _linked(pg_url, "s") == (160, 160)
+    with Ledger(pg_url, create=False) as reader:
+        report = reader.verify()
+        seqs = sorted(int(s) for s in reader.entries(study="s").seq)
+    assert report.ok and report.rows == 160 and seqs == list(range(1, 161))
+
+
+def _child(ledger: Ledger, done: mp.Queue) -> None:  # type: ignore[type-arg]
+    for i in range(10):
+        _finish(ledger, "s", f"child:{i}")
+    ledger.close()
+    done.put("ok")
+
+
+def test_a_forked_child_writes_through_its_own_connections(pg_url: str) -> None:
+    ledger = Ledger(pg_url)
+    _finish(ledger, "s", "parent:0")  # the parent now holds connections
+    ctx = mp.get_context("fork")
+    done = ctx.Queue()
+    child = ctx.Process(target=_child, args=(ledger, done))
+    child.start()
+    for i in range(1, 11):
+        _finish(ledger, "s", f"parent:{i}")
+    assert done.get(timeout=60) == "ok"
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    for i in range(11, 13):  # the child's exit left the parent's sessions alone
+        _finish(ledger, "s", f"parent:{i}")
+    ledger.close()
+    assert _linked(pg_url, "s") == (23, 23)
+    assert Ledger(pg_url, create=False).verify().ok
+
+
+def test_a_connection_the_server_dropped_costs_one_error(pg_url: str) -> None:
+    ledger = Ledger(pg_url)
+    _finish(ledger, "s", "s:0")
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as admin:  # e.g. a server restart or an idle-session timeout
+        admin.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    engine.dispose()
+    failures = 0
+    for i in range(1, 4):
+        try:
+            _finish(ledger, "s", f"s:{i}")
+        except LedgerError as error:
+            failures += 1
+            assert "\n" not in str(error)
+    assert failures <= 2  # at most one per held connection (open, finalize)
+    _finish(ledger, "s", "s:last")
+    ledger.close()
+    with Ledger(pg_url, create=False) as reader:
+        frame = reader.entries(study="s")
+        assert reader.verify().ok
+    finished = frame[frame.status != "running"]
+    assert len(finished) == 5 - failures  # every finalisation that returned is on record
+
+
+def test_the_seal_commits_durably_on_the_fast_session(pg_url: str) -> None:
+    """Openings and checkpoints share a session without synchronous commit; the sealing
+    statement turns it on for its own transaction, so a finished row survives a server crash."""
+    ledger = Ledger(pg_url)
+    w = ledger.open_window("s", "s:0")
+    with ledger._held.session() as conn:  # the session the hot writes use
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+        driver = conn.connection.driver_connection
+        row = ledger._cache[w]
+        new = {**row, "status": "complete", "rev": row["rev"] + 1}
+        params = {"w_id": w, "w_rev": row["rev"], **{f"v_{c}": new[c] for c in ("status", "rev")}}
+        driver.autocommit = False  # keep the statement's transaction open to look inside it
+        try:
+            written, locked = _pg.seal_running(conn, ("status", "rev"), params, "s")
+            assert (written, locked) == (1, True)
+            inside = driver.execute("SHOW synchronous_commit").fetchone()[0]
+            driver.rollback()
+        finally:
+            driver.autocommit = True
+        assert inside == "on"
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+        driver.execute("SELECT pg_advisory_unlock_all()")
+    ledger.close()
