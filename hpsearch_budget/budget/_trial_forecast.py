@@ -21,13 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from hpsearch_budget.budget._cost import Cost
 from hpsearch_budget.errors import HpauditInputError
@@ -47,20 +46,44 @@ def forecast_remaining(spent: Cost, steps_done: int, total_steps: float | None) 
     return spent.scale(left / steps_done).clip()
 
 
-def _quantile(costs: list[Cost], q: float) -> Cost:
-    """Componentwise quantile (each unit of a budget is forecast on its own), the linear
-    interpolation of ``numpy.quantile`` in plain Python: for <= ``window`` trials numpy's
-    set-up cost (~0.1 ms a call) was most of the work, and this runs at every trial start."""
-    pos = q * (len(costs) - 1)
+def _lerp(v: list[float], q: float) -> float:
+    """``numpy.quantile``'s linear interpolation on sorted values, in plain Python."""
+    pos = q * (len(v) - 1)
     lo = math.floor(pos)
-    hi, t = min(lo + 1, len(costs) - 1), pos - lo
-    out = []
-    for name in _FIELDS:
-        v = sorted(getattr(c, name) for c in costs)
-        a, b = v[lo], v[hi]
-        # numpy's _lerp: from the nearer end, so the result stays within [a, b]
-        out.append(b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t)
-    return Cost(*out)
+    hi, t = min(lo + 1, len(v) - 1), pos - lo
+    a, b = v[lo], v[hi]
+    # numpy's _lerp: from the nearer end, so the result stays within [a, b]
+    return b - (b - a) * (1.0 - t) if t >= 0.5 else a + (b - a) * t
+
+
+class _SortedCosts:
+    """The costs of a window of trials, each unit kept sorted as they come and go, so that a
+    quantile is an index (it is asked at every trial start; sorting the window each time was
+    ~0.4 ms of a trial's overhead)."""
+
+    __slots__ = ("_columns",)
+
+    def __init__(self) -> None:
+        self._columns: tuple[list[float], ...] = tuple([] for _ in _FIELDS)
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    def add(self, cost: Cost) -> None:
+        for column, value in zip(self._columns, _values(cost), strict=True):
+            bisect.insort(column, value)
+
+    def remove(self, cost: Cost) -> None:
+        for column, value in zip(self._columns, _values(cost), strict=True):
+            del column[bisect.bisect_left(column, value)]
+
+    def quantile(self, q: float) -> Cost:
+        """Componentwise (each unit of a budget is forecast on its own)."""
+        return Cost(*(_lerp(column, q) for column in self._columns))
+
+
+def _values(cost: Cost) -> tuple[float, float, float, float]:
+    return (cost.energy_j, cost.co2e_g, cost.usd, cost.gpu_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +125,9 @@ class TrialForecaster:
         self.prior = prior
         self.quantile = quantile
         self._seen: deque[_Observed] = deque(maxlen=window)
+        self._totals = _SortedCosts()  # complete trials in the window
+        self._rates = _SortedCosts()  # cost per step of trials in the window that reported
+        self._steps: list[int] = []  # steps of complete trials in the window, sorted
         self._n = 0
         # Summaries are asked several times per trial and per report (reservation, pruner,
         # callback) but change only when a trial is observed or a setting changes.
@@ -123,9 +149,30 @@ class TrialForecaster:
 
     def observe(self, cost: Cost, steps: int | None = None, *, complete: bool = True) -> None:
         """Learn from a finished trial. Pruned and failed ones (``complete=False``) stopped
-        early, so they teach the cost per step but not the length or total of a trial."""
-        self._seen.append(_Observed(cost, steps if steps and steps > 0 else None, complete))
+        early, so they teach the cost per step but not the length or total of a trial.
+        A cost that is not finite (a broken meter) teaches nothing and is left out."""
+        if not all(math.isfinite(v) for v in _values(cost)):
+            return
+        if len(self._seen) == self._seen.maxlen:
+            self._forget(self._seen[0])
+        seen = _Observed(cost, steps if steps and steps > 0 else None, complete)
+        self._seen.append(seen)
+        if seen.complete:
+            self._totals.add(seen.cost)
+        if seen.steps is not None:
+            self._rates.add(seen.cost.scale(1.0 / seen.steps))
+            if seen.complete:
+                bisect.insort(self._steps, seen.steps)
         self._n += 1
+
+    def _forget(self, old: _Observed) -> None:
+        """Take a trial leaving the window out of the sorted summaries."""
+        if old.complete:
+            self._totals.remove(old.cost)
+        if old.steps is not None:
+            self._rates.remove(old.cost.scale(1.0 / old.steps))
+            if old.complete:
+                del self._steps[bisect.bisect_left(self._steps, old.steps)]
 
     def expected_steps(self) -> float | None:
         """Steps of a complete trial: ``max_steps`` if given, else the median learned."""
@@ -133,8 +180,7 @@ class TrialForecaster:
             return float(self.max_steps)
 
         def compute() -> float | None:
-            steps = [o.steps for o in self._seen if o.complete and o.steps is not None]
-            return float(np.median(steps)) if steps else None
+            return _lerp([float(x) for x in self._steps], 0.5) if self._steps else None
 
         return self._cached("steps", compute)  # type: ignore[no-any-return]
 
@@ -142,8 +188,7 @@ class TrialForecaster:
         """Median cost of one step over observed trials that reported steps."""
 
         def compute() -> Cost | None:
-            rates = [o.cost.scale(1.0 / o.steps) for o in self._seen if o.steps]
-            return _quantile(rates, 0.5) if rates else None
+            return self._rates.quantile(0.5) if len(self._rates) else None
 
         return self._cached("per_step", compute)  # type: ignore[no-any-return]
 
@@ -151,9 +196,8 @@ class TrialForecaster:
         """Forecast total cost of a trial that has not started yet."""
 
         def compute() -> Cost:
-            totals = [o.cost for o in self._seen if o.complete]
-            if totals:
-                return _quantile(totals, self.quantile)
+            if len(self._totals):
+                return self._totals.quantile(self.quantile)
             rate, steps = self.per_step(), self.expected_steps()
             if rate is not None and steps is not None:
                 return rate.scale(steps)

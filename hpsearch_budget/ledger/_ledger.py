@@ -34,6 +34,7 @@ from hpsearch_budget.ledger._scope import Scope, to_unix_s
 from hpsearch_budget.ledger._sqlite import SQLITE_HEAD as _SQLITE_HEAD
 from hpsearch_budget.ledger._sqlite import SQLITE_HEAD_INSERT as _SQLITE_HEAD_INSERT
 from hpsearch_budget.ledger._sqlite import SQLITE_HEAD_UPDATE as _SQLITE_HEAD_UPDATE
+from hpsearch_budget.ledger._sqlite import SqliteSums as _SqliteSums
 from hpsearch_budget.ledger._sqlite import sqlite_fits as _sqlite_fits
 from hpsearch_budget.ledger._sqlite import sqlite_insert as _sqlite_insert
 from hpsearch_budget.ledger._sqlite import sqlite_sql as _sqlite_sql
@@ -175,6 +176,7 @@ class Ledger:
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
         self._host = socket.gethostname()
         self._unlinked: set[str] = set()  # studies whose sealed rows a link failed to chain
+        self._sqlite_sums = _SqliteSums()  # spent / committed read incrementally (SQLite)
         try:
             self._guard(self._open_schema)
         except BaseException:
@@ -411,7 +413,7 @@ class Ledger:
         def insert_reserved() -> tuple[int, bool]:
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
-                    fits = _sqlite_fits(db, amount, checked, _now())
+                    fits = _sqlite_fits(db, amount, checked, _now(), self._sqlite_sums)
                     return _sqlite_insert(db, _reserved(row, amount) if fits else row), fits
             # Durable, like try_reserve: on PostgreSQL the reservation lock and the INSERT
             # share one transaction (the fast engine commits statement by statement).

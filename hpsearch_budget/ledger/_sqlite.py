@@ -22,7 +22,13 @@ from hpsearch_budget.budget import Cost
 from hpsearch_budget.ledger import _schema
 from hpsearch_budget.ledger._checks import within
 from hpsearch_budget.ledger._scope import Scope
-from hpsearch_budget.ledger._statements import FINAL_COLUMNS, W, sums_statement
+from hpsearch_budget.ledger._statements import (
+    FINAL_COLUMNS,
+    MISSED_INTERVALS,
+    W,
+    scope_params,
+    sums_statement,
+)
 
 SQLITE_NAMED = sqlite_dialect.dialect(paramstyle="named")
 H = _schema.chain_heads.name
@@ -43,14 +49,80 @@ def sqlite_sql(stmt: Any) -> tuple[str, dict[str, Any]]:
 
 
 def sqlite_fits(
-    db: sqlite3.Connection, amount: Cost, limits: Sequence[tuple[Scope, Cost]], now: float
+    db: sqlite3.Connection,
+    amount: Cost,
+    limits: Sequence[tuple[Scope, Cost]],
+    now: float,
+    sums: SqliteSums | None = None,
 ) -> bool:
-    """:meth:`Ledger._fits` on a sqlite3 connection (inside BEGIN IMMEDIATE), at ``now``."""
+    """:meth:`Ledger._fits` on a sqlite3 connection (inside BEGIN IMMEDIATE), at ``now``;
+    ``sums`` reads the spent and committed figures incrementally."""
     for scope, limit in limits:
-        spent, committed = sqlite_sums(db, scope, now)
+        read = sqlite_sums if sums is None else sums.read
+        spent, committed = read(db, scope, now)
         if not within(spent + committed + amount, limit):
             return False
     return True
+
+
+_SPENT = ("energy_j", "co2e_g", "usd", "gpu_s")
+_READ = ("id", "status", "updated_unix_s", "checkpoint_interval_s", *_SPENT,
+         *(f"reserved_{c}" for c in _SPENT))  # fmt: skip
+_SCOPE_SQL = {
+    "s_study": "+study = :s_study",
+    "s_project": "+project = :s_project",
+    "s_user": "+user_name = :s_user",
+    "s_since": "+started_unix_s >= :s_since",
+    "s_until": "+started_unix_s < :s_until",
+}
+
+
+@functools.lru_cache(maxsize=32)
+def _rows_after(keys: tuple[str, ...]) -> str:
+    """SQL: the rows of a scope above a low-water mark of ids, oldest first. The scope's
+    columns are written ``+column`` so that SQLite walks the id range (few rows) instead of
+    the study's index (all of the study's rows)."""
+    where = " AND ".join(["id > :low", *(_SCOPE_SQL[k] for k in keys)])
+    return f"SELECT {', '.join(_READ)} FROM {W.name} WHERE {where} ORDER BY id"
+
+
+class SqliteSums:
+    """Spent and committed per scope, reading only the rows that can still change.
+
+    Summing a study's every row at every trial start grew with the study (0.5 ms at 200 rows,
+    5 ms at 8,000). But a finished row never changes its cost, and under SQLite's one write
+    lock ids are committed in order, so below the oldest row seen running (the low-water
+    mark) nothing can change or appear: those rows are summed once and kept. Each read
+    fetches the scope's rows above the mark (the running ones and those after them), inside
+    the caller's BEGIN IMMEDIATE. A ledger that is edited by hand is for :meth:`verify`,
+    not for this cache; rows are never deleted by the library.
+    """
+
+    def __init__(self) -> None:
+        # scope key -> (low-water mark, cost of the scope's rows at or below it)
+        self._marks: dict[tuple[tuple[str, Any], ...], tuple[int, list[float]]] = {}
+
+    def read(self, db: sqlite3.Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
+        params = scope_params(scope)
+        key = tuple(sorted(params.items()))
+        low, below = self._marks.get(key, (0, [0.0, 0.0, 0.0, 0.0]))
+        rows = db.execute(_rows_after(tuple(sorted(params))), {**params, "low": low}).fetchall()
+        spent, committed = list(below), [0.0, 0.0, 0.0, 0.0]
+        settled, mark, settling = list(below), low, True
+        for row in rows:
+            running = row[1] == "running"
+            for i in range(4):
+                spent[i] += row[4 + i]
+            if running and row[2] >= now - MISSED_INTERVALS * row[3]:  # alive (_statements)
+                for i in range(4):
+                    committed[i] += max(0.0, row[8 + i] - row[4 + i])
+            settling = settling and not running
+            if settling:  # finished, as is every row before it: below the mark from now on
+                for i in range(4):
+                    settled[i] += row[4 + i]
+                mark = row[0]
+        self._marks[key] = (mark, settled)
+        return Cost(*spent), Cost(*committed)
 
 
 def sqlite_insert(db: sqlite3.Connection, row: Mapping[str, Any]) -> int:

@@ -74,6 +74,12 @@ RESERVE = (
 
 def sums_statement(scope: Scope) -> tuple[sa.Select[Any], dict[str, Any]]:
     """The spent / committed aggregate for ``scope``: a cached statement and its parameters."""
+    params = scope_params(scope)
+    return sums_for(tuple(sorted(params))), params
+
+
+def scope_params(scope: Scope) -> dict[str, Any]:
+    """The bind parameters of ``scope`` (its keys name the clauses, see scope_clauses)."""
     params: dict[str, Any] = {}
     for name in ("study", "project", "user"):
         if getattr(scope, name) is not None:
@@ -82,7 +88,7 @@ def sums_statement(scope: Scope) -> tuple[sa.Select[Any], dict[str, Any]]:
         params["s_since"] = to_unix_s(scope.since)
     if scope.until is not None:
         params["s_until"] = to_unix_s(scope.until)
-    return sums_for(tuple(sorted(params))), params
+    return params
 
 
 @functools.lru_cache(maxsize=32)
@@ -102,6 +108,11 @@ def sums_for(keys: tuple[str, ...]) -> sa.Select[Any]:
         cols.append(
             sa.func.coalesce(sa.func.sum(sa.case((sa.and_(alive, left > 0), left), else_=0.0)), 0.0)
         )
+    return sa.select(*cols).where(*scope_clauses(keys))
+
+
+def scope_clauses(keys: tuple[str, ...]) -> list[Any]:
+    """The WHERE clauses of a scope whose parameters are ``keys`` (see sums_statement)."""
     column = {"s_study": W.c.study, "s_project": W.c.project, "s_user": W.c.user_name}
     clauses: list[Any] = []
     for key in keys:
@@ -111,7 +122,7 @@ def sums_for(keys: tuple[str, ...]) -> sa.Select[Any]:
             clauses.append(W.c.started_unix_s >= sa.bindparam(key, type_=sa.Double))
         else:
             clauses.append(W.c.started_unix_s < sa.bindparam(key, type_=sa.Double))
-    return sa.select(*cols).where(*clauses)
+    return clauses
 
 
 # What a checkpoint may change (everything but identity, reservations and the chain).

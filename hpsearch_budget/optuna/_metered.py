@@ -52,6 +52,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import math
 import random
@@ -650,16 +652,25 @@ class _DeferredAttrs:
 
     @staticmethod
     def _write(session: Any, models: Any, trial_id: int, attrs: dict[str, Any]) -> None:
-        import json
+        # One multi-row INSERT, as SQL text through the session's connection: the ORM unit of
+        # work cost ~1 ms per trial here, a Core insert() executemany still ~0.9 ms. The keys
+        # are new (see _set_user_attrs); the values are JSON text, as Optuna stores them.
+        params: dict[str, Any] = {"trial_id": trial_id}
+        for i, (key, value) in enumerate(attrs.items()):
+            params[f"k{i}"], params[f"v{i}"] = key, json.dumps(value)
+        conn = session.connection()
+        table = models.TrialUserAttributeModel.__table__
+        conn.execute(_attrs_insert(conn.dialect, table, len(attrs)), params)
 
-        from sqlalchemy import insert
 
-        # One INSERT of all rows through the session's connection: the ORM unit of work cost
-        # ~1 ms per trial here. The keys are new (see _set_user_attrs).
-        rows = [
-            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
-        ]
-        session.execute(insert(models.TrialUserAttributeModel.__table__), rows)
+@functools.lru_cache(maxsize=8)
+def _attrs_insert(dialect: Any, table: Any, n: int) -> Any:
+    from sqlalchemy import text
+
+    q = dialect.identifier_preparer.quote  # "key" is a reserved word in MySQL
+    rows = ", ".join(f"(:trial_id, :k{i}, :v{i})" for i in range(n))
+    columns = ", ".join(q(c) for c in ("trial_id", "key", "value_json"))
+    return text(f"INSERT INTO {q(table.name)} ({columns}) VALUES {rows}")
 
 
 _deferred = _DeferredAttrs()

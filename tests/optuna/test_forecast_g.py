@@ -146,3 +146,15 @@ def test_measurement_cumulative_since_open():
     second = shared.measure(token)
     assert isinstance(first, Measurement)
     assert (first.energy_j, second.energy_j) == (pytest.approx(50.0), pytest.approx(100.0))
+
+
+def test_a_cost_that_is_not_finite_teaches_nothing():
+    f = TrialForecaster(max_steps=10, window=2)
+    f.observe(Cost(energy_j=100.0), steps=10)
+    f.observe(Cost(energy_j=float("nan")), steps=10)
+    f.observe(Cost(energy_j=float("inf"), co2e_g=1.0), steps=10)
+    f.observe(Cost(energy_j=300.0), steps=10)  # the window now holds 100 and 300 J
+    assert f.new_trial().energy_j == pytest.approx(250.0)  # the 0.75 quantile
+    assert f.per_step().energy_j == pytest.approx(20.0)
+    f.observe(Cost(energy_j=500.0), steps=10)  # 100 J leaves the window
+    assert f.new_trial().energy_j == pytest.approx(450.0)
