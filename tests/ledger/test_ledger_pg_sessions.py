@@ -151,15 +151,45 @@ def test_the_seal_commits_durably_on_the_fast_session(pg_url: str) -> None:
         row = ledger._cache[w]
         new = {**row, "status": "complete", "rev": row["rev"] + 1}
         params = {"w_id": w, "w_rev": row["rev"], **{f"v_{c}": new[c] for c in ("status", "rev")}}
-        driver.autocommit = False  # keep the statement's transaction open to look inside it
+        driver.execute("BEGIN")  # keep the statement's transaction open to look inside it
         try:
             written, locked = _pg.seal_running(conn, ("status", "rev"), params, "s")
             assert (written, locked) == (1, True)
             inside = driver.execute("SHOW synchronous_commit").fetchone()[0]
-            driver.rollback()
         finally:
-            driver.autocommit = True
+            driver.execute("ROLLBACK")
         assert inside == "on"
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
         driver.execute("SELECT pg_advisory_unlock_all()")
     ledger.close()
+
+
+def test_the_prepared_fast_path_round_trips_values_exactly(pg_url: str) -> None:
+    ledger = Ledger(pg_url)
+    params = {"name": "café ☕ 'quoted' $1 %s", "lr": 1e-300, "big": 2**62}
+    w = ledger.open_window("s", "s:ünï", trial_number=2**40, params=params)
+    energy = 0.1 + 0.2  # not exactly representable in decimal: must come back bit-equal
+    ledger.finalize(w, Measurement(1.5, {"cpu": energy}), status="complete", value=-1e-308)
+    ledger.close()
+    with Ledger(pg_url, create=False) as reader:
+        row = reader.entries(study="s").iloc[0]
+    assert row.trial_key == "s:ünï" and int(row.trial_number) == 2**40
+    assert row.params == params and row.value == -1e-308 and row.energy_j == energy
+    assert Ledger(pg_url, create=False).verify().ok
+
+
+def test_a_statement_the_server_refuses_costs_one_error_then_writes_go_on(pg_url: str) -> None:
+    ledger = Ledger(pg_url)
+    _finish(ledger, "s", "s:0")  # the fast path's statements are prepared on this connection
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as admin:
+        admin.execute(
+            sa.text("ALTER TABLE hpaudit_windows ADD CONSTRAINT no_bad CHECK (trial_key <> 'bad')")
+        )
+    engine.dispose()
+    with pytest.raises(LedgerError, match="no_bad") as caught:
+        ledger.open_window("s", "bad")
+    assert "\n" not in str(caught.value)
+    _finish(ledger, "s", "s:1")  # a fresh connection, its statements prepared again
+    ledger.close()
+    assert _linked(pg_url, "s") == (2, 2)
