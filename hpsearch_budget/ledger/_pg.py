@@ -185,15 +185,24 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 
 def update_running(conn: Connection, columns: tuple[str, ...], params: Mapping[str, Any]) -> int:
     """UPDATE a still-running window at a known revision (``_statements.update``); rows changed."""
+    name, sql, names = _raw(_update_sql(columns), (*(f"v_{c}" for c in columns), "w_id", "w_rev"))
+    ordered = [params[n] for n in names]
+    if all(isinstance(v, _TEXT_TYPES) for v in ordered):
+        return int(_exec_raw(conn, name, sql, ordered).command_tuples or 0)
     return int(_cursor(conn).execute(_update_sql(columns), params, prepare=True).rowcount)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
+def _raw(sql: str, names: tuple[str, ...]) -> tuple[bytes, str, tuple[str, ...]]:
+    """``sql`` as a named ``$n`` statement: (name, SQL, parameter names in order)."""
+    digest = hashlib.sha1(sql.encode()).hexdigest()[:16]
+    return f"hpaudit_{digest}".encode(), _numbered(sql, names), names
+
+
 def _seal_raw(columns: tuple[str, ...]) -> tuple[bytes, str, tuple[str, ...]]:
     """The seal as a named ``$n`` statement: (name, SQL, parameter names in order)."""
     names = (*(f"v_{c}" for c in columns), "w_id", "w_rev", "lock_a", "lock_b")
-    digest = hashlib.sha1(_seal_sql(columns).encode()).hexdigest()[:12]
-    return f"hpaudit_seal_{digest}".encode(), _numbered(_seal_sql(columns), names), names
+    return _raw(_seal_sql(columns), names)
 
 
 @functools.lru_cache(maxsize=4)
