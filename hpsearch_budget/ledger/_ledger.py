@@ -832,6 +832,9 @@ class Ledger:
         return self._guard(run)
 
     def _sums(self, conn: Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
+        if self._sqlite:  # in the caller's transaction; only rows that can change are read
+            db: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+            return self._sqlite_sums.read(db, scope, now)
         # One statement, so spent and committed come from one snapshot even under PostgreSQL's
         # READ COMMITTED: a window finishing concurrently is counted once, never twice or never.
         stmt, params = _sums_statement(scope)

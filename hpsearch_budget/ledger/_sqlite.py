@@ -94,8 +94,11 @@ class SqliteSums:
     lock ids are committed in order, so below the oldest row seen running (the low-water
     mark) nothing can change or appear: those rows are summed once and kept. Each read
     fetches the scope's rows above the mark (the running ones and those after them), inside
-    the caller's BEGIN IMMEDIATE. A ledger that is edited by hand is for :meth:`verify`,
-    not for this cache; rows are never deleted by the library.
+    the caller's transaction. A ledger that is edited by hand is for :meth:`verify`, not
+    for this cache; rows are never deleted by the library. Reads in concurrent read
+    transactions of one process may each leave their mark; every mark covers only rows
+    finished in the snapshot it came from, so any of them is sound (an older snapshot that
+    uses a newer mark counts those rows' final cost, never twice, never not at all).
     """
 
     def __init__(self) -> None:

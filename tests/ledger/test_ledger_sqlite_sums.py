@@ -80,6 +80,10 @@ def test_incremental_sums_equal_full_sums_through_a_mixed_history(sqlite_url: st
                 full = sqlite_sums(db, scope, now)
                 got = caches[k].read(db, scope, now)
                 assert _close(got[0], full[0]) and _close(got[1], full[1]), (step, scope)
+        for scope in scopes:  # the public reads (their own transaction, the ledger's cache)
+            with sqlite_write(ledger._engine) as db:
+                full_spent = sqlite_sums(db, scope, time.time())[0]
+            assert _close(ledger.spent(scope), full_spent), (step, scope)
     for ledger in workers:
         ledger.close()
 
