@@ -23,7 +23,7 @@ from hpsearch_budget.optuna import metered
 
 INF = float("inf")
 _LIMIT = Cost(energy_j=1e9, co2e_g=INF, usd=INF, gpu_s=INF)
-ATTRS = {"energy_kwh", "co2e_kg", "energy_source", "hpaudit_window"}
+ATTRS = {"energy_kwh", "co2e_kg", "energy_source"}
 
 
 def _objective(trial: optuna.Trial) -> float:
@@ -57,8 +57,9 @@ def test_user_attrs_land_with_the_trial_state(tmp_path: Path, n_jobs: int) -> No
     stored = optuna.load_study(study_name="s", storage=url).trials  # a fresh reader too
     assert all(set(t.user_attrs) >= ATTRS for t in stored)
     assert all(t.user_attrs["energy_kwh"] >= 0 for t in stored)
-    windows = sorted(t.user_attrs["hpaudit_window"] for t in stored)
-    assert windows == sorted(ledger.entries()["id"].tolist())
+    energy = {f"s:{t.number}": t.user_attrs["energy_kwh"] for t in stored}
+    rows = ledger.entries()
+    assert energy == pytest.approx(dict(zip(rows.trial_key, rows.energy_j / 3.6e6, strict=True)))
 
 
 def test_metering_adds_no_storage_commit(tmp_path: Path) -> None:
