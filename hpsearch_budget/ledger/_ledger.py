@@ -67,6 +67,10 @@ _LINK_ERRORS: tuple[type[Exception], ...] = (
     *_engine.DRIVER_ERRORS,
 )
 
+#: True of every running row (``seq`` is set when a finished row is linked): said alongside
+#: ``status = 'running'`` so that the partial index of unlinked rows can serve the query.
+_UNLINKED = W.c.seq.is_(None)
+
 #: Link passes one finalisation makes at most while other writers keep sealing rows.
 _LINK_PASSES = 16
 
@@ -901,7 +905,7 @@ class Ledger:
             with _engine.read_txn(self._engine) as conn:
                 candidates = conn.execute(
                     sa.select(W.c.id, W.c.study)
-                    .where(W.c.status == "running", stale)
+                    .where(W.c.status == "running", _UNLINKED, stale)
                     .order_by(W.c.id)
                 ).all()
             reaped = 0
@@ -989,7 +993,7 @@ class Ledger:
             with _engine.read_txn(self._engine) as conn:
                 stmt = sa.select(W).where(*_where(scope)).order_by(W.c.id)
                 if open_only:
-                    stmt = stmt.where(W.c.status == "running")
+                    stmt = stmt.where(W.c.status == "running", _UNLINKED)
                 return list(conn.execute(stmt).mappings())
 
         return _frame(self._guard(run), _now())
