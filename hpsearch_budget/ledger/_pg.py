@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -121,21 +121,27 @@ def _cursor(conn: Connection) -> Any:
 # The two statements every finished row runs (its opening and its seal) skip psycopg's
 # per-statement Python (~35 µs of ~90 µs): named statements prepared once per connection,
 # run by libpq (psycopg.pq, the documented low-level interface) with parameters in text
-# form. Any value that is not None, str, int or float takes psycopg's path instead.
-_TEXT_TYPES = (str, int, float, type(None))
-
-
-def _as_text(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode()
+# form. A statement with a value that is not None, str, int or float takes psycopg's path.
+_ENCODE: dict[type, Callable[[Any], bytes | None]] = {
+    str: str.encode,
     # repr() of a float is its shortest round-trip form; PostgreSQL reads inf and nan too.
-    return repr(value).encode() if isinstance(value, float) else str(int(value)).encode()
+    float: lambda v: repr(v).encode(),
+    int: lambda v: str(v).encode(),
+    type(None): lambda v: None,
+}
 
 
-def _exec_raw(conn: Connection, name: bytes, sql: str, params: Sequence[Any]) -> Any:
-    """Run ``sql`` (``$n`` placeholders) as prepared statement ``name``; its PGresult."""
+def _texts(values: Iterable[Any]) -> list[bytes | None] | None:
+    """The values as libpq text parameters; None if one is of another type (bool included)."""
+    try:
+        return [_ENCODE[type(v)](v) for v in values]
+    except KeyError:
+        return None
+
+
+def _exec_raw(conn: Connection, name: bytes, sql: str, texts: list[bytes | None]) -> Any:
+    """Run ``sql`` (``$n`` placeholders) as prepared statement ``name`` with ``texts``
+    (:func:`_texts`); its PGresult."""
     from psycopg import errors, pq
 
     session = _session(conn)
@@ -146,7 +152,7 @@ def _exec_raw(conn: Connection, name: bytes, sql: str, params: Sequence[Any]) ->
         if result.status != pq.ExecStatus.COMMAND_OK:
             raise errors.error_from_result(result, encoding=encoding)
         session.prepared.add(name)
-    result = pgconn.exec_prepared(name, [_as_text(v) for v in params])
+    result = pgconn.exec_prepared(name, texts)
     if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
         raise errors.error_from_result(result, encoding=encoding)
     return result
@@ -166,8 +172,9 @@ def insert_window(conn: Connection, row: Mapping[str, Any]) -> int:
     """INSERT a new window (columns missing from ``row`` are NULL); its id."""
     if all(row.get(c) == v and type(row.get(c)) is type(v) for c, v in _OPENING.items()):
         values = {c: row.get(c) for c in _VARYING}
-        if all(isinstance(v, _TEXT_TYPES) for v in values.values()):
-            result = _exec_raw(conn, b"hpaudit_open", _INSERT_OPENING_RAW, list(values.values()))
+        texts = _texts(values.values())
+        if texts is not None:
+            result = _exec_raw(conn, b"hpaudit_open", _INSERT_OPENING_RAW, texts)
             return int(result.get_value(0, 0))
         sql = _INSERT_OPENING
     else:
@@ -186,9 +193,9 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 def update_running(conn: Connection, columns: tuple[str, ...], params: Mapping[str, Any]) -> int:
     """UPDATE a still-running window at a known revision (``_statements.update``); rows changed."""
     name, sql, names = _raw(_update_sql(columns), (*(f"v_{c}" for c in columns), "w_id", "w_rev"))
-    ordered = [params[n] for n in names]
-    if all(isinstance(v, _TEXT_TYPES) for v in ordered):
-        return int(_exec_raw(conn, name, sql, ordered).command_tuples or 0)
+    texts = _texts(params[n] for n in names)
+    if texts is not None:
+        return int(_exec_raw(conn, name, sql, texts).command_tuples or 0)
     return int(_cursor(conn).execute(_update_sql(columns), params, prepare=True).rowcount)
 
 
@@ -224,9 +231,9 @@ def seal_running(
     a, b = _engine.chain_lock_key(study)
     values = {**params, "lock_a": a, "lock_b": b}
     name, sql, names = _seal_raw(columns)
-    ordered = [values[n] for n in names]
-    if all(isinstance(v, _TEXT_TYPES) for v in ordered):
-        result = _exec_raw(conn, name, sql, ordered)
+    texts = _texts(values[n] for n in names)
+    if texts is not None:
+        result = _exec_raw(conn, name, sql, texts)
         return (0, False) if result.ntuples == 0 else (1, result.get_value(0, 0) == b"t")
     row = _cursor(conn).execute(_seal_sql(columns), values, prepare=True).fetchone()
     return (0, False) if row is None else (1, bool(row[0]))
