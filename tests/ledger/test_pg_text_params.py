@@ -6,9 +6,7 @@ import math
 
 import pytest
 
-pytest.importorskip("psycopg")
-
-from hpsearch_budget.ledger._pg import _texts  # noqa: E402
+from hpsearch_budget.ledger._pg import _texts
 
 
 def test_floats_ints_strings_and_none_become_libpq_text() -> None:
