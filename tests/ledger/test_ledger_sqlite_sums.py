@@ -104,3 +104,39 @@ def test_a_running_row_holds_the_mark_until_it_finishes(sqlite_url: str) -> None
     mark, kept = cache._marks[(("s_study", "s"),)]
     assert mark == old + 5 and kept[0] == pytest.approx(57.0)  # now every row is below it
     ledger.close()
+
+
+class _Counting:
+    """A sqlite3 connection that counts the rows its queries return."""
+
+    def __init__(self, db: object) -> None:
+        self.db, self.rows = db, 0
+
+    def execute(self, sql: str, params: object) -> object:
+        rows = self.db.execute(sql, params).fetchall()  # type: ignore[attr-defined]
+        self.rows += len(rows)
+        return _Fetched(rows)
+
+
+class _Fetched:
+    def __init__(self, rows: list[object]) -> None:
+        self._rows = rows
+
+    def fetchall(self) -> list[object]:
+        return self._rows
+
+
+def test_a_check_reads_only_the_rows_that_can_still_change(sqlite_url: str) -> None:
+    ledger = Ledger(sqlite_url)
+    limits = [(Scope(study="s"), Cost(co2e_g=1e12))]
+    for i in range(300):  # the budget check at every opening goes through the cache
+        w, _ = ledger.open_window("s", f"s:{i}", reserve=(Cost(co2e_g=1.0), limits))
+        ledger.finalize(w, Measurement(1.0, {"cpu": 2.0}, _SRC), status="complete")
+    running = ledger.open_window("s", "s:running")
+    with sqlite_write(ledger._engine) as db:
+        counting = _Counting(db)
+        spent, _ = ledger._sqlite_sums.read(counting, Scope(study="s"), time.time())  # type: ignore[arg-type]
+    assert spent.energy_j == pytest.approx(600.0)
+    assert counting.rows <= 2  # the last finished row at most, and the running one
+    ledger.finalize(running, Measurement(1.0, {"cpu": 1.0}, _SRC), status="complete")
+    ledger.close()
