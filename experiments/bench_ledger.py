@@ -187,7 +187,8 @@ def _pg_database(base: str) -> tuple[str, Any]:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
 
-    return base.rsplit("/", 1)[0] + "/" + name, drop
+    url = sa.engine.make_url(base).set(database=name)  # keeps ?host=/socket/dir and the like
+    return url.render_as_string(hide_password=False), drop
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
