@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import math
@@ -9,6 +10,7 @@ import os
 import socket
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -180,6 +182,7 @@ class Ledger:
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
         self._host = socket.gethostname()
         self._unlinked: set[str] = set()  # studies whose sealed rows a link failed to chain
+        _OPEN.add(self)  # linked at exit if never closed (_link_at_exit)
         self._sqlite_sums = _SqliteSums()  # spent / committed read incrementally (SQLite)
         try:
             self._guard(self._open_schema)
@@ -254,13 +257,19 @@ class Ledger:
 
     def close(self) -> None:
         """Link any sealed rows a failed link left behind, then release the connections."""
+        self._link_left()
+        self._held.close()
+        self._engine.dispose()
+        self._fast.dispose()
+
+    def _link_left(self) -> None:
+        """Link the sealed rows this object's finalisations left unlinked (PostgreSQL); also
+        run at interpreter exit for a ledger never closed (an Optuna or Ray worker that just
+        ends), so that a sweep's last rows do not stay sealed until the study's next run."""
         for study in sorted(self._unlinked):
             with contextlib.suppress(LedgerError):  # the next finalisation links them anyway
                 self._guard(lambda study=study: self._link_now(study))  # type: ignore[misc]
         self._unlinked.clear()
-        self._held.close()
-        self._engine.dispose()
-        self._fast.dispose()
 
     def __enter__(self) -> Ledger:
         return self
@@ -1047,6 +1056,19 @@ class _Link:
     seq: int
     prev_hash: str
     exists: bool  # whether the study already has a head record
+
+
+#: Ledgers of this process not yet garbage-collected (weak: this keeps none alive).
+_OPEN: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+@atexit.register
+def _link_at_exit() -> None:
+    # (A forked child links with connections of its own: the engines reopen after a fork.)
+    for ledger in list(_OPEN):
+        if ledger._unlinked:
+            with contextlib.suppress(Exception):  # exiting: never turn an exit into an error
+                ledger._link_left()
 
 
 def _linked(row: dict[str, Any], link: _Link) -> dict[str, Any]:

@@ -193,3 +193,42 @@ def test_a_statement_the_server_refuses_costs_one_error_then_writes_go_on(pg_url
     _finish(ledger, "s", "s:1")  # a fresh connection, its statements prepared again
     ledger.close()
     assert _linked(pg_url, "s") == (2, 2)
+
+
+_EXIT_WITHOUT_CLOSE = """
+import sys
+from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.meters import Measurement
+ledger = Ledger(sys.argv[1])
+w = ledger.open_window("s", "s:child")
+ledger.finalize(w, Measurement(1.0, {"cpu": 5.0}), status="complete")
+print(len(ledger._unlinked), flush=True)  # 1: the chain lock was taken, the row is sealed
+sys.stdin.readline()  # the test releases the lock, then lets this worker end
+"""
+
+
+def test_a_worker_that_exits_without_close_links_what_it_left(pg_url: str) -> None:
+    """A worker that just ends (no Ledger.close(), as Optuna and Ray workers do) links its
+    sealed rows at interpreter exit, so a sweep's last rows are not left sealed."""
+    import subprocess
+    import sys
+
+    engine = sa.create_engine(pg_url)
+    a, b = _engine.chain_lock_key("s")
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:a, :b)"), {"a": a, "b": b})
+        child = subprocess.Popen(
+            [sys.executable, "-c", _EXIT_WITHOUT_CLOSE, pg_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        assert child.stdout.readline().strip() == "1"
+        assert _linked(pg_url, "s") == (1, 0)  # sealed, waiting for its link
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:a, :b)"), {"a": a, "b": b})
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(timeout=60) == 0
+    engine.dispose()
+    assert _linked(pg_url, "s") == (1, 1)
