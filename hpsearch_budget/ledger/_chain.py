@@ -106,15 +106,19 @@ def seal(row: Mapping[str, Any]) -> str:
     return row_hash(row, PENDING)
 
 
-def is_sealed(row: Mapping[str, Any]) -> bool:
-    """Whether an unlinked finished row still carries the seal its writer gave it."""
+def _unlinked_finished(row: Mapping[str, Any]) -> bool:
+    """A finished row with a hash but no place in the chain: what a seal looks like."""
     return (
         row["seq"] is None
         and row["prev_hash"] is None
         and row["status"] in _schema.FINISHED
         and row["row_hash"] is not None
-        and seal(row) == row["row_hash"]
     )
+
+
+def is_sealed(row: Mapping[str, Any]) -> bool:
+    """Whether an unlinked finished row still carries the seal its writer gave it."""
+    return _unlinked_finished(row) and seal(row) == row["row_hash"]
 
 
 # In a sealed row's canonical JSON the chain columns are null. JSON escapes every quote inside
@@ -127,12 +131,7 @@ def link_sealed(row: Mapping[str, Any], seq: int, prev_hash: str) -> str | None:
     """A sealed row's hash once linked at ``seq`` after ``prev_hash``, or None if it does not
     carry a valid seal (:func:`is_sealed`). The same as checking the seal and then calling
     :func:`row_hash` on the linked row, from one JSON encoding of the row instead of two."""
-    if not (
-        row["seq"] is None
-        and row["prev_hash"] is None
-        and row["status"] in _schema.FINISHED
-        and row["row_hash"] is not None
-    ):
+    if not _unlinked_finished(row):
         return None
     body = _body(row)
     if _sha256(PENDING + body) != row["row_hash"]:

@@ -130,7 +130,7 @@ def create_engine(parsed: URL, *, durable: bool = True) -> Engine:
             # No pre-ping: it would cost a round trip per transaction; a connection the server
             # dropped fails once with a clear LedgerError instead.
             # No overflow limit: every thread of a worker holds one connection for its
-            # per-row writes (_held), so a worker needs threads + a few (Optuna n_jobs=32 too).
+            # per-row writes (_held), so a worker needs threads + a few, past the pool's 15.
             engine = sa.create_engine(
                 parsed,
                 connect_args={"options": options, "connect_timeout": 10},

@@ -96,7 +96,7 @@ _LINK_NEW_HEAD = (
 class _Session:
     """What is kept with a driver connection: a cursor (``Connection.execute`` would make one
     per statement, a fifth of psycopg's own time per statement) and the names of the
-    statements prepared on it for :func:`_exec_raw`."""
+    statements prepared on it for :func:`_prepared`."""
 
     __slots__ = ("cursor", "driver", "prepared")
 
@@ -139,16 +139,21 @@ def _texts(values: Iterable[Any]) -> list[bytes | None] | None:
         return None
 
 
-def _exec_raw(conn: Connection, name: bytes, sql: str, texts: list[bytes | None]) -> Any:
-    """Run ``sql`` (``$n`` placeholders) as prepared statement ``name`` with ``texts``
-    (:func:`_texts`); its PGresult."""
+def _prepared(conn: Connection, sql: str, names: tuple[str, ...], values: Mapping[str, Any]) -> Any:
+    """Run ``sql`` (``%(name)s`` placeholders, ``names`` in order) as a statement prepared once
+    per connection, through libpq; its PGresult, or None (nothing run) if a value needs
+    psycopg's adaptation."""
+    texts = _texts(values[n] for n in names)
+    if texts is None:
+        return None
     from psycopg import errors, pq
 
+    name, raw = _numbered(sql, names)
     session = _session(conn)
     pgconn = session.driver.pgconn
     encoding = session.driver.info.encoding
     if name not in session.prepared:
-        result = pgconn.prepare(name, sql.encode())
+        result = pgconn.prepare(name, raw.encode())
         if result.status != pq.ExecStatus.COMMAND_OK:
             raise errors.error_from_result(result, encoding=encoding)
         session.prepared.add(name)
@@ -158,27 +163,24 @@ def _exec_raw(conn: Connection, name: bytes, sql: str, texts: list[bytes | None]
     return result
 
 
-def _numbered(sql: str, names: Sequence[str]) -> str:
-    """``%(name)s`` placeholders as ``$n``, numbered in the order of ``names``."""
+@functools.lru_cache(maxsize=16)
+def _numbered(sql: str, names: tuple[str, ...]) -> tuple[bytes, str]:
+    """A statement name for ``sql`` and ``sql`` with ``%(name)s`` placeholders as ``$n``."""
     for i, name in enumerate(names, 1):
         sql = sql.replace(f"%({name})s", f"${i}")
-    return sql
-
-
-_INSERT_OPENING_RAW = _numbered(_INSERT_OPENING, _VARYING)
+    return f"hpaudit_{hashlib.sha1(sql.encode()).hexdigest()[:16]}".encode(), sql
 
 
 def insert_window(conn: Connection, row: Mapping[str, Any]) -> int:
     """INSERT a new window (columns missing from ``row`` are NULL); its id."""
-    if all(row.get(c) == v and type(row.get(c)) is type(v) for c, v in _OPENING.items()):
-        values = {c: row.get(c) for c in _VARYING}
-        texts = _texts(values.values())
-        if texts is not None:
-            result = _exec_raw(conn, b"hpaudit_open", _INSERT_OPENING_RAW, texts)
+    values = {c: row.get(c) for c in _INSERTED}
+    if all(type(values[c]) is type(v) and values[c] == v for c, v in _OPENING.items()):
+        result = _prepared(conn, _INSERT_OPENING, _VARYING, values)
+        if result is not None:
             return int(result.get_value(0, 0))
         sql = _INSERT_OPENING
     else:
-        sql, values = _INSERT, {c: row.get(c) for c in _INSERTED}
+        sql = _INSERT
     cur = _cursor(conn).execute(sql, values, prepare=True)
     return int(cur.fetchone()[0])
 
@@ -192,24 +194,11 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 
 def update_running(conn: Connection, columns: tuple[str, ...], params: Mapping[str, Any]) -> int:
     """UPDATE a still-running window at a known revision (``_statements.update``); rows changed."""
-    name, sql, names = _raw(_update_sql(columns), (*(f"v_{c}" for c in columns), "w_id", "w_rev"))
-    texts = _texts(params[n] for n in names)
-    if texts is not None:
-        return int(_exec_raw(conn, name, sql, texts).command_tuples or 0)
+    names = (*(f"v_{c}" for c in columns), "w_id", "w_rev")
+    result = _prepared(conn, _update_sql(columns), names, params)
+    if result is not None:
+        return int(result.command_tuples or 0)
     return int(_cursor(conn).execute(_update_sql(columns), params, prepare=True).rowcount)
-
-
-@functools.lru_cache(maxsize=16)
-def _raw(sql: str, names: tuple[str, ...]) -> tuple[bytes, str, tuple[str, ...]]:
-    """``sql`` as a named ``$n`` statement: (name, SQL, parameter names in order)."""
-    digest = hashlib.sha1(sql.encode()).hexdigest()[:16]
-    return f"hpaudit_{digest}".encode(), _numbered(sql, names), names
-
-
-def _seal_raw(columns: tuple[str, ...]) -> tuple[bytes, str, tuple[str, ...]]:
-    """The seal as a named ``$n`` statement: (name, SQL, parameter names in order)."""
-    names = (*(f"v_{c}" for c in columns), "w_id", "w_rev", "lock_a", "lock_b")
-    return _raw(_seal_sql(columns), names)
 
 
 @functools.lru_cache(maxsize=4)
@@ -230,10 +219,9 @@ def seal_running(
     lock is now held by this session); no row changed, no lock tried."""
     a, b = _engine.chain_lock_key(study)
     values = {**params, "lock_a": a, "lock_b": b}
-    name, sql, names = _seal_raw(columns)
-    texts = _texts(values[n] for n in names)
-    if texts is not None:
-        result = _exec_raw(conn, name, sql, texts)
+    names = (*(f"v_{c}" for c in columns), "w_id", "w_rev", "lock_a", "lock_b")
+    result = _prepared(conn, _seal_sql(columns), names, values)
+    if result is not None:
         return (0, False) if result.ntuples == 0 else (1, result.get_value(0, 0) == b"t")
     row = _cursor(conn).execute(_seal_sql(columns), values, prepare=True).fetchone()
     return (0, False) if row is None else (1, bool(row[0]))

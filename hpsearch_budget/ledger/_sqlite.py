@@ -53,13 +53,12 @@ def sqlite_fits(
     amount: Cost,
     limits: Sequence[tuple[Scope, Cost]],
     now: float,
-    sums: SqliteSums | None = None,
+    sums: SqliteSums,
 ) -> bool:
     """:meth:`Ledger._fits` on a sqlite3 connection (inside BEGIN IMMEDIATE), at ``now``;
     ``sums`` reads the spent and committed figures incrementally."""
     for scope, limit in limits:
-        read = sqlite_sums if sums is None else sums.read
-        spent, committed = read(db, scope, now)
+        spent, committed = sums.read(db, scope, now)
         if not within(spent + committed + amount, limit):
             return False
     return True
@@ -109,7 +108,8 @@ class SqliteSums:
         params = scope_params(scope)
         key = tuple(sorted(params.items()))
         low, below = self._marks.get(key, (0, [0.0, 0.0, 0.0, 0.0]))
-        rows = db.execute(_rows_after(tuple(sorted(params))), {**params, "low": low}).fetchall()
+        sql = _rows_after(tuple(k for k, _ in key))
+        rows = db.execute(sql, {**params, "low": low}).fetchall()
         spent, committed = list(below), [0.0, 0.0, 0.0, 0.0]
         settled, mark, settling = list(below), low, True
         for row in rows:
@@ -135,7 +135,8 @@ def sqlite_insert(db: sqlite3.Connection, row: Mapping[str, Any]) -> int:
 
 
 def sqlite_sums(db: sqlite3.Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
-    """:meth:`Ledger._sums` on a sqlite3 connection."""
+    """Spent and committed of ``scope`` summed over all its rows in one statement (what
+    :class:`SqliteSums` must always agree with; the tests hold it to that)."""
     stmt, params = sums_statement(scope)
     sql, defaults = sqlite_sql(stmt)
     v = [float(x) for x in db.execute(sql, {**defaults, **params, "now": now}).fetchone()]

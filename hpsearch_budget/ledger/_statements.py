@@ -79,7 +79,7 @@ def sums_statement(scope: Scope) -> tuple[sa.Select[Any], dict[str, Any]]:
 
 
 def scope_params(scope: Scope) -> dict[str, Any]:
-    """The bind parameters of ``scope`` (its keys name the clauses, see scope_clauses)."""
+    """The bind parameters of ``scope`` (their keys name its clauses, see sums_for)."""
     params: dict[str, Any] = {}
     for name in ("study", "project", "user"):
         if getattr(scope, name) is not None:
@@ -108,11 +108,6 @@ def sums_for(keys: tuple[str, ...]) -> sa.Select[Any]:
         cols.append(
             sa.func.coalesce(sa.func.sum(sa.case((sa.and_(alive, left > 0), left), else_=0.0)), 0.0)
         )
-    return sa.select(*cols).where(*scope_clauses(keys))
-
-
-def scope_clauses(keys: tuple[str, ...]) -> list[Any]:
-    """The WHERE clauses of a scope whose parameters are ``keys`` (see sums_statement)."""
     column = {"s_study": W.c.study, "s_project": W.c.project, "s_user": W.c.user_name}
     clauses: list[Any] = []
     for key in keys:
@@ -122,7 +117,7 @@ def scope_clauses(keys: tuple[str, ...]) -> list[Any]:
             clauses.append(W.c.started_unix_s >= sa.bindparam(key, type_=sa.Double))
         else:
             clauses.append(W.c.started_unix_s < sa.bindparam(key, type_=sa.Double))
-    return clauses
+    return sa.select(*cols).where(*clauses)
 
 
 # What a checkpoint may change (everything but identity, reservations and the chain).
