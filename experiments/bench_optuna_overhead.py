@@ -8,8 +8,14 @@ are 2 trials by default: on the shared 2-core machine a block's CPU time per tri
 +-20 % within seconds, and blocks of 10 left the ratio of a whole run uncertain by about
 +-0.02; pairs of trials keep the two arms' conditions closer (the ``optimize()`` call a block
 costs is the same in both arms). The figure
-is the wall-time ratio (full arm / plain arm), total and the median of the per-block ratios.
-The budget is generous: it never binds, so both arms run every trial.
+is the wall-time ratio (budgeted arm / plain arm), total and the median of the per-block ratios.
+The budget is generous: it never binds, so every arm runs every trial.
+
+The budgeted arm wires the three parts as :func:`hpsearch_budget.optuna.optimize` does: the
+BudgetCallback is run by the metered objective (``metered(..., budget_callback=...)``). A
+third arm passes the same callback to ``study.optimize(callbacks=[...])`` instead: Optuna then
+reads every finished trial back from its storage and deep-copies it before calling any
+callback, a cost of Optuna's that any callback pays (``--no-optuna-callback-arm`` skips it).
 
     python experiments/bench_optuna_overhead.py                # full: 500 trials per arm
     python experiments/bench_optuna_overhead.py --quick        # tiny: smoke test
@@ -55,19 +61,27 @@ class Arm:
     """One side of the comparison: a study on its own SQLite storage, run in blocks."""
 
     def __init__(
-        self, folder: Path, name: str, budgeted: bool, work_s: float, reports: int, sampler: str
+        self, folder: Path, name: str, mode: str, work_s: float, reports: int, sampler: str
     ) -> None:
         storage = f"sqlite:///{folder / f'{name}-optuna.db'}"
         objective = make_objective(work_s, reports)
         samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
-        self.callbacks: list = []
+        self.callbacks: list | None = None
         pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-        if budgeted:
+        if mode != "plain":
             ledger = Ledger(f"sqlite:///{folder / f'{name}-ledger.db'}")
-            budget = Budget(co2e_kg=1000.0)  # never binds: every trial runs in both arms
-            objective = metered(objective, ledger, budget=budget, max_steps=reports)
+            budget = Budget(co2e_kg=1000.0)  # never binds: every trial runs in every arm
+            stop = BudgetCallback(budget, ledger)
+            in_objective = mode == "budgeted"  # as optimize() wires it
+            objective = metered(
+                objective,
+                ledger,
+                budget=budget,
+                max_steps=reports,
+                budget_callback=stop if in_objective else None,
+            )
             pruner = BudgetPruner(budget, ledger, max_steps=reports)
-            self.callbacks = [BudgetCallback(budget, ledger)]
+            self.callbacks = None if in_objective else [stop]
         self.study = optuna.create_study(
             study_name=name, storage=storage, pruner=pruner, sampler=samplers[sampler](seed=0)
         )
@@ -82,19 +96,23 @@ class Arm:
         self.cpu.append(time.process_time() - cpu)
 
 
-def run(trials: int, block: int, work_s: float, reports: int, sampler: str) -> dict:
+def run(
+    trials: int, block: int, work_s: float, reports: int, sampler: str, callback_arm: bool = True
+) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    modes = ["plain", "budgeted"] + (["budgeted_optuna_callback"] if callback_arm else [])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        plain = Arm(folder, "plain", False, work_s, reports, sampler)
-        full = Arm(folder, "budgeted", True, work_s, reports, sampler)
+        arms = {m: Arm(folder, m, m, work_s, reports, sampler) for m in modes}
+        order = list(arms.values())
         for i in range(trials // block):
-            # alternate which arm goes first, so neither always follows the other
-            for arm in (plain, full) if i % 2 == 0 else (full, plain):
+            # rotate which arm goes first, so none always follows another
+            for arm in order[i % len(order) :] + order[: i % len(order)]:
                 arm.block(block)
-        n_full = len(full.study.trials)
+        n_full = len(arms["budgeted"].study.trials)
+    plain, full = arms["plain"], arms["budgeted"]
     ratios = [f / p for f, p in zip(full.times, plain.times, strict=True)]
-    return {
+    result = {
         "trials_per_arm": trials,
         "block": block,
         "objective_s": work_s,
@@ -119,6 +137,17 @@ def run(trials: int, block: int, work_s: float, reports: int, sampler: str) -> d
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_avg_1m": os.getloadavg()[0],
     }
+    if callback_arm:
+        cb = arms["budgeted_optuna_callback"]
+        cb_ratios = [c / p for c, p in zip(cb.times, plain.times, strict=True)]
+        result |= {
+            "optuna_callback_s": sum(cb.times),
+            "optuna_callback_ratio_total": sum(cb.times) / sum(plain.times),
+            "optuna_callback_ratio_median_block": statistics.median(cb_ratios),
+            "optuna_callback_ms_per_trial": 1000 * sum(cb.times) / trials,
+            "optuna_callback_cpu_ms_per_trial": 1000 * sum(cb.cpu) / trials,
+        }
+    return result
 
 
 def as_markdown(r: dict, command: str) -> str:
@@ -131,7 +160,8 @@ def as_markdown(r: dict, command: str) -> str:
             f"{r['trials_per_arm']} trials per arm, objective {1000 * r['objective_s']:.0f} ms "
             f"with {r['reports_per_trial']} reports, {r['sampler']} sampler, Optuna "
             f"{r['optuna']} on SQLite storage; budgeted arm = metered + BudgetPruner + "
-            f"BudgetCallback, SQLite ledger. Blocks of {r['block']} trials interleaved. "
+            f"BudgetCallback (run by the metered objective, as optimize() wires it), SQLite "
+            f"ledger. Blocks of {r['block']} trials interleaved. "
             f"Machine: {r['machine']}, load average {r['load_avg_1m']:.1f} at the end (shared).",
             "",
             "| arm | wall s | ms / trial | CPU ms / trial |",
@@ -140,9 +170,29 @@ def as_markdown(r: dict, command: str) -> str:
             f"| {r['plain_cpu_ms_per_trial']:.1f} |",
             f"| budgeted | {r['budgeted_s']:.1f} | {r['budgeted_ms_per_trial']:.1f} "
             f"| {r['budgeted_cpu_ms_per_trial']:.1f} |",
+            *(
+                [
+                    f"| budgeted, BudgetCallback in study.optimize(callbacks=...) "
+                    f"| {r['optuna_callback_s']:.1f} | {r['optuna_callback_ms_per_trial']:.1f} "
+                    f"| {r['optuna_callback_cpu_ms_per_trial']:.1f} |"
+                ]
+                if "optuna_callback_s" in r
+                else []
+            ),
             "",
             f"**Wall-time ratio: {r['ratio_total']:.3f}** total, "
             f"{r['ratio_median_block']:.3f} median of the per-block ratios (target <= 1.05).",
+            *(
+                [
+                    "",
+                    f"With the BudgetCallback passed to study.optimize(callbacks=...): "
+                    f"{r['optuna_callback_ratio_total']:.3f} total, "
+                    f"{r['optuna_callback_ratio_median_block']:.3f} median of the per-block "
+                    f"ratios (Optuna reads each finished trial back for its callbacks).",
+                ]
+                if "optuna_callback_s" in r
+                else []
+            ),
             "",
             "```json",
             json.dumps(r, indent=2),
@@ -162,10 +212,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-ms", type=float, default=20.0)
     p.add_argument("--reports", type=int, default=4)
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
+    p.add_argument(
+        "--no-optuna-callback-arm",
+        action="store_true",
+        help="skip the third arm (BudgetCallback passed to study.optimize(callbacks=...))",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the result as Markdown here")
     args = p.parse_args(argv)
     trials, block = (10, 5) if args.quick else (args.trials, args.block)
-    result = run(trials, block, args.work_ms / 1000, args.reports, args.sampler)
+    result = run(
+        trials,
+        block,
+        args.work_ms / 1000,
+        args.reports,
+        args.sampler,
+        callback_arm=not args.no_optuna_callback_arm,
+    )
     command = "python experiments/bench_optuna_overhead.py " + " ".join(argv or sys.argv[1:])
     text = as_markdown(result, command.strip())
     if args.out is not None:

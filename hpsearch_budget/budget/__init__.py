@@ -3,6 +3,7 @@
 from hpsearch_budget.budget._accounting import Accounting
 from hpsearch_budget.budget._budget import Budget
 from hpsearch_budget.budget._cost import Cost
+from hpsearch_budget.budget._cost_model import TrialCostModel
 from hpsearch_budget.budget._sweep_forecast import (
     SweepForecast,
     forecast_sweep,
@@ -15,6 +16,7 @@ __all__ = [
     "Budget",
     "Cost",
     "SweepForecast",
+    "TrialCostModel",
     "TrialForecaster",
     "forecast_remaining",
     "forecast_sweep",

@@ -7,6 +7,13 @@ adds the spread of a sum of ``n_remaining`` independent trials (normal approxima
 sum, so it is cheap for any ``n_total``). Running trials are charged what a trial costs on
 average beyond what they have already spent.
 
+With a :class:`~hpsearch_budget.budget.TrialCostModel` learned from earlier sweeps over the
+same search space (``cost_model=``, with the finished trials' ``params=``), the mean cost of a
+trial comes from the model instead: the finished trials only fix the sweep's scale, which a
+few trials do far better than they fix a mean (see that module). The interval then draws the
+scale's uncertainty (the model's noise / sqrt(trials seen)) and the spread of the remaining
+trials' sum from the model.
+
 Plain numbers in, :class:`Cost` out: no Optuna or Ray types, so the report, the CLI and both
 integrations share it.
 
@@ -28,12 +35,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hpsearch_budget.budget._cost import Cost
 from hpsearch_budget.errors import HpauditInputError
+
+if TYPE_CHECKING:
+    from hpsearch_budget.budget._cost_model import Params, TrialCostModel
 
 _FIELDS = ("energy_j", "co2e_g", "usd", "gpu_s")
 
@@ -118,6 +128,9 @@ def forecast_sweep(
     level: float = 0.9,
     n_boot: int = 2000,
     seed: int | None = 0,
+    cost_model: TrialCostModel | None = None,
+    params: Sequence[Params] | None = None,
+    space: Sequence[Params] | None = None,
 ) -> SweepForecast:
     """Forecast the total cost of a sweep of ``n_total`` trials from its finished trials.
 
@@ -131,6 +144,12 @@ def forecast_sweep(
         level: coverage of the interval, in (0, 1).
         n_boot: bootstrap replicates.
         seed: of the bootstrap (None: not repeatable).
+        cost_model: a model of trial cost against hyperparameters, learned from earlier sweeps
+            over the same search space; needs ``params``. For sweeps whose trials all train to
+            the end (the model knows full trainings).
+        params: the hyperparameters of each ``finished`` trial, in the same order.
+        space: parameter sets drawn from the sweep's search space, for the model's mean over
+            it (None: the earlier sweeps' trials).
     """
     if not 0.0 < level < 1.0:
         raise HpauditInputError(f"level must be in (0, 1), e.g. 0.9; got {level}")
@@ -147,16 +166,19 @@ def forecast_sweep(
     rng = np.random.default_rng(seed)
     n_rem = n_total - n_done - n_running
     spent = done.sum(axis=0) + run.sum(axis=0)
-    idx = rng.integers(0, n_done, size=(n_boot, n_done))
-    boot = done[idx]  # (n_boot, n_done, 4)
-    means, sds = boot.mean(axis=1), boot.std(axis=1, ddof=1) if n_done > 1 else boot.std(axis=1)
-    z = rng.standard_normal((n_boot, 1))
-    # Remaining new trials: n x mean + sqrt(n) x sd x z; running ones: mean beyond their spend.
-    rem_boot = n_rem * means + math.sqrt(n_rem) * sds * z
-    rem_boot += np.maximum(means[:, None, :] - run[None, :, :], 0.0).sum(axis=1)
-    rem_boot = np.maximum(rem_boot, 0.0)
-    mean = done.mean(axis=0)
-    remaining = n_rem * mean + np.maximum(mean - run, 0.0).sum(axis=0)
+    if cost_model is not None:
+        if params is None or len(params) != n_done:
+            raise HpauditInputError(
+                "cost_model needs the params of every finished trial (params=, same order)"
+            )
+        remaining, rem_boot = _modelled(done, run, n_rem, cost_model, params, space, rng, n_boot)
+        method = (
+            f"cost model of {cost_model.n_studies} earlier sweeps ({cost_model.n_trials} trials) "
+            "x remaining trials"
+        )
+    else:
+        remaining, rem_boot = _bootstrapped(done, run, n_rem, rng, n_boot)
+        method = "bootstrap mean x remaining trials"
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     final = final_lo = final_hi = None
     if n_final_runs > 0:
@@ -179,7 +201,53 @@ def forecast_sweep(
         final=final,
         final_low=final_lo,
         final_high=final_hi,
+        method=method,
     )
+
+
+def _bootstrapped(
+    done: np.ndarray, run: np.ndarray, n_rem: int, rng: np.random.Generator, n_boot: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remaining cost (point, bootstrap replicates): the finished trials' mean per trial."""
+    n_done = len(done)
+    boot = done[rng.integers(0, n_done, size=(n_boot, n_done))]  # (n_boot, n_done, 4)
+    means, sds = boot.mean(axis=1), boot.std(axis=1, ddof=1) if n_done > 1 else boot.std(axis=1)
+    z = rng.standard_normal((n_boot, 1))
+    # Remaining new trials: n x mean + sqrt(n) x sd x z; running ones: mean beyond their spend.
+    rem_boot = n_rem * means + math.sqrt(n_rem) * sds * z
+    rem_boot += np.maximum(means[:, None, :] - run[None, :, :], 0.0).sum(axis=1)
+    mean = done.mean(axis=0)
+    remaining = n_rem * mean + np.maximum(mean - run, 0.0).sum(axis=0)
+    return remaining, np.maximum(rem_boot, 0.0)
+
+
+def _modelled(
+    done: np.ndarray,
+    run: np.ndarray,
+    n_rem: int,
+    model: TrialCostModel,
+    params: Sequence[Params],
+    space: Sequence[Params] | None,
+    rng: np.random.Generator,
+    n_boot: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Remaining cost (point, replicates) from the cost model: energy per trial from the
+    model, the other units in the finished trials' ratio to energy."""
+    energy = done[:, 0]
+    if not np.all(energy > 0):
+        raise HpauditInputError(
+            "the cost model needs the energy of every finished trial (> 0); leave it out "
+            "for sweeps with trials that recorded none"
+        )
+    per_j = done.sum(axis=0) / energy.sum()  # (1, g CO2e / J, USD / J, GPU s / J)
+    mu, sd = model.mean_cost(params, energy, space)
+    # The sweep's scale is known to the model's noise / sqrt(trials seen) (in logs).
+    scale = np.exp(model.noise_sd / math.sqrt(len(done)) * rng.standard_normal(n_boot))
+    mus, sds = mu * scale, sd * scale
+    rem = n_rem * mus + math.sqrt(n_rem) * sds * rng.standard_normal(n_boot)
+    rem += np.maximum(mus[:, None] - run[None, :, 0], 0.0).sum(axis=1)
+    point = n_rem * mu + float(np.maximum(mu - run[:, 0], 0.0).sum())
+    return point * per_j, np.maximum(rem, 0.0)[:, None] * per_j[None, :]
 
 
 def forecast_sweep_from_entries(

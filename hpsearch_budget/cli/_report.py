@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -109,6 +109,13 @@ def report(
             "study's 'n_trials' user attribute, else unknown)."
         ),
     ] = None,
+    cost_history: Annotated[
+        str | None,
+        typer.Option(
+            help="Ledger URL of earlier sweeps over the same hyperparameters (other studies): "
+            "forecast the cost to finish from a cost model learned on them (random search)."
+        ),
+    ] = None,
 ) -> None:
     """Report the R&D cost, sensitivity and variance of a sweep (Strubell et al. 2019)."""
     from hpsearch_budget.carbon.intensity import Intensity
@@ -160,6 +167,7 @@ def report(
         )
         if source_note:
             sweep.notes.append(source_note)
+        model = _cost_model(cost_history, sweep) if cost_history is not None else None
         a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds)
         if pue is not None:
             a = replace(a, pue=pue, pue_source="given (--pue)")
@@ -178,6 +186,7 @@ def report(
             evaluator=evaluator.value,
             top_k=top_k,
             n_trials=n_trials,
+            cost_model=model,
             progress=progress,
         )
         text = render(rep, fmt.value)
@@ -186,6 +195,20 @@ def report(
     else:
         write_atomic(out, text)
         print(f"hpaudit: wrote {fmt.value} report to {out}", file=sys.stderr)
+
+
+def _cost_model(url: str, sweep: Any) -> Any:
+    """The cost model of the other studies in ``url`` that share the sweep's parameters."""
+    from hpsearch_budget.budget import TrialCostModel
+
+    names = sorted({k for p in sweep.trials["params"] if isinstance(p, dict) for k in p})
+    try:
+        return TrialCostModel.from_ledger(url, exclude=[sweep.study], params=names)
+    except HpauditInputError as exc:
+        raise HpauditInputError(
+            f"--cost-history: {exc} (other studies in that ledger with parameters "
+            f"{', '.join(names) or 'none'})"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from hpsearch_budget.optuna._metered import (
 )
 from hpsearch_budget.optuna._optimize import BudgetedRun, optimize
 from hpsearch_budget.optuna._pruner import BudgetPruner
+from hpsearch_budget.optuna._space import draw_params
 
 __all__ = [
     "BudgetCallback",
@@ -36,6 +37,7 @@ __all__ = [
     "MeteredObjective",
     "MeteredTrial",
     "ObjectiveValueError",
+    "draw_params",
     "metered",
     "optimize",
 ]

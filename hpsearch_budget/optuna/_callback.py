@@ -82,6 +82,13 @@ class BudgetCallback(StudyLimits):
         self._warners: dict[str, CapWarner] = {}
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.after_trial(study, _trial_cost(trial))
+
+    def after_trial(self, study: optuna.Study, cost: Cost) -> None:
+        """The check after a trial that cost ``cost`` ended: stop ``study`` if the budget
+        cannot pay for a typical trial. :func:`metered` calls this itself when given the
+        callback (``metered(..., budget_callback=...)``), which spares Optuna's re-read of
+        every finished trial that a ``study.optimize(callbacks=...)`` callback costs."""
         stopped = stop_reason(self.ledger.url, study.study_name)
         if stopped is not None:  # on_exceed = "stop" (a trial or the pruner asked for it)
             self.stopped = self.stopped or stopped
@@ -97,7 +104,7 @@ class BudgetCallback(StudyLimits):
         # cached spent is topped up with the trials this callback saw finish since the read.
         cached = acc.spent()
         read_at, since = self._since.get(study.study_name, (acc.read_at, Cost()))
-        since = (since if read_at == acc.read_at else Cost()) + _trial_cost(trial)
+        since = (since if read_at == acc.read_at else Cost()) + cost
         self._since[study.study_name] = (acc.read_at, since)
         if used_fraction(cached + since + typical, limit) < self.near_fraction:
             return

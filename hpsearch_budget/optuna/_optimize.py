@@ -154,6 +154,9 @@ def optimize(
     begin_sweep(ledger.url, study.study_name)
     _admit(study, budget, ledger, found, project, user, n_trials)
     inner = objective.objective if isinstance(objective, MeteredObjective) else objective
+    # The callback runs inside the metered objective, after each trial's row is final: as a
+    # study.optimize callback it would cost Optuna's re-read of every finished trial.
+    callback = BudgetCallback(budget, ledger, policy=policy, project=project, user=user)
     metered_objective = MeteredObjective(
         inner,
         ledger,
@@ -168,8 +171,8 @@ def optimize(
         user=user,
         checkpoint_interval_s=checkpoint_interval_s,
         min_checkpoint_interval_s=min_checkpoint_interval_s,
+        budget_callback=callback,
     )
-    callback = BudgetCallback(budget, ledger, policy=policy, project=project, user=user)
     if n_trials is not None:  # the plan the report's forecast of the cost to finish reads
         study.set_user_attr("n_trials", len(study.get_trials(deepcopy=False)) + n_trials)
     original_pruner = study.pruner
@@ -178,16 +181,20 @@ def optimize(
         study.pruner = BudgetPruner(
             budget, ledger, wrapped, max_steps, policy=policy, project=project, user=user
         )
+    user_callbacks = list(callbacks or ())
     try:
         study.optimize(
             metered_objective,
             n_trials=n_trials,
             timeout=timeout,
-            callbacks=[*(callbacks or ()), callback],
+            # None, not []: Optuna re-reads each finished trial for any list of callbacks
+            callbacks=user_callbacks or None,
             **optimize_kwargs,
         )
     finally:
         study.pruner = original_pruner
+    if metered_objective.callback_error is not None:
+        raise metered_objective.callback_error
     callback._warner(study.study_name).check(fresh=True)  # on_exceed = "warn": the last trials
     return _summary(study, budget, ledger, callback.stopped or metered_objective.stopped)
 

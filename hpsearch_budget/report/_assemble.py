@@ -27,6 +27,7 @@ from hpsearch_budget.analysis import (
 )
 from hpsearch_budget.analysis._sweep import cumulative_co2e_g
 from hpsearch_budget.analysis._variance import Spread
+from hpsearch_budget.budget import TrialCostModel
 from hpsearch_budget.carbon import Intensity
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report import _model as m
@@ -107,13 +108,15 @@ def build_report(
     tolerance: float = 0.005,
     n_trials: int | None = None,
     level: float = 0.9,
+    cost_model: TrialCostModel | None = None,
     progress: Progress = lambda _: None,
 ) -> m.Report:
     """Every analysis of ``sweep``, as a :class:`Report` (raises when nothing can be reported).
 
     ``n_trials``: the sweep's planned number of trials, for the forecast of the cost to finish
     it (None: the study's recorded ``n_trials`` user attribute, if any); ``level``: coverage of
-    the forecast's interval.
+    the forecast's interval; ``cost_model``: a model of trial cost learned from earlier
+    sweeps (:meth:`TrialCostModel.from_ledger`) for the forecast of the cost to finish.
     """
     from hpsearch_budget import __version__
 
@@ -133,6 +136,7 @@ def build_report(
         final_epochs=a.final_epochs,
         seeds=a.seeds,
         level=level,
+        cost_model=cost_model,
     )
     progress("R&D cost")
     rnd = rnd_cost(

@@ -3,7 +3,10 @@
 A thin adapter from a :class:`~hpsearch_budget.analysis.Sweep` to
 :func:`hpsearch_budget.budget.forecast_sweep`, so Optuna, Ray and ledger sources share it.
 Finished trials without energy data are left out of the sample *and* of the planned total
-(they would otherwise be charged again as "remaining").
+(they would otherwise be charged again as "remaining"). With a
+:class:`~hpsearch_budget.budget.TrialCostModel` of earlier sweeps (``hpaudit report
+--cost-history``), a sweep whose finished trials all trained to the end is forecast from it,
+its search space drawn from the trials' Optuna distributions where the source has them.
 
 Example:
 
@@ -21,11 +24,12 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from hpsearch_budget.analysis import Sweep
-from hpsearch_budget.budget import Cost, SweepForecast, forecast_sweep
+from hpsearch_budget.budget import Cost, SweepForecast, TrialCostModel, forecast_sweep
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report import _model as m
 from hpsearch_budget.units import g_to_kg, j_to_kwh
@@ -68,6 +72,38 @@ def _scaled(costs: tuple[Cost, Cost, Cost], k: float) -> tuple[Cost, Cost, Cost]
     return est.scale(k), low.scale(k), high.scale(k)
 
 
+def _model_inputs(
+    finished: object, model: TrialCostModel | None, notes: list[str]
+) -> dict[str, Any]:
+    """``forecast_sweep``'s cost-model arguments for these finished trials, or {} (with a note
+    saying why) when the model does not apply: it knows full trainings of trials with params."""
+    if model is None:
+        return {}
+    states = finished["state"]  # type: ignore[index]
+    energy = finished["energy_j"].to_numpy(float)  # type: ignore[index]
+    if not (states == "complete").all() or not (energy > 0).all():
+        notes.append(
+            "cost history not used: it forecasts sweeps whose trials all train to the end, "
+            "with energy recorded; this one has pruned, failed or unmetered trials"
+        )
+        return {}
+    params = [p if isinstance(p, dict) else {} for p in finished["params"]]  # type: ignore[index]
+    space: dict[str, Any] = {}
+    for d in finished["distributions"]:  # type: ignore[index]
+        space.update(d if isinstance(d, dict) else {})
+    draws = None
+    if space:
+        from hpsearch_budget.optuna import draw_params
+
+        draws = draw_params(space, n=2000, seed=0)
+    notes.append(
+        f"cost to finish from a cost model of {model.n_studies} earlier sweeps "
+        f"({model.n_trials} complete trials) over the same parameters; this sweep's trials "
+        "set its scale (estimate)"
+    )
+    return {"cost_model": model, "params": params, "space": draws}
+
+
 def forecast_section(
     sweep: Sweep,
     *,
@@ -76,12 +112,14 @@ def forecast_section(
     final_epochs: float = 1.0,
     seeds: int = 0,
     level: float = 0.9,
+    cost_model: TrialCostModel | None = None,
 ) -> m.ForecastSection | None:
     """Forecast of ``sweep`` (None when no finished trial has energy data).
 
     ``n_trials``: the sweep's planned number of trials (None: unknown, only the final training
     is forecast). Fewer than the trials already run raises :class:`HpauditInputError` when it
     came from the user (``n_trials_source == "--n-trials"``); a stale recorded value is a note.
+    ``cost_model``: forecast the trials left from it (see the module docstring).
     """
     t = sweep.trials
     running = t[t["state"] == "running"]
@@ -108,6 +146,7 @@ def forecast_section(
         notes.append(f"recorded {msg} ({n_trials_source}); cost to finish not forecast")
         planned = None
     complete = with_energy[with_energy["state"] == "complete"]
+    modelled = _model_inputs(with_energy, cost_model, notes) if planned is not None else {}
     f: SweepForecast = forecast_sweep(
         _costs(with_energy),
         (planned - n_missing) if planned is not None else len(with_energy) + len(running),
@@ -115,6 +154,7 @@ def forecast_section(
         complete=_costs(complete) if len(complete) else None,
         n_final_runs=1,
         level=level,
+        **modelled,
     )
     if planned is None:
         notes.append(

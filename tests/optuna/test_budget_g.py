@@ -237,3 +237,87 @@ def test_reservations_hold_room_for_running_trials(sqlite_url):
     b = ledger.open_window("r", "r:1", trial_number=1)
     assert ledger.try_reserve(a, Cost(energy_j=60.0), limits)
     assert not ledger.try_reserve(b, Cost(energy_j=60.0), limits)
+
+
+def test_budget_callback_run_by_metered_stops_like_an_optuna_callback(
+    sqlite_url, replay_meter, spend, tmp_path
+):
+    """The same BudgetCallback, given to metered() instead of study.optimize(callbacks=...),
+    stops the study after the same trial."""
+    budget = Budget(energy_kwh=j_to_kwh(2.5 * 3 * 0.01 * WATTS))  # 2.5 trials
+    ends = []
+    for how in ("optuna", "metered"):
+        stop = BudgetCallback(budget, f"sqlite:///{tmp_path / how}.db")
+        objective = metered(
+            _steps_objective(spend, 3, 0.01),
+            stop.ledger,
+            replay_meter,
+            budget_callback=stop if how == "metered" else None,
+        )
+        study = optuna.create_study()
+        study.optimize(objective, n_trials=10, callbacks=[stop] if how == "optuna" else None)
+        assert stop.stopped is not None and "cannot pay" in stop.stopped
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        ends.append(len(study.trials))
+    assert ends[0] == ends[1] == 2  # 0.5 of a trial left cannot pay for one more
+
+
+def _optimize_2_steps(study, spend, meter, url, **kwargs):
+    """optimize() on a study of 2-step trials, under a budget that never binds."""
+    objective = _steps_objective(spend, 2, 0.01)
+    return optimize(
+        study, objective, budget=Budget(energy_kwh=1.0), ledger=url, meter=meter, **kwargs
+    )
+
+
+def test_optimize_spares_optunas_reread_of_finished_trials(sqlite_url, replay_meter, spend):
+    """optimize() hands study.optimize no callback list of its own: Optuna reads every
+    finished trial back from its storage once more for any list, even an empty one. So the
+    budgeted sweep reads trials from Optuna's storage as often as a plain one."""
+
+    def count_reads(study: optuna.Study) -> list:
+        reads: list = []
+        get_trial = study._storage.get_trial
+        study._storage.get_trial = lambda trial_id: reads.append(trial_id) or get_trial(trial_id)
+        return reads
+
+    plain = optuna.create_study()
+    plain_reads = count_reads(plain)
+    plain.optimize(_steps_objective(spend, 2, 0.01), n_trials=3)
+    study = optuna.create_study()
+    reads = count_reads(study)
+    run = _optimize_2_steps(
+        study,
+        spend,
+        replay_meter,
+        sqlite_url,
+        n_trials=3,
+    )
+    assert run.n_complete == 3 and len(reads) == len(plain_reads)
+    seen = []
+    _optimize_2_steps(
+        study,
+        spend,
+        replay_meter,
+        sqlite_url,
+        n_trials=2,
+        callbacks=[lambda s, t: seen.append(t.user_attrs["energy_kwh"])],
+    )
+    assert len(seen) == 2 and all(kwh > 0 for kwh in seen)  # a user's callback still runs
+
+
+def test_failing_budget_callback_stops_the_study_and_keeps_the_trial(
+    sqlite_url, replay_meter, spend, monkeypatch
+):
+    """A budget callback that raises (say, the ledger's database went away) stops the study;
+    the trial it ran after stays complete, and optimize() raises the error."""
+
+    def broken(self, study, cost):
+        raise RuntimeError("ledger database unreachable")
+
+    monkeypatch.setattr(BudgetCallback, "after_trial", broken)
+    study = optuna.create_study()
+    with pytest.raises(RuntimeError, match="unreachable"):
+        _optimize_2_steps(study, spend, replay_meter, sqlite_url, n_trials=5)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+    assert Ledger(sqlite_url).spent(Scope(study=study.study_name)).energy_j > 0

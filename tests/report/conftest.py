@@ -9,10 +9,22 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hpsearch_budget.cli import main
 from hpsearch_budget.ledger import Ledger
 from hpsearch_budget.meters import Measurement, Source
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``hpaudit ARGV...`` in this process: (exit code, stdout, stderr)."""
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def objective_value(x: float, y: int, opt: str) -> float:

@@ -8,20 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpsearch_budget.cli import main
 from hpsearch_budget.report import SCHEMA_VERSION
 
-from .conftest import make_metered_study, write_ray_folder
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import make_metered_study, run_cli, write_ray_folder
 
 
 @pytest.mark.parametrize("fmt", ["text", "md", "html", "json"])
@@ -29,7 +18,7 @@ def test_each_format(
     capsys: pytest.CaptureFixture[str], study_db: tuple[str, str], fmt: str
 ) -> None:
     storage, ledger = study_db
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "report",
         storage,
@@ -74,7 +63,7 @@ def test_out_file_is_written_whole(
 ) -> None:
     storage, ledger = study_db
     target = tmp_path / "report.html"
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "report", storage, "--ledger", ledger, "--format", "html", "--out", str(target)
     )
     assert code == 0 and out == "" and "wrote html" in err
@@ -88,7 +77,7 @@ def test_user_strings_are_escaped(capsys: pytest.CaptureFixture[str], tmp_path: 
     study = optuna.create_study(study_name=name, storage=url)
     study.optimize(lambda t: t.suggest_categorical("c", ["<b>bold</b>", "y"]) == "y", n_trials=6)
     for fmt in ("html", "md"):
-        code, out, _ = run(capsys, "report", url, "--format", fmt)
+        code, out, _ = run_cli(capsys, "report", url, "--format", fmt)
         assert code == 0
         assert "<script>" not in out and "<b>bold" not in out
         assert "&lt;script&gt;" in out
@@ -96,7 +85,7 @@ def test_user_strings_are_escaped(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 def test_ray_folder_report(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     exp = write_ray_folder(tmp_path)
-    code, out, err = run(capsys, "report", str(exp), "--format", "json")
+    code, out, err = run_cli(capsys, "report", str(exp), "--format", "json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["study"]["source_kind"] == "ray" and doc["study"]["n_trials"] == 6
@@ -108,7 +97,7 @@ def test_study_without_energy_reports_what_it_can(
 ) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     make_metered_study(url, None, n=5)
-    code, out, _ = run(capsys, "report", url)
+    code, out, _ = run_cli(capsys, "report", url)
     assert code == 0
     assert "no energy data" in out and "Importance for objective" in out
     assert "Importance for energy" not in out
@@ -152,7 +141,7 @@ def test_bad_input_exits_2_with_one_line(
         "bad_gpu": lambda: [storage, "--gpu", "abacus"],
         "out_in_missing_folder": lambda: [storage, "--out", str(tmp_path / "no" / "r.md")],
     }[case]()
-    code, out, err = run(capsys, "report", *args)
+    code, out, err = run_cli(capsys, "report", *args)
     assert code == 2 and out == ""
     assert "Traceback" not in err
     if case != "bad_format":  # typer's own usage error is several lines
@@ -167,7 +156,7 @@ def test_fanova_on_request_and_what_if_intensity(
     capsys: pytest.CaptureFixture[str], study_db: tuple[str, str]
 ) -> None:
     storage, ledger = study_db
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "report", storage, "--ledger", ledger, "--format", "json",
         "--evaluator", "fanova", "--g-per-kwh", "100", "--more-trials", "0",
     )  # fmt: skip

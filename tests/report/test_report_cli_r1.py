@@ -6,26 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch_budget.cli import main
-
-from .conftest import write_ray_folder
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from .conftest import run_cli, write_ray_folder
 
 
 @pytest.mark.parametrize("source", ["mysql://u@h/db", "foo://x"])
 def test_unsupported_source_scheme_is_one_line_error(
     capsys: pytest.CaptureFixture[str], source: str
 ) -> None:
-    code, out, err = run(capsys, "report", source, "--study", "s")
+    code, out, err = run_cli(capsys, "report", source, "--study", "s")
     assert code == 2 and out == ""
     assert err.startswith("hpaudit: error: unsupported database URL scheme")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -36,7 +24,7 @@ def test_missing_ledger_is_an_error_and_not_created(
 ) -> None:
     storage, _ = study_db
     missing = tmp_path / "typo.db"
-    code, out, err = run(capsys, "report", storage, "--ledger", f"sqlite:///{missing}")
+    code, out, err = run_cli(capsys, "report", storage, "--ledger", f"sqlite:///{missing}")
     assert code == 2 and out == ""
     assert err.startswith("hpaudit: error: no ledger at")
     assert not missing.exists()  # a report never creates a ledger
@@ -46,7 +34,7 @@ def test_bad_ledger_scheme_is_an_error(
     capsys: pytest.CaptureFixture[str], study_db: tuple[str, str]
 ) -> None:
     storage, _ = study_db
-    code, out, err = run(capsys, "report", storage, "--ledger", "foo://x")
+    code, out, err = run_cli(capsys, "report", storage, "--ledger", "foo://x")
     assert code == 2 and out == "" and "foo" in err
     assert len(err.strip().splitlines()) == 1
 
@@ -56,7 +44,7 @@ def test_text_file_is_not_reported_as_an_empty_storage(
 ) -> None:
     junk = tmp_path / "notes.log"
     junk.write_text("hello world\n")
-    code, out, err = run(capsys, "report", str(junk))
+    code, out, err = run_cli(capsys, "report", str(junk))
     assert code == 2 and out == ""
     assert "holds no Optuna study" in err and "journal" in err
     assert junk.read_text() == "hello world\n"  # left untouched
@@ -71,7 +59,7 @@ def test_report_file_has_ordinary_permissions(
     out_file = tmp_path / "report.html"
     old = os.umask(0o022)
     try:
-        code, _, err = run(
+        code, _, err = run_cli(
             capsys, "report", storage, "--ledger", ledger, "--format", "md", "--out", str(out_file)
         )
     finally:
@@ -84,8 +72,8 @@ def test_ray_folder_with_unknown_metric_is_an_error(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     exp = write_ray_folder(tmp_path, metric="val_loss")
-    code, out, err = run(capsys, "report", str(exp), "--metric", "val_los")
+    code, out, err = run_cli(capsys, "report", str(exp), "--metric", "val_los")
     assert code == 2 and out == ""
     assert "reported metric 'val_los'" in err and "val_loss" in err
-    code, out, err = run(capsys, "report", str(exp), "--metric", "val_loss", "--format", "json")
+    code, out, err = run_cli(capsys, "report", str(exp), "--metric", "val_loss", "--format", "json")
     assert code == 0, err

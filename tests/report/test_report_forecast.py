@@ -10,11 +10,12 @@ import optuna
 import pytest
 
 from hpsearch_budget.carbon import CarbonModel, StaticIntensity
-from hpsearch_budget.cli import main
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger import Ledger
 from hpsearch_budget.meters import Measurement, Source
 from hpsearch_budget.report import build_report, default_assumptions, load_sweep, render
+
+from .conftest import run_cli
 
 KWH = 3.6e6
 # Finished trials (kWh, fate); then one running trial that has spent 0.5 kWh.
@@ -141,28 +142,18 @@ def test_n_trials_below_trials_run_is_an_input_error(tmp_path: Path) -> None:
         _report(storage, ledger, n_trials=4)
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_every_format_shows_the_forecast_as_estimate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     storage, ledger = _study(tmp_path)
     base = ["report", storage, "--ledger", ledger, "--n-trials", "10", "--seeds", "3"]
     for fmt in ("text", "md", "html"):
-        code, out, err = _cli(capsys, *base, "--format", fmt)
+        code, out, err = run_cli(capsys, *base, "--format", fmt)
         assert code == 0, err
         assert "Forecast (estimates; 90% interval" in out and "planned: 10 trials" in out
         assert "whole sweep" in out and "seed reruns" in out
         assert "25.0 (" in out  # 25 kWh with its interval beside it
-    code, out, _ = _cli(capsys, *base, "--format", "json")
+    code, out, _ = run_cli(capsys, *base, "--format", "json")
     f = json.loads(out)["forecast"]
     assert code == 0 and f["estimated"] is True and f["level"] == 0.9
     assert f["sweep_total"]["estimate"]["energy_kwh"] == pytest.approx(25.0)
@@ -175,7 +166,7 @@ def test_cli_bad_n_trials_exits_2_and_writes_nothing(
 ) -> None:
     storage, ledger = _study(tmp_path)
     out_file = tmp_path / "r.json"
-    code, _, err = _cli(
+    code, _, err = run_cli(
         capsys, "report", storage, "--ledger", ledger, "--n-trials", n, "--out", str(out_file)
     )
     assert code == 2 and msg in err and "Traceback" not in err

@@ -1,0 +1,110 @@
+"""TrialCostModel: a cost model learned from earlier sweeps forecasts a new sweep from a few
+trials better than their mean, from plain pairs and from a real ledger."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpsearch_budget.budget import Cost, TrialCostModel, forecast_sweep
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.meters import Measurement, Source
+from hpsearch_budget.optuna import draw_params
+
+SPACE = {
+    "batch": IntDistribution(16, 512, log=True),
+    "units": IntDistribution(64, 1024, log=True),
+    "layers": IntDistribution(1, 5),
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "opt": CategoricalDistribution(["sgd", "adam"]),
+}
+
+
+def _cost(p: dict, scale: float, rng: np.random.Generator) -> float:
+    """A skewed cost (coefficient of variation ~0.7, as on LCBench): smaller batches, wider and
+    deeper nets cost more, Adam 30% more, 15% noise; the learning rate does not matter."""
+    adam = 1.3 if p["opt"] == "adam" else 1.0
+    flops = (p["units"] / 64) ** 0.6 * (512 / p["batch"]) ** 0.4 * (1 + 0.3 * p["layers"]) * adam
+    return scale * flops * rng.lognormal(0.0, 0.15)
+
+
+def _sweep(scale: float, n: int, seed: int) -> list[tuple[dict, float]]:
+    rng = np.random.default_rng(seed)
+    return [(p, _cost(p, scale, rng)) for p in draw_params(SPACE, n, seed=seed)]
+
+
+@pytest.fixture(scope="module")
+def model() -> TrialCostModel:
+    # earlier sweeps on other "tasks": the same shape, scales 100x apart
+    return TrialCostModel.fit({f"t{i}": _sweep(s, 80, i) for i, s in enumerate((1.0, 10.0, 100.0))})
+
+
+def test_model_forecast_beats_the_mean_of_few_trials(model: TrialCostModel) -> None:
+    space = draw_params(SPACE, 2000, seed=99)
+    errors: dict[str, list[float]] = {"mean": [], "model": []}
+    covered = []
+    for seed in range(20):
+        sweep = _sweep(37.0, 100, 1000 + seed)  # a new task at a scale the model never saw
+        params, costs = [p for p, _ in sweep], [c for _, c in sweep]
+        truth = sum(costs)
+        plain = forecast_sweep(costs[:10], n_total=100, seed=seed)
+        fit = forecast_sweep(
+            costs[:10], n_total=100, seed=seed, cost_model=model, params=params[:10], space=space
+        )
+        errors["mean"].append(abs(plain.total.energy_j / truth - 1))
+        errors["model"].append(abs(fit.total.energy_j / truth - 1))
+        covered.append(fit.low.energy_j <= truth <= fit.high.energy_j)
+        assert "cost model of 3 earlier sweeps" in fit.method
+    assert np.median(errors["model"]) < 0.5 * np.median(errors["mean"])
+    assert np.median(errors["model"]) < 0.09
+    assert np.mean(covered) >= 0.75  # nominal 90%
+
+
+def test_other_units_follow_the_seen_ratio_to_energy(model: TrialCostModel) -> None:
+    sweep = _sweep(5.0, 12, 7)
+    done = [Cost(energy_j=c, co2e_g=c * 1e-4, usd=c * 2e-7) for _, c in sweep[:10]]
+    f = forecast_sweep(done, n_total=30, cost_model=model, params=[p for p, _ in sweep[:10]])
+    assert f.remaining.co2e_g == pytest.approx(f.remaining.energy_j * 1e-4)
+    assert f.high.usd == pytest.approx(f.high.energy_j * 2e-7)
+    assert f.low.energy_j < f.total.energy_j < f.high.energy_j
+
+
+def test_fit_from_a_ledger_skips_the_new_study_and_partial_trials(tmp_path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    for study, scale in (("old-a", 1.0), ("old-b", 20.0), ("new", 5.0)):
+        for number, (p, joules) in enumerate(_sweep(scale, 30, len(study) + int(scale))):
+            w = ledger.open_window(study, f"{study}:{number}", trial_number=number, params=p)
+            status = "pruned" if number % 5 == 0 else "complete"  # partial: not learned from
+            m = Measurement(1.0, {"gpu": joules}, {"gpu": Source.MEASURED})
+            ledger.finalize(w, m, status=status)
+    m = TrialCostModel.from_ledger(ledger, exclude=["new"], params=SPACE)
+    assert m.n_studies == 2 and m.n_trials == 48  # 2 x 24 complete rows
+    # the width matters, the learning rate does not: f ranks configurations by cost
+    cheap, dear = (
+        dict(batch=512, units=64, layers=1, lr=0.01, opt="sgd"),
+        dict(batch=16, units=1024, layers=5, lr=0.01, opt="adam"),
+    )
+    assert m.shape([dear])[0] - m.shape([cheap])[0] > math.log(10)
+
+
+@pytest.mark.parametrize(
+    ("studies", "match"),
+    [
+        ({"only": _sweep(1.0, 50, 0)}, "at least 2 earlier studies"),
+        ({"a": _sweep(1.0, 5, 0), "b": _sweep(1.0, 5, 1)}, "30 finished trials"),
+    ],
+)
+def test_too_little_history_is_a_clear_error(studies: dict, match: str) -> None:
+    with pytest.raises(HpauditInputError, match=match):
+        TrialCostModel.fit(studies)
+
+
+def test_model_needs_the_params_and_energy_of_the_seen_trials(model: TrialCostModel) -> None:
+    with pytest.raises(HpauditInputError, match="params of every finished trial"):
+        forecast_sweep([1.0, 2.0], n_total=10, cost_model=model, params=[{}])
+    with pytest.raises(HpauditInputError, match="energy of every finished trial"):
+        forecast_sweep([0.0, 2.0], n_total=10, cost_model=model, params=[{}, {}])
