@@ -89,6 +89,16 @@ baselines' records), 1 process under `nice -n 15`, load average 3-6 on the 2 sha
   baselines run there, seeds 0-4) both met accuracy 2/6 and speed 2/6, the mean gap 0.25
   point worse (seeds 0-9). A gain on the tasks it was picked on and none elsewhere is
   over-fitting, so ours and the library are left as they were.
+- A cost model of earlier sweeps as the sampler's prior (third session): the
+  `TrialCostModel` that makes the forecast accurate (experiments/results/forecast.md), fitted
+  on 100 random configurations of each of 23 other LCBench tasks, (a) as a cost-effective
+  initial design (each startup trial the cheaper-looking of 8 random candidates, picked with
+  probability proportional to predicted cost ** -alpha) and (b) in place of the per-study cost
+  model in the acquisition. Development tasks, seeds 0-4: (a)+(b) accuracy 5/10, speed 4/10
+  (126025 K=30 fell from 91.99 to 83.08); (a) alone 6/10 and 3/10 (unchanged ours: 9/10 and
+  4/10). A better-known cost pushes the search to cheap configurations, and on these tasks
+  cheap ones (large batches, narrow nets) are the worse ones: the cheap initial design also
+  teaches TPE from worse points. Not adopted; the prior stays a forecasting tool only.
 """
 
 
