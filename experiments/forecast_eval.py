@@ -144,7 +144,8 @@ Estimates, from simulated sweeps (LCBench surrogate, 300 W; 10 seeds per task).
 - model: spent + trials left x the mean cost of a trial from a TrialCostModel fitted on the
   earlier sweeps (--history-trials random configurations of every other LCBench task, neither
   the tasks evaluated here nor the development tasks), averaged over 2,000 draws from the
-  study's search space (`draw_params`); the seen trials set only the task's scale. Interval:
+  study's search space (`draw_params`); the seen trials set only the task's scale (with
+  --history-tasks N, the earlier sweeps are N of those tasks, picked at random). Interval:
   the scale's uncertainty (model noise / sqrt(trials seen)) + the spread of the sum left.
 
 Why the mean misses with few trials: trial energy on these tasks has a coefficient of
@@ -168,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         default=100,
         help="trials per earlier sweep the cost model learns from (0: no model)",
     )
+    p.add_argument(
+        "--history-tasks",
+        type=int,
+        default=0,
+        help="learn from only this many of the other tasks (picked at random; 0: all of them)",
+    )
+    p.add_argument("--history-seed", type=int, default=0, help="which --history-tasks pick")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path)
     p.add_argument("--json", type=Path)
@@ -181,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     history = a.history_trials
     if a.quick:
         tasks, seeds, sizes, history = tasks[:1], [0, 1], [30], min(history, 10)
-    earlier = other_tasks(a.benchmark, tasks)[: 3 if a.quick else None] if history > 0 else []
+    earlier = other_tasks(a.benchmark, tasks) if history > 0 else []
+    if a.quick or a.history_tasks:
+        pick = np.random.default_rng(a.history_seed).permutation(len(earlier))[
+            : 3 if a.quick else a.history_tasks
+        ]
+        earlier = [earlier[i] for i in sorted(pick)]
     model = history_model(a.benchmark, earlier, history) if earlier else None
     rows = evaluate(a.benchmark, tasks, seeds, sizes, model)
     text = summary(rows)
