@@ -176,6 +176,11 @@ class TrialCostModel:
             )
         trials = [p for rows in kept.values() for p, _ in rows]
         cols = _columns(trials)
+        if not cols:
+            raise HpauditInputError(
+                "the earlier studies' trials have no parameter that varies: there is nothing "
+                "to learn how cost depends on the parameters from"
+            )
         ys = [np.log([c for _, c in rows]) for rows in kept.values()]
         # The inputs' form (linear, or with squares and products) and the ridge penalty are
         # chosen by how well they forecast a study left out: few or unlike studies get a

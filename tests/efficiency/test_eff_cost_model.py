@@ -96,6 +96,10 @@ def test_fit_from_a_ledger_skips_the_new_study_and_partial_trials(tmp_path) -> N
     [
         ({"only": _sweep(1.0, 50, 0)}, "at least 2 earlier studies"),
         ({"a": _sweep(1.0, 5, 0), "b": _sweep(1.0, 5, 1)}, "30 finished trials"),
+        (
+            {"a": [({}, 1.0 + i) for i in range(20)], "b": [({}, 2.0 + i) for i in range(20)]},
+            "no parameter that varies",
+        ),
     ],
 )
 def test_too_little_history_is_a_clear_error(studies: dict, match: str) -> None:
