@@ -27,6 +27,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.budget import Cost, SweepForecast, TrialCostModel, forecast_sweep
@@ -73,23 +74,23 @@ def _scaled(costs: tuple[Cost, Cost, Cost], k: float) -> tuple[Cost, Cost, Cost]
 
 
 def _model_inputs(
-    finished: object, model: TrialCostModel | None, notes: list[str]
+    finished: pd.DataFrame, model: TrialCostModel | None, notes: list[str]
 ) -> dict[str, Any]:
     """``forecast_sweep``'s cost-model arguments for these finished trials, or {} (with a note
     saying why) when the model does not apply: it knows full trainings of trials with params."""
     if model is None:
         return {}
-    states = finished["state"]  # type: ignore[index]
-    energy = finished["energy_j"].to_numpy(float)  # type: ignore[index]
+    states = finished["state"]
+    energy = finished["energy_j"].to_numpy(float)
     if not (states == "complete").all() or not (energy > 0).all():
         notes.append(
             "cost history not used: it forecasts sweeps whose trials all train to the end, "
             "with energy recorded; this one has pruned, failed or unmetered trials"
         )
         return {}
-    params = [p if isinstance(p, dict) else {} for p in finished["params"]]  # type: ignore[index]
+    params = [p if isinstance(p, dict) else {} for p in finished["params"]]
     space: dict[str, Any] = {}
-    for d in finished["distributions"]:  # type: ignore[index]
+    for d in finished["distributions"]:
         space.update(d if isinstance(d, dict) else {})
     draws = None
     if space:
