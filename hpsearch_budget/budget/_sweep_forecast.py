@@ -251,9 +251,18 @@ def _modelled(
 
 
 def forecast_sweep_from_entries(
-    entries: Any, n_total: int, *, n_final_runs: int = 0, level: float = 0.9
+    entries: Any,
+    n_total: int,
+    *,
+    n_final_runs: int = 0,
+    level: float = 0.9,
+    cost_model: TrialCostModel | None = None,
+    space: Sequence[Params] | None = None,
 ) -> SweepForecast:
-    """:func:`forecast_sweep` from ``Ledger.entries(study=...)`` rows of the tuning phase."""
+    """:func:`forecast_sweep` from ``Ledger.entries(study=...)`` rows of the tuning phase.
+
+    ``cost_model`` (with the rows' own ``params``): see :func:`forecast_sweep`; every finished
+    row must then be complete (the model knows full trainings)."""
     rows = entries[entries["phase"] == "tuning"] if "phase" in entries else entries
 
     def costs(frame: Any) -> list[Cost]:
@@ -265,11 +274,23 @@ def forecast_sweep_from_entries(
         ]
 
     status = rows["status"]
+    finished = rows[status != "running"]
+    params = None
+    if cost_model is not None:
+        if not (finished["status"] == "complete").all():
+            raise HpauditInputError(
+                "the cost model forecasts sweeps whose trials all train to the end; this one "
+                "has pruned, failed or killed trials (forecast it without cost_model)"
+            )
+        params = [p if isinstance(p, dict) else {} for p in finished["params"]]
     return forecast_sweep(
-        costs(rows[status != "running"]),
+        costs(finished),
         n_total,
         running=costs(rows[status == "running"]),
         complete=costs(rows[status == "complete"]),
         n_final_runs=n_final_runs,
         level=level,
+        cost_model=cost_model,
+        params=params,
+        space=space,
     )

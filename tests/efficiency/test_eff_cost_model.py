@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpsearch_budget.budget import Cost, TrialCostModel, forecast_sweep
+from hpsearch_budget.budget import Cost, TrialCostModel, forecast_sweep, forecast_sweep_from_entries
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger import Ledger
 from hpsearch_budget.meters import Measurement, Source
@@ -112,3 +112,27 @@ def test_model_needs_the_params_and_energy_of_the_seen_trials(model: TrialCostMo
         forecast_sweep([1.0, 2.0], n_total=10, cost_model=model, params=[{}])
     with pytest.raises(HpauditInputError, match="energy of every finished trial"):
         forecast_sweep([0.0, 2.0], n_total=10, cost_model=model, params=[{}, {}])
+
+
+def test_forecast_from_ledger_entries_with_the_model(model: TrialCostModel, tmp_path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    for number, (p, joules) in enumerate(_sweep(37.0, 10, 5)):
+        w = ledger.open_window("new", f"new:{number}", trial_number=number, params=p)
+        status = "pruned" if number == 9 else "complete"
+        ledger.finalize(
+            w, Measurement(1.0, {"gpu": joules}, {"gpu": Source.MEASURED}), status=status
+        )
+    rows = ledger.entries(study="new")
+    with pytest.raises(HpauditInputError, match="all train to the end"):
+        forecast_sweep_from_entries(rows, 100, cost_model=model)
+    done = rows[rows["status"] == "complete"]
+    f = forecast_sweep_from_entries(done, 100, cost_model=model, space=draw_params(SPACE, 500))
+    direct = forecast_sweep(
+        done["energy_j"].tolist(),
+        n_total=100,
+        cost_model=model,
+        params=list(done["params"]),
+        space=draw_params(SPACE, 500),
+    )
+    assert f.total.energy_j == pytest.approx(direct.total.energy_j)
+    assert f.method.startswith("cost model")
