@@ -65,10 +65,16 @@ def evaluate(
     seeds: list[int],
     sizes: list[int],
     model: TrialCostModel | None = None,
+    oracle_pool: int = 0,
 ) -> list[dict[str, float | str | int | bool]]:
     rows: list[dict[str, float | str | int | bool]] = []
     for task in tasks:
         bench = load_benchmark(benchmark, task)
+        # The floor: a forecaster that knew the task's true mean cost still misses by the
+        # spread of the remaining trials' sum.
+        true_mean = (
+            float(np.mean(random_sweep(bench, 99_999, oracle_pool)[2])) if oracle_pool else 0
+        )
         for seed in seeds:
             study, params, costs = random_sweep(bench, seed, max(sizes))
             space = draw_params(study.trials[0].distributions, n=2000, seed=seed)
@@ -85,6 +91,12 @@ def evaluate(
                         params=params[:k],
                         space=space,
                     )
+                if oracle_pool:
+                    guess = sum(costs[:k]) + (n - k) * true_mean
+                    rows.append(
+                        dict(task=task, seed=seed, method="oracle", n_total=n, n_seen=k,
+                             truth_j=truth, forecast_j=guess, ape=abs(guess - truth) / truth)
+                    )  # fmt: skip
                 for method, f in methods.items():
                     rows.append(
                         dict(
@@ -107,7 +119,7 @@ def evaluate(
 def summary(rows: list[dict[str, float | str | int | bool]]) -> str:
     sizes = sorted({int(r["n_total"]) for r in rows})
     tasks = sorted({str(r["task"]) for r in rows})
-    methods = [m for m in ("mean", "model") if any(r["method"] == m for r in rows)]
+    methods = [m for m in ("mean", "model", "oracle") if any(r["method"] == m for r in rows)]
     lines = [
         "| method | sweep size N (seen: N/10) | "
         + " | ".join(f"MdAPE {t}" for t in tasks)
@@ -119,11 +131,12 @@ def summary(rows: list[dict[str, float | str | int | bool]]) -> str:
             sel = [r for r in rows if r["n_total"] == n and r["method"] == method]
             per = [np.median([float(r["ape"]) for r in sel if r["task"] == t]) for t in tasks]
             allm = np.median([float(r["ape"]) for r in sel])
-            cov = np.mean([bool(r["covered"]) for r in sel])
+            cov = [bool(r["covered"]) for r in sel if "covered" in r]
             lines.append(
                 f"| {method} | {n} | "
                 + " | ".join(f"{100 * p:.1f}%" for p in per)
-                + f" | **{100 * allm:.1f}%** | {100 * cov:.0f}% |"
+                + f" | **{100 * allm:.1f}%** | "
+                + (f"{100 * np.mean(cov):.0f}% |" if cov else "- |")
             )
     return "\n".join(lines)
 
@@ -141,6 +154,9 @@ Estimates, from simulated sweeps (LCBench surrogate, 300 W; 10 seeds per task).
 
 - mean: spent + trials left x the mean cost of the trials seen, with a bootstrap interval
   (uncertainty of the mean + spread of the sum of the trials left).
+- oracle: spent + trials left x the task's true mean cost (of --oracle-pool random
+  configurations): no forecaster from the trials seen can do better on average; its error is
+  the spread of the remaining trials' sum itself, the floor under the goal.
 - model: spent + trials left x the mean cost of a trial from a TrialCostModel fitted on the
   earlier sweeps (--history-trials random configurations of every other LCBench task, neither
   the tasks evaluated here nor the development tasks), averaged over 2,000 draws from the
@@ -176,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         help="learn from only this many of the other tasks (picked at random; 0: all of them)",
     )
     p.add_argument("--history-seed", type=int, default=0, help="which --history-tasks pick")
+    p.add_argument(
+        "--oracle-pool",
+        type=int,
+        default=1000,
+        help="configurations per task whose mean cost the oracle knows (0: no oracle rows)",
+    )
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path)
     p.add_argument("--json", type=Path)
@@ -187,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         [int(s) for s in a.sizes.split(",")],
     )
     history = a.history_trials
+    oracle = a.oracle_pool
     if a.quick:
         tasks, seeds, sizes, history = tasks[:1], [0, 1], [30], min(history, 10)
+        oracle = min(oracle, 20)
     earlier = other_tasks(a.benchmark, tasks) if history > 0 else []
     if a.quick or a.history_tasks:
         pick = np.random.default_rng(a.history_seed).permutation(len(earlier))[
@@ -196,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         earlier = [earlier[i] for i in sorted(pick)]
     model = history_model(a.benchmark, earlier, history) if earlier else None
-    rows = evaluate(a.benchmark, tasks, seeds, sizes, model)
+    rows = evaluate(a.benchmark, tasks, seeds, sizes, model, oracle)
     text = summary(rows)
     print(text)
     if a.json:
