@@ -102,6 +102,9 @@ baselines' records), 1 process under `nice -n 15`, load average 3-6 on the 2 sha
   from the 20 % of configurations the prior predicts dearest, did no better: accuracy 5/10,
   speed 3/10. On LCBench the dear configurations are often the good ones. Not adopted; the
   prior stays a forecasting tool only.
+- The other way round, a check that the sampler's own cost term earns its place: ours with
+  alpha = 0 (no cost term; the cost-aware pruner kept) met accuracy 8/10 and speed 2/10
+  (alpha = 1: 9/10 and 4/10), so the per-study cost term helps a little, a stronger one hurts.
 """
 
 
