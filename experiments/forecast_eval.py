@@ -36,25 +36,11 @@ from hpsearch_budget.budget import TrialCostModel, forecast_sweep
 from hpsearch_budget.optuna import draw_params
 
 
-def random_sweep(bench, seed: int, n: int) -> tuple[optuna.Study, list[dict], list[float]]:
-    """``n`` random configurations of ``bench`` (Optuna's RandomSampler) and their energies."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    rng = np.random.default_rng(seed)
-    params, costs = [], []
-    for _ in range(n):
-        trial = study.ask()
-        p = bench.suggest(trial)
-        params.append(p)
-        costs.append(bench.curve(p, rng=rng).total_j)
-        study.tell(trial, 0.0)
-    return study, params, costs
-
-
 def history_model(benchmark: str, tasks: list[str], n: int) -> TrialCostModel:
     """The cost model of a lab that ran ``n``-trial random sweeps on ``tasks`` before."""
     sweeps = {}
     for i, task in enumerate(tasks):
-        _, params, costs = random_sweep(load_benchmark(benchmark, task), 10_000 + i, n)
+        _, params, costs = load_benchmark(benchmark, task).random_configs(n, 10_000 + i)
         sweeps[task] = list(zip(params, costs, strict=True))
     return TrialCostModel.fit(sweeps)
 
@@ -73,10 +59,10 @@ def evaluate(
         # The floor: a forecaster that knew the task's true mean cost still misses by the
         # spread of the remaining trials' sum.
         true_mean = (
-            float(np.mean(random_sweep(bench, 99_999, oracle_pool)[2])) if oracle_pool else 0
+            float(np.mean(bench.random_configs(oracle_pool, 99_999)[2])) if oracle_pool else 0
         )
         for seed in seeds:
-            study, params, costs = random_sweep(bench, seed, max(sizes))
+            study, params, costs = bench.random_configs(max(sizes), seed)
             space = draw_params(study.trials[0].distributions, n=2000, seed=seed)
             for n in sizes:
                 k = math.ceil(n / 10)

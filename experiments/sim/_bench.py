@@ -84,19 +84,27 @@ class Benchmark(abc.ABC):
     def curve(self, params: dict[str, Any], *, rng: np.random.Generator) -> Curve:
         """Per-epoch energy, seconds and values of ``params`` (``rng``: run-to-run noise)."""
 
+    def random_configs(
+        self, n: int, seed: int
+    ) -> tuple[optuna.Study, list[dict[str, Any]], list[float]]:
+        """``n`` configurations drawn by Optuna's RandomSampler (the study that drew them) and
+        the energy of fully training each."""
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        rng = np.random.default_rng(seed)
+        params, costs = [], []
+        for _ in range(n):
+            trial = study.ask()
+            params.append(self.suggest(trial))
+            costs.append(self.curve(params[-1], rng=rng).total_j)
+            study.tell(trial, 0.0)
+        return study, params, costs
+
     def median_full_cost_j(self, n: int = 256, seed: int = 20190601) -> float:
         """Median energy of fully training a random configuration (the unit of ``budget_k``).
 
         A fixed seed, independent of the sweep's: every strategy and seed gets the same budget.
         """
-        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-        rng = np.random.default_rng(seed)
-        costs = []
-        for _ in range(n):
-            trial = study.ask()
-            costs.append(self.curve(self.suggest(trial), rng=rng).total_j)
-            study.tell(trial, 0.0)
-        return float(np.median(costs))
+        return float(np.median(self.random_configs(n, seed)[2]))
 
 
 class LCBench(Benchmark):
