@@ -4,9 +4,12 @@
 For each task, seed and sweep size N: draw N random configurations (Optuna's RandomSampler),
 train each fully on the simulator (its exact energy), forecast the sweep total from the first
 ceil(N/10) trials, and compare with the true total. Reports the median absolute percentage
-error (MdAPE) and how often the 90% interval covers the truth, for two methods:
+error (MdAPE) and how often the 90% interval covers the truth, for these methods:
 
 * ``mean``: the seen trials' mean cost x the trials left (bootstrap interval);
+* ``sweep``: no history; a model of the seen trials' own cost vs parameters
+  (``TrialCostModel.from_sweep``) averaged over the search space, once there are enough seen
+  trials (else the mean), as ``hpaudit report`` does;
 * ``model``: a :class:`~hpsearch_budget.budget.TrialCostModel` learned from earlier sweeps
   over the same search space on *other* tasks (the lab's history: ``--history-trials``
   random configurations of every LCBench task not evaluated here), averaged over Optuna's
@@ -32,7 +35,8 @@ import optuna
 from sim import load_benchmark
 from sim._bench import DEV_TASKS, _yahpo_lcbench, bench_data_dir
 
-from hpsearch_budget.budget import TrialCostModel, forecast_sweep
+from hpsearch_budget.budget import SweepForecast, TrialCostModel, forecast_sweep
+from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import draw_params
 
 
@@ -43,6 +47,18 @@ def history_model(benchmark: str, tasks: list[str], n: int) -> TrialCostModel:
         _, params, costs = load_benchmark(benchmark, task).random_configs(n, 10_000 + i)
         sweeps[task] = list(zip(params, costs, strict=True))
     return TrialCostModel.fit(sweeps)
+
+
+def own_sweep_forecast(
+    params: list[dict], costs: list[float], n: int, seed: int, space: list[dict]
+) -> SweepForecast:
+    """What ``hpaudit report`` forecasts with no earlier sweeps: a model of the seen trials'
+    own cost vs parameters once there are enough of them, else their mean."""
+    try:
+        model = TrialCostModel.from_sweep(list(zip(params, costs, strict=True)))
+    except HpauditInputError:
+        return forecast_sweep(costs, n_total=n, seed=seed)
+    return forecast_sweep(costs, n_total=n, seed=seed, cost_model=model, params=params, space=space)
 
 
 def evaluate(
@@ -68,6 +84,7 @@ def evaluate(
                 k = math.ceil(n / 10)
                 truth = float(sum(costs[:n]))
                 methods = {"mean": forecast_sweep(costs[:k], n_total=n, seed=seed)}
+                methods["sweep"] = own_sweep_forecast(params[:k], costs[:k], n, seed, space)
                 if model is not None:
                     methods["model"] = forecast_sweep(
                         costs[:k],
@@ -105,7 +122,9 @@ def evaluate(
 def summary(rows: list[dict[str, float | str | int | bool]]) -> str:
     sizes = sorted({int(r["n_total"]) for r in rows})
     tasks = sorted({str(r["task"]) for r in rows})
-    methods = [m for m in ("mean", "model", "oracle") if any(r["method"] == m for r in rows)]
+    methods = [
+        m for m in ("mean", "sweep", "model", "oracle") if any(r["method"] == m for r in rows)
+    ]
     lines = [
         "| method | sweep size N (seen: N/10) | "
         + " | ".join(f"MdAPE {t}" for t in tasks)
@@ -140,6 +159,10 @@ Estimates, from simulated sweeps (LCBench surrogate, 300 W; 10 seeds per task).
 
 - mean: spent + trials left x the mean cost of the trials seen, with a bootstrap interval
   (uncertainty of the mean + spread of the sum of the trials left).
+- sweep: no earlier sweeps; a TrialCostModel of the seen trials' own cost vs parameters
+  (`TrialCostModel.from_sweep`), averaged over 2,000 draws from the study's search space,
+  once the seen trials outnumber the parameters by 3 (LCBench: 7 parameters, so from 10 seen
+  trials); before that, the mean. What `hpaudit report` does without --cost-history.
 - oracle: spent + trials left x the task's true mean cost (of --oracle-pool random
   configurations): no forecaster from the trials seen can do better on average; its error is
   the spread of the remaining trials' sum itself, the floor under the goal.

@@ -17,6 +17,13 @@ offset is the mean of ``log(cost) - f(params)`` over its finished trials; a tria
 cost is then ``exp(offset) x E[exp(f(x) + noise)]`` over the search space (a Monte Carlo mean
 over parameters drawn from it). Every figure it gives is an estimate.
 
+Without earlier sweeps (a lab's first sweep over a space), :meth:`TrialCostModel.from_sweep`
+fits ``f`` on the sweep's own finished trials, its penalty chosen by leaving one trial out.
+It needs a few more trials than the space has parameters; from about 20 trials it forecasts a
+random-search sweep far better than their mean does, because it averages the cost over the
+whole search space rather than over the few configurations that happened to run first
+(experiments/results/forecast.md).
+
 Example:
 
     >>> import numpy as np
@@ -55,6 +62,14 @@ Params = Mapping[str, Any]
 _LOG_SPAN = 20.0
 #: Fewest earlier studies and trials a model is fitted from.
 MIN_STUDIES, MIN_TRIALS = 2, 30
+#: A sweep's own model needs this many finished trials more than it has inputs.
+SWEEP_SPARE_TRIALS = 3
+#: Ridge penalties :meth:`TrialCostModel.from_sweep` chooses from; the last one leaves no
+#: more than the intercept (a log-normal mean), for sweeps whose cost the parameters do not
+#: explain.
+_SWEEP_PENALTIES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e9)
+#: How much lower (x) the held-out error of squares and products must be to be preferred.
+_QUADRATIC_MARGIN = 1.1
 
 
 @dataclass(frozen=True)
@@ -140,12 +155,33 @@ def _held_out_error(xs: list[np.ndarray], ys: list[np.ndarray], penalty: float) 
     return err
 
 
+def _loo_fit(
+    x: np.ndarray, y: np.ndarray, penalty: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge with an unpenalised intercept: ``(coef, leave-one-out residuals, cov)``.
+
+    The held-out residuals are exact, in one solve (a linear smoother's held-out residual is
+    its residual / (1 - leverage)). ``cov``: the covariance of (intercept, coef) per unit of
+    noise variance, ``(A'A + P)^-1 A'A (A'A + P)^-1``.
+    """
+    a = np.column_stack([np.ones(len(y)), x])
+    pen = penalty * np.eye(a.shape[1])
+    pen[0, 0] = 0.0
+    gram = a.T @ a
+    inv = np.linalg.inv(gram + pen)
+    beta = inv @ a.T @ y
+    leverage = np.einsum("ij,jk,ik->i", a, inv, a)
+    r = (y - a @ beta) / np.maximum(1.0 - leverage, 1e-9)
+    return beta[1:], r, inv @ gram @ inv
+
+
 @dataclass(frozen=True)
 class TrialCostModel:
     """``log(cost) = offset(study) + f(params) + noise``, ``f`` learned from earlier studies.
 
-    Build it with :meth:`fit` (studies as ``(params, cost)`` pairs) or :meth:`from_ledger`
-    (the ledger's complete trials of other studies); use :meth:`mean_cost` for a new study.
+    Build it with :meth:`fit` (studies as ``(params, cost)`` pairs), :meth:`from_ledger`
+    (the ledger's complete trials of other studies) or :meth:`from_sweep` (a sweep's own
+    trials); use :meth:`mean_cost` for a new study.
     """
 
     columns: tuple[_Column, ...]
@@ -156,6 +192,16 @@ class TrialCostModel:
     n_trials: int
     pool: tuple[Params, ...]  # the earlier trials' parameters: a search space's stand-in
     span: tuple[float, float]  # f over the earlier trials, each study centred: no extrapolation
+    own_sweep: bool = False  # fitted on the forecast sweep's own trials (from_sweep)
+    #: from_sweep: covariance of (intercept, coef) per unit noise variance. Its ``f`` is as
+    #: uncertain as its offset, since both come from the same few trials.
+    coef_cov: np.ndarray | None = None
+
+    def describe(self) -> str:
+        """What the model was learned from, for a forecast's method line."""
+        if self.own_sweep:
+            return f"cost model of this sweep's {self.n_trials} trials (cost vs parameters)"
+        return f"cost model of {self.n_studies} earlier sweeps ({self.n_trials} trials)"
 
     @classmethod
     def fit(
@@ -212,6 +258,56 @@ class TrialCostModel:
         )
 
     @classmethod
+    def from_sweep(cls, trials: Sequence[tuple[Params, float]]) -> TrialCostModel:
+        """Fit ``f`` on one sweep's own finished trials, ``[(params, cost), ...]`` (cost > 0),
+        when there are no earlier sweeps to learn from.
+
+        The form (linear; squares and products too once there are enough trials) and the
+        ridge penalty are chosen by leaving one trial out, from a grid whose last penalty
+        leaves only the intercept: a sweep whose cost the parameters do not explain gets a
+        log-normal mean. Needs more trials than the model has inputs (the error says how
+        many); fitted on trials that trained to the end, it forecasts full trainings.
+        """
+        kept = [(p, float(c)) for p, c in trials if _is_number(c) and c > 0]
+        trial_params = [p for p, _ in kept]
+        cols = _columns(trial_params) if kept else []
+        need = max(len(cols) + SWEEP_SPARE_TRIALS, 2 + SWEEP_SPARE_TRIALS)
+        if len(kept) < need:
+            raise HpauditInputError(
+                f"a cost model of one sweep needs at least {need} finished trials with a cost "
+                f"(its {len(cols)} varying parameters + {SWEEP_SPARE_TRIALS}); got {len(kept)}"
+            )
+        y = np.log([c for _, c in kept])
+        best: tuple[float, bool, np.ndarray, np.ndarray, np.ndarray] | None = None
+        for quadratic in (False, True):
+            x = _design(cols, trial_params, quadratic)
+            if quadratic and len(y) < 2 * x.shape[1]:
+                break  # too few trials to tell a curved shape from noise
+            # The curved form must forecast clearly better: with a few dozen trials it
+            # otherwise wins on noise now and then, and its extremes go wild.
+            margin = _QUADRATIC_MARGIN if quadratic else 1.0
+            for penalty in _SWEEP_PENALTIES:
+                coef, r, cov = _loo_fit(x, y, penalty)
+                err = float(np.mean(r**2))
+                if best is None or err * margin < best[0]:
+                    best = (err, quadratic, coef, x, cov)
+        assert best is not None
+        err, quadratic, coef, x, cov = best
+        f = x @ coef
+        return cls(
+            tuple(cols),
+            quadratic,
+            coef,
+            math.sqrt(err),  # held-out: the noise a new trial of this sweep sees
+            1,
+            len(kept),
+            tuple(trial_params),
+            (float(f.min()), float(f.max())),
+            own_sweep=True,
+            coef_cov=cov,
+        )
+
+    @classmethod
     def from_ledger(
         cls, ledger: Ledger | str, *, exclude: Iterable[str] = (), params: Iterable[str] = ()
     ) -> TrialCostModel:
@@ -239,6 +335,22 @@ class TrialCostModel:
         held within what the earlier studies showed (a model extrapolates badly in logs)."""
         f = _design(self.columns, trials, self.quadratic) @ self.coef
         return np.clip(f, *self.span)
+
+    def log_mean_sd(self, n_seen: int, space: Sequence[Params] | None = None) -> float:
+        """Standard deviation of ``log(mean_cost)`` from ``n_seen`` trials of a new study.
+
+        Learned from earlier studies, ``f`` is taken as known: only the offset is uncertain,
+        ``noise / sqrt(n_seen)``. Learned from the sweep's own trials, the shape is uncertain
+        too; by the delta method the log mean moves with the intercept and with each
+        coefficient times the cost-weighted mean of its input over the space (dear
+        configurations dominate a mean cost)."""
+        if self.coef_cov is None:
+            return self.noise_sd / math.sqrt(max(1, n_seen))
+        trials = list(space) if space else list(self.pool)
+        x = _design(self.columns, trials, self.quadratic)
+        w = np.exp(np.clip(x @ self.coef, *self.span))
+        g = np.concatenate([[1.0], (w @ x) / w.sum()])
+        return self.noise_sd * math.sqrt(max(0.0, float(g @ self.coef_cov @ g)))
 
     def mean_cost(
         self,

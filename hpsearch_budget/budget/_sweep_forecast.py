@@ -10,9 +10,12 @@ average beyond what they have already spent.
 With a :class:`~hpsearch_budget.budget.TrialCostModel` learned from earlier sweeps over the
 same search space (``cost_model=``, with the finished trials' ``params=``), the mean cost of a
 trial comes from the model instead: the finished trials only fix the sweep's scale, which a
-few trials do far better than they fix a mean (see that module). The interval then draws the
-scale's uncertainty (the model's noise / sqrt(trials seen)) and the spread of the remaining
-trials' sum from the model.
+few trials do far better than they fix a mean (see that module). Without earlier sweeps,
+``TrialCostModel.from_sweep`` learns the model from the sweep's own finished trials: with the
+search space (``space=``) it averages their cost over the whole space, not over the few
+configurations that ran first. The interval then draws the uncertainty of the mean trial
+(``TrialCostModel.log_mean_sd``: the sweep's scale, and for a model of the sweep's own trials
+its shape as well) and the spread of the remaining trials' sum from the model.
 
 Plain numbers in, :class:`Cost` out: no Optuna or Ray types, so the report, the CLI and both
 integrations share it.
@@ -145,8 +148,9 @@ def forecast_sweep(
         n_boot: bootstrap replicates.
         seed: of the bootstrap (None: not repeatable).
         cost_model: a model of trial cost against hyperparameters, learned from earlier sweeps
-            over the same search space; needs ``params``. For sweeps whose trials all train to
-            the end (the model knows full trainings).
+            over the same search space (or from this sweep's own trials,
+            ``TrialCostModel.from_sweep``); needs ``params``. For sweeps whose trials all train
+            to the end (the model knows full trainings).
         params: the hyperparameters of each ``finished`` trial, in the same order.
         space: parameter sets drawn from the sweep's search space, for the model's mean over
             it (None: the earlier sweeps' trials).
@@ -172,10 +176,7 @@ def forecast_sweep(
                 "cost_model needs the params of every finished trial (params=, same order)"
             )
         remaining, rem_boot = _modelled(done, run, n_rem, cost_model, params, space, rng, n_boot)
-        method = (
-            f"cost model of {cost_model.n_studies} earlier sweeps ({cost_model.n_trials} trials) "
-            "x remaining trials"
-        )
+        method = f"{cost_model.describe()} x remaining trials"
     else:
         remaining, rem_boot = _bootstrapped(done, run, n_rem, rng, n_boot)
         method = "bootstrap mean x remaining trials"
@@ -241,8 +242,9 @@ def _modelled(
         )
     per_j = done.sum(axis=0) / energy.sum()  # (1, g CO2e / J, USD / J, GPU s / J)
     mu, sd = model.mean_cost(params, energy, space)
-    # The sweep's scale is known to the model's noise / sqrt(trials seen) (in logs).
-    scale = np.exp(model.noise_sd / math.sqrt(len(done)) * rng.standard_normal(n_boot))
+    # The mean trial's uncertainty, in logs: the sweep's scale (the model's noise / sqrt(trials
+    # seen)), and for a model of the sweep's own trials its shape as well.
+    scale = np.exp(model.log_mean_sd(len(done), space) * rng.standard_normal(n_boot))
     mus, sds = mu * scale, sd * scale
     rem = n_rem * mus + math.sqrt(n_rem) * sds * rng.standard_normal(n_boot)
     rem += np.maximum(mus[:, None] - run[None, :, 0], 0.0).sum(axis=1)

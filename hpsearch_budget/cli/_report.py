@@ -113,7 +113,9 @@ def report(
         str | None,
         typer.Option(
             help="Ledger URL of earlier sweeps over the same hyperparameters (other studies): "
-            "forecast the cost to finish from a cost model learned on them (random search)."
+            "forecast the cost to finish from a cost model learned on them (random search). "
+            "Without it, a sweep of complete trials is forecast from a model of its own trials "
+            "once it has a few more than parameters."
         ),
     ] = None,
 ) -> None:

@@ -7,6 +7,9 @@ Finished trials without energy data are left out of the sample *and* of the plan
 :class:`~hpsearch_budget.budget.TrialCostModel` of earlier sweeps (``hpaudit report
 --cost-history``), a sweep whose finished trials all trained to the end is forecast from it,
 its search space drawn from the trials' Optuna distributions where the source has them.
+Without one, such a sweep with a known search space is forecast from a model of its own
+trials once it has a few more of them than parameters
+(:meth:`~hpsearch_budget.budget.TrialCostModel.from_sweep`).
 
 Example:
 
@@ -76,32 +79,50 @@ def _scaled(costs: tuple[Cost, Cost, Cost], k: float) -> tuple[Cost, Cost, Cost]
 def _model_inputs(
     finished: pd.DataFrame, model: TrialCostModel | None, notes: list[str]
 ) -> dict[str, Any]:
-    """``forecast_sweep``'s cost-model arguments for these finished trials, or {} (with a note
-    saying why) when the model does not apply: it knows full trainings of trials with params."""
-    if model is None:
-        return {}
+    """``forecast_sweep``'s cost-model arguments for these finished trials, or {} (the mean of
+    the finished trials is used then).
+
+    With ``model`` (earlier sweeps, ``--cost-history``), a note says why when it does not apply:
+    it knows full trainings of trials with params. Without one, a sweep whose trials all
+    trained to the end and whose search space is known gets a model of its own trials
+    (:meth:`TrialCostModel.from_sweep`) once it has enough of them.
+    """
     states = finished["state"]
     energy = finished["energy_j"].to_numpy(float)
-    if not (states == "complete").all() or not (energy > 0).all():
+    full = bool((states == "complete").all() and (energy > 0).all())
+    if model is not None and not full:
         notes.append(
             "cost history not used: it forecasts sweeps whose trials all train to the end, "
             "with energy recorded; this one has pruned, failed or unmetered trials"
         )
+    if not full:
         return {}
     params = [p if isinstance(p, dict) else {} for p in finished["params"]]
     space: dict[str, Any] = {}
     for d in finished["distributions"]:
         space.update(d if isinstance(d, dict) else {})
-    draws = None
-    if space:
-        from hpsearch_budget.optuna import draw_params
+    if model is None:
+        if not space:  # averaging over the trials that ran is no better than their mean
+            return {}
+        try:
+            model = TrialCostModel.from_sweep(list(zip(params, energy, strict=True)))
+        except HpauditInputError:  # too few trials yet: their mean
+            return {}
+    from hpsearch_budget.optuna import draw_params
 
-        draws = draw_params(space, n=2000, seed=0)
-    notes.append(
-        f"cost to finish from a cost model of {model.n_studies} earlier sweeps "
-        f"({model.n_trials} complete trials) over the same parameters; this sweep's trials "
-        "set its scale (estimate)"
-    )
+    draws = draw_params(space, n=2000, seed=0) if space else None
+    if model.own_sweep:
+        notes.append(
+            f"cost to finish from a model of this sweep's {model.n_trials} complete trials "
+            "(cost vs parameters), averaged over its search space: it assumes the trials left "
+            "are drawn like random search (estimate)"
+        )
+    else:
+        notes.append(
+            f"cost to finish from a cost model of {model.n_studies} earlier sweeps "
+            f"({model.n_trials} complete trials) over the same parameters; this sweep's trials "
+            "set its scale (estimate)"
+        )
     return {"cost_model": model, "params": params, "space": draws}
 
 

@@ -4,6 +4,7 @@ trials better than their mean, from plain pairs and from a real ledger."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -43,22 +44,41 @@ def model() -> TrialCostModel:
     return TrialCostModel.fit({f"t{i}": _sweep(s, 80, i) for i, s in enumerate((1.0, 10.0, 100.0))})
 
 
-def test_model_forecast_beats_the_mean_of_few_trials(model: TrialCostModel) -> None:
+def _forecasts(
+    model_of: Callable[[list[tuple[dict, float]]], TrialCostModel],
+    n_seen: int,
+    n_total: int,
+    first_seed: int,
+) -> tuple[dict[str, list[float]], list[bool], set[str]]:
+    """Forecast 20 new sweeps (scale 37, unseen by any earlier model) from their first
+    ``n_seen`` trials, by their mean and by ``model_of(seen)``: each one's absolute errors,
+    whether the model's interval covered the truth, and the model's method lines."""
     space = draw_params(SPACE, 2000, seed=99)
     errors: dict[str, list[float]] = {"mean": [], "model": []}
-    covered = []
+    covered, methods = [], set()
     for seed in range(20):
-        sweep = _sweep(37.0, 100, 1000 + seed)  # a new task at a scale the model never saw
+        sweep = _sweep(37.0, n_total, first_seed + seed)
         params, costs = [p for p, _ in sweep], [c for _, c in sweep]
-        truth = sum(costs)
-        plain = forecast_sweep(costs[:10], n_total=100, seed=seed)
+        truth, seen = sum(costs), costs[:n_seen]
+        plain = forecast_sweep(seen, n_total=n_total, seed=seed)
         fit = forecast_sweep(
-            costs[:10], n_total=100, seed=seed, cost_model=model, params=params[:10], space=space
+            seen,
+            n_total=n_total,
+            seed=seed,
+            cost_model=model_of(sweep[:n_seen]),
+            params=params[:n_seen],
+            space=space,
         )
         errors["mean"].append(abs(plain.total.energy_j / truth - 1))
         errors["model"].append(abs(fit.total.energy_j / truth - 1))
         covered.append(fit.low.energy_j <= truth <= fit.high.energy_j)
-        assert "cost model of 3 earlier sweeps" in fit.method
+        methods.add(fit.method)
+    return errors, covered, methods
+
+
+def test_model_forecast_beats_the_mean_of_few_trials(model: TrialCostModel) -> None:
+    errors, covered, methods = _forecasts(lambda _: model, 10, 100, 1000)
+    assert all("cost model of 3 earlier sweeps" in m for m in methods)
     assert np.median(errors["model"]) < 0.5 * np.median(errors["mean"])
     assert np.median(errors["model"]) < 0.09
     assert np.mean(covered) >= 0.75  # nominal 90%
@@ -136,3 +156,52 @@ def test_forecast_from_ledger_entries_with_the_model(model: TrialCostModel, tmp_
     )
     assert f.total.energy_j == pytest.approx(direct.total.energy_j)
     assert f.method.startswith("cost model")
+
+
+# -- a sweep's own model (no earlier sweeps) ---------------------------------------------------
+
+
+def test_own_sweep_model_beats_the_mean_of_its_first_trials() -> None:
+    # 10% seen, nothing earlier: the model is learned from those 20 trials alone
+    errors, covered, methods = _forecasts(TrialCostModel.from_sweep, 20, 200, 2000)
+    assert all(m.startswith("cost model of this sweep's 20 trials") for m in methods)
+    assert np.median(errors["model"]) < 0.7 * np.median(errors["mean"])
+    assert np.median(errors["model"]) < 0.08
+    assert np.mean(covered) >= 0.75  # nominal 90%
+
+
+def test_own_sweep_model_learns_the_shape_and_is_marked_as_such() -> None:
+    m = TrialCostModel.from_sweep(_sweep(3.0, 60, 11))
+    assert m.own_sweep and m.n_studies == 1 and m.n_trials == 60
+    cheap = dict(batch=512, units=64, layers=1, lr=0.01, opt="sgd")
+    dear = dict(batch=16, units=1024, layers=5, lr=0.01, opt="adam")
+    assert m.shape([dear])[0] - m.shape([cheap])[0] > math.log(3)
+    assert "this sweep's 60 trials" in m.describe()
+    # its shape is learned from the same trials as its scale: the mean is less certain than
+    # the scale alone says, and more trials make it more certain
+    space = draw_params(SPACE, 500, seed=5)
+    assert m.log_mean_sd(60, space) > m.noise_sd / math.sqrt(60)
+    more = TrialCostModel.from_sweep(_sweep(3.0, 240, 11))
+    assert more.log_mean_sd(240, space) < 0.7 * m.log_mean_sd(60, space)
+
+
+def test_own_sweep_model_of_cost_the_params_do_not_explain_is_a_plain_mean() -> None:
+    spreads = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        trials = [(p, float(rng.lognormal(5.0, 0.3))) for p in draw_params(SPACE, 40, seed=seed)]
+        m = TrialCostModel.from_sweep(trials)
+        spreads.append(float(np.ptp(m.shape(draw_params(SPACE, 200, seed=99)))))
+        mean, _ = m.mean_cost([p for p, _ in trials], [c for _, c in trials])
+        assert mean == pytest.approx(np.mean([c for _, c in trials]), rel=0.1)
+    # noise: the held-out choice keeps (nearly) no shape in most sweeps
+    assert np.median(spreads) < 0.2
+
+
+def test_own_sweep_model_needs_more_trials_than_parameters() -> None:
+    # 5 inputs (batch, units, layers, lr, opt=adam): 8 trials at least
+    TrialCostModel.from_sweep(_sweep(1.0, 8, 0))
+    with pytest.raises(HpauditInputError, match=r"needs at least 8 finished trials .* got 7"):
+        TrialCostModel.from_sweep(_sweep(1.0, 7, 0))
+    with pytest.raises(HpauditInputError, match="got 0"):
+        TrialCostModel.from_sweep([({"a": 1.0}, 0.0)] * 20)  # no cost recorded

@@ -103,3 +103,40 @@ def test_too_little_cost_history_is_a_one_line_error(tmp_path: Path, capsys) -> 
     assert code == 2 and out == ""
     assert "--cost-history: a cost model needs at least 2 earlier studies" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_without_history_a_complete_sweep_is_forecast_from_its_own_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage, ledger_url = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(ledger_url)
+    study = optuna.create_study(
+        study_name="first", storage=storage, sampler=optuna.samplers.RandomSampler(seed=3)
+    )
+    seen_j = _sweep(ledger, study, 20, 50.0)  # 20 of 200: the lab's first sweep, no history
+    base = ["report", storage, "--ledger", ledger_url, "--n-trials", "200", "--format", "json"]
+    code, out, err = run_cli(capsys, *base)
+    assert code == 0, err
+    f = json.loads(out)["forecast"]
+    assert f["method"].startswith("cost model of this sweep's 20 trials")
+    assert any("averaged over its search space" in n and "estimate" in n for n in f["notes"])
+    truth_j = seen_j + _sweep(ledger, study, 180, 50.0)
+    low, high = f["sweep_total"]["low"]["energy_kwh"], f["sweep_total"]["high"]["energy_kwh"]
+    assert low * 3.6e6 <= truth_j <= high * 3.6e6
+    assert abs(f["sweep_total"]["estimate"]["energy_kwh"] * 3.6e6 / truth_j - 1) < 0.15
+
+
+@pytest.mark.parametrize(("n_seen", "prune"), [(4, False), (20, True)])
+def test_too_few_or_partial_trials_are_forecast_from_their_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], n_seen: int, prune: bool
+) -> None:
+    storage, ledger_url = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'l.db'}"
+    study = optuna.create_study(study_name="first", storage=storage)
+    _sweep(Ledger(ledger_url), study, n_seen, 50.0, prune=prune)  # 2 parameters: 5 needed
+    code, out, err = run_cli(
+        capsys, "report", storage, "--ledger", ledger_url, "--n-trials", "100", "--format", "json"
+    )
+    f = json.loads(out)["forecast"]
+    assert code == 0, err
+    assert f["method"].startswith("bootstrap mean")
+    assert not any("cost history" in n or "search space" in n for n in f["notes"])
