@@ -22,7 +22,6 @@ error (MdAPE) and how often the 90% interval covers the truth, for these methods
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import optuna
 from sim import load_benchmark
 from sim._bench import DEV_TASKS, _yahpo_lcbench, bench_data_dir
+from sim._emit import emit
 
 from hpsearch_budget.budget import SweepForecast, TrialCostModel, forecast_sweep
 from hpsearch_budget.errors import HpauditInputError
@@ -230,18 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         earlier = [earlier[i] for i in sorted(pick)]
     model = history_model(a.benchmark, earlier, history) if earlier else None
     rows = evaluate(a.benchmark, tasks, seeds, sizes, model, oracle)
-    text = summary(rows)
-    print(text)
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
-    if a.out:
-        cmd = "python experiments/forecast_eval.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]
-        )
-        a.out.write_text(
-            "# Sweep energy forecast after 10% of a random-search sweep (estimates)\n\n"
-            f"Command: `{cmd}`\n\n{text}\n{NOTES}"
-        )
+    emit(
+        "forecast_eval.py",
+        argv,
+        "Sweep energy forecast after 10% of a random-search sweep (estimates)",
+        summary(rows),
+        rows,
+        json_path=a.json,
+        out=a.out,
+        notes=NOTES,
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ from hpsearch_budget.budget._cost import Cost
 from hpsearch_budget.budget._cost_model import TrialCostModel
 from hpsearch_budget.budget._sweep_forecast import (
     SweepForecast,
+    cost_shifted,
     forecast_sweep,
     forecast_sweep_from_entries,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "SweepForecast",
     "TrialCostModel",
     "TrialForecaster",
+    "cost_shifted",
     "forecast_remaining",
     "forecast_sweep",
     "forecast_sweep_from_entries",

@@ -9,7 +9,10 @@ Finished trials without energy data are left out of the sample *and* of the plan
 its search space drawn from the trials' Optuna distributions where the source has them.
 Without one, such a sweep with a known search space is forecast from a model of its own
 trials once it has a few more of them than parameters
-(:meth:`~hpsearch_budget.budget.TrialCostModel.from_sweep`).
+(:meth:`~hpsearch_budget.budget.TrialCostModel.from_sweep`). A sweep whose later trials cost
+differently from its first ones (TPE after its random startup, or a pruner that learned;
+:func:`~hpsearch_budget.budget.cost_shifted`) is forecast from its later half instead, with no
+model: a model's average over the search space assumes random search.
 
 Example:
 
@@ -33,7 +36,13 @@ import numpy as np
 import pandas as pd
 
 from hpsearch_budget.analysis import Sweep
-from hpsearch_budget.budget import Cost, SweepForecast, TrialCostModel, forecast_sweep
+from hpsearch_budget.budget import (
+    Cost,
+    SweepForecast,
+    TrialCostModel,
+    cost_shifted,
+    forecast_sweep,
+)
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report import _model as m
 from hpsearch_budget.units import g_to_kg, j_to_kwh
@@ -77,7 +86,7 @@ def _scaled(costs: tuple[Cost, Cost, Cost], k: float) -> tuple[Cost, Cost, Cost]
 
 
 def _model_inputs(
-    finished: pd.DataFrame, model: TrialCostModel | None, notes: list[str]
+    finished: pd.DataFrame, model: TrialCostModel | None, notes: list[str], shifted: bool
 ) -> dict[str, Any]:
     """``forecast_sweep``'s cost-model arguments for these finished trials, or {} (the mean of
     the finished trials is used then).
@@ -95,7 +104,12 @@ def _model_inputs(
             "cost history not used: it forecasts sweeps whose trials all train to the end, "
             "with energy recorded; this one has pruned, failed or unmetered trials"
         )
-    if not full:
+    elif model is not None and shifted:
+        notes.append(
+            "cost history not used: it averages over the search space as random search draws "
+            "it, and this sweep's later trials cost differently from its first ones"
+        )
+    if not full or shifted:  # a model of the search space says nothing of where TPE went
         return {}
     params = [p if isinstance(p, dict) else {} for p in finished["params"]]
     space: dict[str, Any] = {}
@@ -143,7 +157,7 @@ def forecast_section(
     came from the user (``n_trials_source == "--n-trials"``); a stale recorded value is a note.
     ``cost_model``: forecast the trials left from it (see the module docstring).
     """
-    t = sweep.trials
+    t = sweep.trials.sort_values("number", kind="stable")  # the shift check reads the order
     running = t[t["state"] == "running"]
     finished = t[t["state"] != "running"]
     with_energy = finished[np.isfinite(finished["energy_j"].to_numpy(float))]
@@ -168,7 +182,14 @@ def forecast_section(
         notes.append(f"recorded {msg} ({n_trials_source}); cost to finish not forecast")
         planned = None
     complete = with_energy[with_energy["state"] == "complete"]
-    modelled = _model_inputs(with_energy, cost_model, notes) if planned is not None else {}
+    shifted = cost_shifted(with_energy["energy_j"].to_numpy(float)) is not None
+    if shifted and planned is not None:
+        notes.append(
+            "the later half of the finished trials cost differently from the first half (an "
+            "adaptive sampler such as TPE, or pruning that learned): the cost to finish is "
+            "forecast from the later half (estimate)"
+        )
+    modelled = _model_inputs(with_energy, cost_model, notes, shifted) if planned is not None else {}
     f: SweepForecast = forecast_sweep(
         _costs(with_energy),
         (planned - n_missing) if planned is not None else len(with_energy) + len(running),

@@ -6,7 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpsearch_budget.budget import Cost, forecast_sweep, forecast_sweep_from_entries
+from hpsearch_budget.budget import (
+    Cost,
+    cost_shifted,
+    forecast_sweep,
+    forecast_sweep_from_entries,
+)
 from hpsearch_budget.errors import HpauditInputError
 
 
@@ -63,3 +68,48 @@ def test_from_ledger_entries() -> None:
 def test_bad_input(kwargs: dict, match: str) -> None:
     with pytest.raises(HpauditInputError, match=match):
         forecast_sweep(**kwargs)
+
+
+# -- a sweep whose cost shifted (an adaptive sampler) ----------------------------------------
+
+
+def _drifting(rng: np.random.Generator, n: int, later: float, at: int = 10) -> np.ndarray:
+    """Skewed trial costs; after the first ``at`` (random startup) each costs ``later`` x."""
+    costs = rng.lognormal(np.log(1e5), 0.6, size=n)
+    costs[at:] *= later
+    return costs
+
+
+def test_shift_check_rarely_fires_on_random_search_and_finds_a_shift() -> None:
+    rng = np.random.default_rng(1)
+    same = [cost_shifted(rng.lognormal(np.log(1e5), 0.6, size=30)) for _ in range(300)]
+    assert np.mean([p is not None for p in same]) <= 0.1  # a 5 % test
+    moved = [cost_shifted(_drifting(rng, 30, 0.4)[:30]) for _ in range(100)]
+    assert np.mean([p is not None for p in moved]) >= 0.6  # 15 vs 15, 5 of them moved too
+    assert all(p is None or 0.0 <= p < 0.05 for p in moved)
+    assert cost_shifted([1e5] * 5 + [1e4] * 4) is None  # too few trials to tell
+    assert cost_shifted([1e5] * 6 + [1e4] * 6) == 0.0  # constant halves, clearly apart
+
+
+def test_forecast_of_a_shifted_sweep_uses_its_later_trials() -> None:
+    rng = np.random.default_rng(2)
+    errors: dict[bool, list[float]] = {True: [], False: []}
+    covered, widths = [], []
+    for seed in range(40):
+        costs = _drifting(rng, 200, 0.5, at=20)  # TPESampler(n_startup_trials=20)
+        truth = costs.sum()
+        for check in (True, False):
+            f = forecast_sweep(list(costs[:40]), n_total=200, seed=seed, shift_check=check)
+            errors[check].append(abs(f.total.energy_j / truth - 1))
+            if check and "later" in f.method:
+                assert f.method.startswith("bootstrap mean of the later 20 of 40 finished")
+                assert f.low.energy_j <= f.total.energy_j <= f.high.energy_j
+                covered.append(f.low.energy_j <= truth <= f.high.energy_j)
+                plain = forecast_sweep(list(costs[20:40]), n_total=180, seed=seed)
+                widths.append(
+                    (f.high.energy_j - f.low.energy_j, plain.high.energy_j - plain.low.energy_j)
+                )
+    assert np.median(errors[True]) < 0.75 * np.median(errors[False])
+    # the interval allows for the sweep drifting on: wider than the later half's own, covering
+    assert len(covered) >= 20 and np.mean(covered) >= 0.85
+    assert all(shifted > later for shifted, later in widths)

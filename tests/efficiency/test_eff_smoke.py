@@ -58,6 +58,13 @@ def test_forecast_eval_quick(need_yahpo: None) -> None:
     assert "MdAPE" in out.stdout
 
 
+def test_forecast_adaptive_quick(need_yahpo: None) -> None:
+    out = _run("experiments/forecast_adaptive.py", "--quick")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("| tpe", "| random"))]
+    assert len(rows) == 6  # 2 samplers x 3 points of the sweep
+
+
 def test_budget_efficiency_report_writes_table_and_plot(tmp_path: Path) -> None:
     def rec(strategy: str, seed: int, best: float) -> dict:
         return dict(

@@ -140,3 +140,49 @@ def test_too_few_or_partial_trials_are_forecast_from_their_mean(
     assert code == 0, err
     assert f["method"].startswith("bootstrap mean")
     assert not any("cost history" in n or "search space" in n for n in f["notes"])
+
+
+def test_a_tpe_sweep_is_forecast_from_its_later_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real TPE: the objective prefers small ``width``, which is also what makes a trial cheap,
+    so after its 20 random trials TPE runs cheaper ones; the report notices and forecasts the
+    rest from them, and leaves the cost history (random-search draws) out."""
+    storage, ledger_url = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(ledger_url)
+    rng = np.random.default_rng(0)
+
+    def run(study: optuna.Study, n: int) -> float:
+        total, name = 0.0, study.study_name
+        for _ in range(n):
+            t = study.ask()
+            p = {"width": t.suggest_int("width", 8, 512, log=True)}
+            p["batch"] = t.suggest_int("batch", 16, 512, log=True)
+            j = 50.0 * p["width"] ** 0.7 * rng.lognormal(0, 0.2)
+            w = ledger.open_window(name, f"{name}:{t.number}", trial_number=t.number, params=p)
+            m = Measurement(1.0, {"gpu": j}, {"gpu": Source.MEASURED})
+            ledger.finalize(w, m, status="complete")
+            study.tell(t, float(np.log(p["width"]) + rng.normal(0, 0.1)))
+            total += j
+        return total
+
+    for name in ("old-a", "old-b"):  # random-search history, for --cost-history
+        run(optuna.create_study(study_name=name, storage=storage), 30)
+    tpe = optuna.create_study(
+        study_name="tpe",
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=20),
+    )
+    seen_j = run(tpe, 40)
+    base = ["report", storage, "--study", "tpe", "--ledger", ledger_url, "--n-trials", "200"]
+    code, out, err = run_cli(capsys, *base, "--format", "json", "--cost-history", ledger_url)
+    assert code == 0, err
+    f = json.loads(out)["forecast"]
+    assert f["method"].startswith("bootstrap mean of the later 20 of 40 finished trials")
+    assert any("later half of the finished trials cost differently" in n for n in f["notes"])
+    assert any("cost history not used" in n for n in f["notes"])
+    truth_j = seen_j + run(tpe, 160)
+    estimate_j = f["sweep_total"]["estimate"]["energy_kwh"] * 3.6e6
+    all_mean_j = seen_j + 160 * seen_j / 40  # what the mean of all 40 would say
+    assert abs(estimate_j / truth_j - 1) < abs(all_mean_j / truth_j - 1)
+    assert abs(estimate_j / truth_j - 1) < 0.35
