@@ -182,8 +182,12 @@ def forecast_section(
         notes.append(f"recorded {msg} ({n_trials_source}); cost to finish not forecast")
         planned = None
     complete = with_energy[with_energy["state"] == "complete"]
-    shifted = cost_shifted(with_energy["energy_j"].to_numpy(float)) is not None
-    if shifted and planned is not None:
+    # Only the cost to finish depends on it (forecast_sweep runs the same check on the same
+    # trials); the report must know first, to leave a cost model out.
+    shifted = (
+        planned is not None and cost_shifted(with_energy["energy_j"].to_numpy(float)) is not None
+    )
+    if shifted:
         notes.append(
             "the later half of the finished trials cost differently from the first half (an "
             "adaptive sampler such as TPE, or pruning that learned): the cost to finish is "
