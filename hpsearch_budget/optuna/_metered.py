@@ -54,21 +54,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from numbers import Real
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import optuna
-from optuna.study import StudyDirection
 from optuna.trial import Trial
 
 from hpsearch_budget.budget import Budget, Cost
@@ -76,210 +69,27 @@ from hpsearch_budget.budget._accounting import Accounting, fits
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._limits import require_budget
-from hpsearch_budget.optuna._metering import SharedMeter, shared_meter
+from hpsearch_budget.optuna._metering import shared_meter
+from hpsearch_budget.optuna._objective_checks import (
+    ObjectiveValueError,
+    check_directions,
+    check_result,
+)
+from hpsearch_budget.optuna._trial_run import MeteredTrial, _TrialRun, heartbeat
+from hpsearch_budget.optuna._user_attrs import set_user_attrs
 from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
-    from hpsearch_budget.meters import Measurement, Meter
+    from hpsearch_budget.meters import Meter
     from hpsearch_budget.optuna._callback import BudgetCallback
+
+__all__ = ["MeteredObjective", "MeteredTrial", "ObjectiveValueError", "metered"]
 
 _log = logging.getLogger(__name__)
 
 #: How long a trial waits between reservation attempts while other trials hold the room.
 _RETRY_S = (0.2, 2.0)
-#: How long the heartbeat thread waits for a next trial before it exits.
-_LINGER_S = 5.0
-
-
-class ObjectiveValueError(HpauditInputError):
-    """The objective returned something Optuna cannot rank (None, NaN, wrong arity)."""
-
-
-class MeteredTrial(Trial):
-    """The :class:`optuna.trial.Trial` handed to a metered objective.
-
-    It *is* the trial Optuna created (same state, same storage); :meth:`report` also
-    checkpoints the trial's energy into the ledger, and :meth:`checkpoint` does so without an
-    intermediate value (multi-objective studies, where Optuna has no ``report``).
-    """
-
-    _hpaudit: _TrialRun
-
-    def __init__(self, trial: Trial, run: _TrialRun) -> None:
-        # Share the trial's state instead of re-creating it: Trial.__init__ would call the
-        # sampler's before_trial again.
-        self.__dict__ = trial.__dict__
-        object.__setattr__(self, "_hpaudit", run)
-
-    def report(self, value: float, step: int) -> None:
-        super().report(value, step)
-        self._hpaudit.checkpoint(step=int(step), value=float(value))
-
-    def checkpoint(self, step: int | None = None) -> Cost:
-        """Write the trial's energy so far to the ledger (always, unlike a throttled
-        :meth:`report`); returns its cost so far."""
-        return self._hpaudit.checkpoint(step=step, value=None, force=True)
-
-    @property
-    def cost(self) -> Cost:
-        """The trial's cost as of its last report or checkpoint (measured then, even when
-        the report was not yet written to the ledger)."""
-        return self._hpaudit.live.cost
-
-
-class _TrialRun:
-    """One trial's window: meter token, ledger row, live state.
-
-    Every report reads the meter and updates the live state (what this process's pruner and
-    ``MeteredTrial.cost`` see). The ledger row is written at a report only when someone
-    could act on it (see :meth:`_due`); otherwise the step, value and energy wait, and the
-    next write carries all of them. Near the limit every report writes.
-    """
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        meter: SharedMeter,
-        live: _state.LiveTrial,
-        token: int,
-        interval_s: float,
-        state: _state.StudyState,
-    ) -> None:
-        self.ledger = ledger
-        self.meter = meter
-        self.live = live
-        self.token = token
-        self.interval_s = interval_s
-        self.state = state
-        #: Reports closer than this to the row's last write may skip the ledger (0: never).
-        #: Set once the trial holds a reservation that covers its unwritten spend.
-        self.throttle_s = 0.0
-        self.lock = threading.Lock()  # a heartbeat never races a report or the finalize
-        self.last_s = time.monotonic()  # the row's last write (open_window)
-        self.written = Cost()  # the row's cost at its last write
-        self.step: int | None = None  # reported, not yet written
-        self.value: float | None = None
-        self.dirty = False  # something was measured or reported since the last write
-        self.closed = False
-
-    def checkpoint(self, step: int | None, value: float | None, *, force: bool = False) -> Cost:
-        """Measure the trial now; write the row if :meth:`_due` (or ``force``)."""
-        with self.lock:
-            if self.closed:
-                return self.live.cost
-            measurement = self.meter.measure(self.token)
-            if step is not None:
-                self.step = int(step)
-            if value is not None:
-                self.value = value
-            cost = self._estimate(measurement)
-            if force or self._due(cost):
-                cost = self._write(measurement)
-            else:
-                self.dirty = True
-        self.live.cost = cost
-        if step is not None:
-            self.live.steps_done = max(self.live.steps_done, step + 1)
-            if self.live.base is None:
-                self.live.base = (cost, self.live.steps_done)
-        return cost
-
-    def flush(self) -> None:
-        """Write what the last reports left unwritten (a no-op when the row is current)."""
-        with self.lock:
-            if self.dirty and not self.closed:
-                self.live.cost = self._write(self.meter.measure(self.token))
-
-    def _due(self, cost: Cost) -> bool:
-        """Whether this report must reach the ledger.
-
-        Skipping is safe only while the trial's reservation covers everything it has spent:
-        the ledger then counts the unwritten spend as committed, so every worker's spent +
-        committed -- what reservations, the pruner and the callback decide on -- is exact.
-        Beyond the reservation, near the limit (the pruner says so), or once
-        ``throttle_s`` has passed since the last write, the report is written.
-        """
-        return (
-            self.state.near
-            or time.monotonic() - self.last_s >= self.throttle_s
-            or not fits(cost, self.live.reserved)
-        )
-
-    def _estimate(self, measurement: Measurement) -> Cost:
-        """The cost the ledger would record for ``measurement``: the energy since the last
-        write charged at the ledger's carbon model now (as :meth:`Ledger.checkpoint` does)."""
-        delta_j = measurement.energy_j - self.written.energy_j
-        if delta_j <= 0.0:
-            return self.written
-        fp = self.ledger.carbon.footprint(delta_j, datetime.now(UTC))
-        w = self.written
-        return Cost(w.energy_j + delta_j, w.co2e_g + fp.co2e_g, w.usd + fp.usd, w.gpu_s)
-
-    def _write(self, measurement: Measurement) -> Cost:
-        cost = self.ledger.checkpoint(
-            self.live.window_id, measurement, step=self.step, value=self.value
-        )
-        self.written, self.last_s, self.dirty = cost, time.monotonic(), False
-        self.step = self.value = None
-        return cost
-
-
-class _Heartbeat:
-    """Checkpoints trials whose row has not been written for a checkpoint interval.
-
-    A trial whose epochs are longer than the interval (or whose reports are throttled) would
-    otherwise look dead to :meth:`Ledger.reap` (silent for 3 intervals), and a crash would lose
-    more than one interval. One daemon thread per process; it exits once no trial has run for
-    ``_LINGER_S`` (sequential trials would otherwise start a thread each, ~0.2 ms).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._runs: set[_TrialRun] = set()
-        self._thread: threading.Thread | None = None
-        self._wake = threading.Event()  # a new trial may have a shorter interval
-        self._wait_s = 1.0  # how long the thread sleeps between rounds
-
-    def add(self, run: _TrialRun) -> None:
-        with self._lock:
-            self._runs.add(run)
-            if run.interval_s / 4 < self._wait_s:
-                self._wake.set()  # a shorter interval than the thread now sleeps for
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="hpaudit-heartbeat")
-                self._thread.daemon = True
-                self._thread.start()
-
-    def remove(self, run: _TrialRun) -> None:
-        with self._lock:
-            self._runs.discard(run)
-
-    def _loop(self) -> None:
-        idle_since: float | None = None
-        while True:
-            self._wake.clear()  # before the snapshot: a run added after it wakes the wait below
-            with self._lock:
-                runs = list(self._runs)
-                self._wait_s = min([1.0, *(r.interval_s / 4 for r in runs)])
-                now = time.monotonic()
-                if runs:
-                    idle_since = None
-                elif idle_since is None:
-                    idle_since = now
-                elif now - idle_since >= _LINGER_S:
-                    self._thread = None
-                    return
-            for run in runs:
-                if now - run.last_s >= run.interval_s:
-                    try:
-                        run.checkpoint(step=None, value=None, force=True)
-                    except Exception as exc:  # the trial's own reports will surface it
-                        _log.debug("heartbeat checkpoint failed: %s", exc)
-            self._wake.wait(self._wait_s)
-
-
-_heartbeat = _Heartbeat()
 
 
 class MeteredObjective:
@@ -341,7 +151,7 @@ class MeteredObjective:
     # -- the trial ------------------------------------------------------------------------
     def __call__(self, trial: Trial) -> Any:
         study = trial.study
-        _check_directions(study, self.energy_objective)
+        check_directions(study, self.energy_objective)
         name = study.study_name
         state = _state.study_state(self.ledger, name, self.max_steps)
         meter = shared_meter(self.meter)
@@ -366,7 +176,7 @@ class MeteredObjective:
         run = _TrialRun(self.ledger, meter, live, token, self.checkpoint_interval_s, state)
         live.flush = run.flush
         _state.register(live)
-        _heartbeat.add(run)
+        heartbeat.add(run)
         status, values = "failed", None
         try:
             if budgeted:
@@ -378,7 +188,7 @@ class MeteredObjective:
             elif self.policy is not None and self.policy.on_exceed == "warn":
                 self._warner(name, project, user).check()
             result = self.objective(MeteredTrial(trial, run))
-            values = _check_result(result, study, trial.number, self.energy_objective)
+            values = check_result(result, study, trial.number, self.energy_objective)
             status = "complete"
         except optuna.TrialPruned:
             status = "pruned"
@@ -407,7 +217,7 @@ class MeteredObjective:
     ) -> Cost:
         live = run.live
         _state.unregister(live)
-        _heartbeat.remove(run)
+        heartbeat.remove(run)
         value = values[0] if values and len(values) == 1 else None
         with run.lock:
             run.closed = True
@@ -432,7 +242,7 @@ class MeteredObjective:
         }
         if status == "pruned" and live.prune_reason:
             attrs["hpaudit_prune_reason"] = live.prune_reason
-        _set_user_attrs(trial, attrs)
+        set_user_attrs(trial, attrs)
         return cost
 
     def _after_trial(self, study: optuna.Study, cost: Cost) -> None:
@@ -584,169 +394,6 @@ def _open_ledger(ledger: Ledger | str | None) -> Ledger:
     raise HpauditInputError(
         f"ledger must be a Ledger, a database URL or None, got {type(ledger).__name__}"
     )
-
-
-def _set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
-    """Set the trial's user attributes, in a storage commit Optuna makes anyway if possible.
-
-    Optuna writes each ``set_user_attr`` in its own commit, and on SQLite storage every commit
-    syncs the disk: that one commit cost more than the whole ledger per trial. On RDBStorage
-    the attributes are therefore deferred and written inside the transaction in which Optuna
-    records the trial's end (``study.tell``, which ``optimize`` always calls): no extra commit,
-    and no reader ever sees the trial finished without them. Any other storage (in-memory,
-    JournalStorage), or an Optuna whose internals differ, gets the public call per attribute.
-    """
-    backend = _rdb_backend(trial)
-    cached = trial._cached_frozen_trial.user_attrs
-    # A key the objective already stored is overwritten through the public call instead: the
-    # deferred write then only ever INSERTs, with no read before it (rare; one commit more).
-    if backend is not None and not (attrs.keys() & cached) and _deferred.install(backend):
-        _deferred.add(backend, trial._trial_id, attrs)
-        cached.update(attrs)
-        return
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-
-
-def _rdb_backend(trial: Trial) -> Any:
-    """The trial's RDBStorage (under Optuna's cache), or None for any other storage."""
-    try:
-        from optuna.storages import RDBStorage
-        from optuna.storages._cached_storage import _CachedStorage
-
-        storage = trial.storage
-        backend = storage._backend if isinstance(storage, _CachedStorage) else storage
-        return backend if isinstance(backend, RDBStorage) else None
-    except (ImportError, AttributeError):  # pragma: no cover - another Optuna
-        return None
-
-
-class _DeferredAttrs:
-    """User attributes waiting for the commit that finishes their trial.
-
-    A ``before_commit`` listener on the storage's sessions (SQLAlchemy's public event API)
-    adds the pending attributes of every finished trial that session holds -- the session
-    that marks the trial finished, at the latest -- so they land in the same transaction as
-    the state. Keyed by trial id: threads (``n_jobs > 1``) and studies sharing one storage
-    never mix.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[int, int], dict[str, Any]] = {}
-        self._installed: dict[int, bool] = {}
-
-    def install(self, backend: Any) -> bool:
-        """Listen on ``backend``'s sessions (once); False if its internals are not as known."""
-        key = id(backend)
-        with self._lock:
-            found = self._installed.get(key)
-            if found is not None:
-                return found
-            try:
-                from optuna.storages._rdb import models
-                from sqlalchemy import event
-
-                factory = backend.scoped_session.session_factory
-                ok = all(hasattr(models.TrialUserAttributeModel, c) for c in ("key", "value_json"))
-                if ok:
-                    event.listen(factory, "before_commit", self._before_commit(key, models))
-            except (ImportError, AttributeError, TypeError):  # pragma: no cover
-                ok = False
-            self._installed[key] = ok
-            return ok
-
-    def add(self, backend: Any, trial_id: int, attrs: dict[str, Any]) -> None:
-        with self._lock:
-            self._pending.setdefault((id(backend), int(trial_id)), {}).update(attrs)
-
-    def _before_commit(self, key: int, models: Any) -> Callable[[Any], None]:
-        def before_commit(session: Any) -> None:
-            if not self._pending:
-                return
-            # Every finished trial the session holds, not only ``session.dirty``: an autoflush
-            # may already have written the state change when the commit begins.
-            for obj in list(session.identity_map.values()):
-                if not isinstance(obj, models.TrialModel) or not obj.state.is_finished():
-                    continue
-                with self._lock:
-                    attrs = self._pending.pop((key, int(obj.trial_id)), None)
-                if attrs:
-                    self._write(session, models, int(obj.trial_id), attrs)
-
-        return before_commit
-
-    @staticmethod
-    def _write(session: Any, models: Any, trial_id: int, attrs: dict[str, Any]) -> None:
-        # One multi-row INSERT, as SQL text through the session's connection: the ORM unit of
-        # work cost ~1 ms per trial here, a Core insert() executemany still ~0.9 ms. The keys
-        # are new (see _set_user_attrs); the values are JSON text, as Optuna stores them.
-        params: dict[str, Any] = {"trial_id": trial_id}
-        for i, (key, value) in enumerate(attrs.items()):
-            params[f"k{i}"], params[f"v{i}"] = key, json.dumps(value)
-        conn = session.connection()
-        table = models.TrialUserAttributeModel.__table__
-        conn.execute(_attrs_insert(conn.dialect, table, len(attrs)), params)
-
-
-@functools.lru_cache(maxsize=8)
-def _attrs_insert(dialect: Any, table: Any, n: int) -> Any:
-    from sqlalchemy import text
-
-    q = dialect.identifier_preparer.quote  # "key" is a reserved word in MySQL
-    rows = ", ".join(f"(:trial_id, :k{i}, :v{i})" for i in range(n))
-    columns = ", ".join(q(c) for c in ("trial_id", "key", "value_json"))
-    return text(f"INSERT INTO {q(table.name)} ({columns}) VALUES {rows}")
-
-
-_deferred = _DeferredAttrs()
-
-
-def _check_directions(study: optuna.Study, energy_objective: bool) -> None:
-    if not energy_objective:
-        return
-    directions = study.directions
-    if len(directions) < 2 or directions[-1] != StudyDirection.MINIMIZE:
-        got = [d.name.lower() for d in directions]
-        raise HpauditInputError(
-            f"energy_objective=True adds energy (kWh, minimised) as the last objective, but "
-            f"study {study.study_name!r} has directions {got}; create it with "
-            f"directions=[..., 'minimize']"
-        )
-
-
-def _check_result(
-    result: Any, study: optuna.Study, number: int, energy_objective: bool
-) -> list[float]:
-    """The objective's value(s) as floats, or a clear error before Optuna records garbage."""
-    expected = len(study.directions) - (1 if energy_objective else 0)
-    where = f"trial {number} of study {study.study_name!r}"
-    if result is None:
-        raise ObjectiveValueError(
-            f"the objective returned None in {where}; return the metric to optimise (a float)"
-        )
-    many = isinstance(result, Sequence | np.ndarray) and not isinstance(result, str)
-    values = list(result) if many else [result]
-    if len(values) != expected:
-        raise ObjectiveValueError(
-            f"the objective returned {len(values)} value(s) in {where} but the study optimises "
-            f"{expected}; return one value per direction"
-            + (" (energy is appended for you)" if energy_objective else "")
-        )
-    out: list[float] = []
-    for v in values:
-        if not isinstance(v, Real):
-            raise ObjectiveValueError(
-                f"the objective returned {type(v).__name__} in {where}; return float(s)"
-            )
-        if math.isnan(float(v)):
-            raise ObjectiveValueError(
-                f"the objective returned NaN in {where}; the training diverged or the metric is "
-                "undefined: return a finite value, or pass catch=(ObjectiveValueError,) to "
-                "optimize() to record such trials as failed and go on"
-            )
-        out.append(float(v))
-    return out
 
 
 def _room_after_release(accounting: Accounting, amount: Cost) -> bool:

@@ -36,10 +36,8 @@ from hpsearch_budget.budget._accounting import Accounting, _min, fits, used_frac
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._callback import BudgetCallback
-from hpsearch_budget.optuna._metered import (
-    MeteredObjective,
-    _check_directions,
-)
+from hpsearch_budget.optuna._metered import MeteredObjective
+from hpsearch_budget.optuna._objective_checks import check_directions
 from hpsearch_budget.optuna._pruner import BudgetPruner
 from hpsearch_budget.policy._sweep import CapWarner, begin_sweep, open_ledger, resolve_policy
 
@@ -150,7 +148,7 @@ def optimize(
     found = resolve_policy(policy)
     policy = found if found is not None else False
     ledger = open_ledger(ledger, found)
-    _check_directions(study, energy_objective)
+    check_directions(study, energy_objective)
     begin_sweep(ledger.url, study.study_name)
     _admit(study, budget, ledger, found, project, user, n_trials)
     inner = objective.objective if isinstance(objective, MeteredObjective) else objective
