@@ -15,17 +15,21 @@ Run:  python -m hpsearch_budget.demo [--folder hpaudit-demo] [--budget-g 0.05] [
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
 import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import NoReturn
 
 import optuna
 
 from hpsearch_budget.budget import Budget
-from hpsearch_budget.errors import HpauditError
+from hpsearch_budget.errors import HpauditError, HpauditInputError
 from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.ledger._schema import windows
 from hpsearch_budget.optuna import BudgetedRun, optimize
 
 STUDY = "digits-mlp"
@@ -72,12 +76,49 @@ def make_objective(epochs: int):
     return objective
 
 
-def run_demo(folder: Path, budget: Budget, epochs: int, max_trials: int, timeout_s: float):
-    """Run the budgeted sweep in ``folder`` (fresh each time); returns the study and summary."""
+#: Written into the demo's folder: only a folder holding it is ever cleared for a new run.
+MARKER = ".hpaudit-demo"
+_DATABASES = ("study.db", "ledger.db")
+_LEDGER_STUDIES = f"SELECT DISTINCT study FROM {windows.name}"
+
+
+def fresh_folder(folder: Path) -> None:
+    """Make ``folder`` ready for a new run: create it, or clear the databases of an earlier
+    demo run there. Databases the demo did not write (no marker file) are never deleted."""
+    if folder.exists() and not folder.is_dir():
+        raise HpauditInputError(f"--folder {folder} is a file; pass a folder")
+    found = [n for n in _DATABASES if (folder / n).exists()]
+    if found and not (folder / MARKER).exists() and not _only_demo_studies(folder, found):
+        raise HpauditInputError(
+            f"{folder} already holds {' and '.join(found)} that this demo did not write; "
+            "pass another --folder (each demo run starts fresh and would delete them)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("study.db", "ledger.db"):
+    (folder / MARKER).write_text("written by python -m hpsearch_budget.demo\n")
+    for name in _DATABASES:
         for suffix in ("", "-wal", "-shm", "-journal"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)
+
+
+def _only_demo_studies(folder: Path, found: list[str]) -> bool:
+    """Whether the databases hold the demo's study and nothing else (an earlier demo run
+    from before the marker file existed)."""
+    queries = {"study.db": "SELECT study_name FROM studies", "ledger.db": _LEDGER_STUDIES}
+    try:
+        for name in found:
+            with contextlib.closing(
+                sqlite3.connect(f"file:{folder / name}?mode=ro", uri=True)
+            ) as db:
+                if {row[0] for row in db.execute(queries[name])} - {STUDY}:
+                    return False
+    except sqlite3.Error:  # not SQLite, or not Optuna's / hpaudit's tables: not the demo's
+        return False
+    return True
+
+
+def run_demo(folder: Path, budget: Budget, epochs: int, max_trials: int, timeout_s: float):
+    """Run the budgeted sweep in ``folder`` (fresh each time); returns the study and summary."""
+    fresh_folder(folder)
     storage = f"sqlite:///{folder / 'study.db'}"
     ledger = Ledger(f"sqlite:///{folder / 'ledger.db'}")
     study = optuna.create_study(
@@ -153,8 +194,13 @@ def full_report(storage: str, ledger: Ledger, folder: Path) -> str:
     return render(rep, "text")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, as every hpaudit error (no usage)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m hpsearch_budget.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
