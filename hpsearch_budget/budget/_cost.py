@@ -54,3 +54,11 @@ class Cost:
     @property
     def gpu_hours(self) -> float:
         return s_to_hours(self.gpu_s)
+
+    def describe(self) -> str:
+        """Carbon and energy in the units budgets are given in.
+
+        >>> Cost(energy_j=3.6e6, co2e_g=400.0).describe()
+        '0.4 kg CO2e / 1 kWh'
+        """
+        return f"{self.co2e_kg:.3g} kg CO2e / {self.energy_kwh:.3g} kWh"

@@ -93,6 +93,8 @@ def check(
     try:
         policy = read_policy(path)
     except InvalidPolicyError as exc:
+        if output == OutputFormat.json:  # the problems as data too, for scripts and CI checks
+            print_json({"valid": False, "file": exc.origin, "problems": _problems(exc)})
         for line in exc.lines():
             print(line, file=sys.stderr)
         n = len(exc.problems)
@@ -105,6 +107,10 @@ def check(
         print_json({"valid": True, **policy.summary()})
     else:
         print("\n".join(summary_lines(policy)))
+
+
+def _problems(exc: Any) -> list[dict[str, str]]:
+    return [{"path": p.path, "message": p.message, "hint": p.hint} for p in exc.problems]
 
 
 def register(app: typer.Typer) -> None:

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial
 from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import fits, used_fraction
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.optuna._limits import StudyLimits
+from hpsearch_budget.optuna._limits import StudyLimits, spent_label
 from hpsearch_budget.policy._sweep import CapWarner, is_policy_cap, request_stop, stop_reason
 from hpsearch_budget.units import kg_to_g, kwh_to_j
 
@@ -115,9 +115,9 @@ class BudgetCallback(StudyLimits):
             index, name = self._binding(study.study_name, acc, typical)
             of = f"of {self.budget.describe()}" if index == 0 else "in the study"
             self.stopped = (
-                f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh spent {of}; "
-                f"what is left of the {name} cannot pay for a typical trial "
-                f"(forecast {typical.co2e_g:.3g} g CO2e / {typical.energy_kwh:.3g} kWh, estimate)"
+                f"budget: {spent.describe()} spent{spent_label(study)} {of}; what is left of "
+                f"the {name} cannot pay for a typical trial (forecast {typical.describe()}, "
+                "estimate)"
             )
             if is_policy_cap(index) and self.policy is not None and self.policy.on_exceed == "stop":
                 request_stop(self.ledger.url, study.study_name, self.stopped)

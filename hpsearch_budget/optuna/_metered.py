@@ -68,7 +68,7 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.optuna._limits import require_budget
+from hpsearch_budget.optuna._limits import require_budget, spent_label
 from hpsearch_budget.optuna._metering import shared_meter
 from hpsearch_budget.optuna._objective_checks import (
     ObjectiveValueError,
@@ -333,7 +333,7 @@ class MeteredObjective:
                 live.reserved = amount
                 return
             if not _room_after_release(accounting, amount):
-                index, reason = _no_room_reason(named, accounting, amount)
+                index, reason = _no_room_reason(named, accounting, amount, trial.study)
                 live.prune_reason = self.stopped = reason
                 if self._stops_on(index):  # running trials stop at their next step
                     request_stop(self.ledger.url, live.study, reason)
@@ -402,17 +402,19 @@ def _room_after_release(accounting: Accounting, amount: Cost) -> bool:
 
 
 def _no_room_reason(
-    named: Sequence[tuple[Any, Cost, str]], accounting: Accounting, amount: Cost
+    named: Sequence[tuple[Any, Cost, str]],
+    accounting: Accounting,
+    amount: Cost,
+    study: optuna.Study,
 ) -> tuple[int, str]:
     """(index, reason) of the limit that leaves no room: the study budget or a policy cap."""
     used = accounting.used_by_limit()
     limits = [c for _, c, _ in named]
     index, name = binding_limit([n for *_, n in named], limits, used, amount)
-    spent = used[index]
     return index, (
-        f"budget: a typical trial (forecast {amount.co2e_g:.3g} g CO2e, "
-        f"{amount.energy_kwh:.3g} kWh, estimate) does not fit what is left of the {name} "
-        f"({spent.co2e_g:.3g} g CO2e, {spent.energy_kwh:.3g} kWh spent or reserved)"
+        f"budget: a typical trial (forecast {amount.describe()}, estimate) does not fit what "
+        f"is left of the {name} ({used[index].describe()} spent or reserved"
+        f"{spent_label(study)})"
     )
 
 

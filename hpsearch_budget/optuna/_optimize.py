@@ -36,6 +36,7 @@ from hpsearch_budget.budget._accounting import Accounting, _min, fits, used_frac
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._callback import BudgetCallback
+from hpsearch_budget.optuna._limits import spent_label
 from hpsearch_budget.optuna._metered import MeteredObjective
 from hpsearch_budget.optuna._objective_checks import check_directions
 from hpsearch_budget.optuna._pruner import BudgetPruner
@@ -232,11 +233,10 @@ def _admit(
             CapWarner(ledger, policy, name, project, user).mark(admission.binding)
     if used_fraction(spent, budget.as_cost()) >= 1.0 or not fits(typical, acc.left_after_release()):
         raise BudgetExceededError(
-            f"study {name!r} has already spent {spent.co2e_g:.3g} g CO2e / "
-            f"{spent.energy_kwh:.3g} kWh of its budget ({budget.describe()}) and what is left "
-            f"cannot pay for a typical trial ({typical.co2e_g:.3g} g CO2e / "
-            f"{typical.energy_kwh:.3g} kWh, estimate); raise the budget or start a study with "
-            f"a new name"
+            f"study {name!r} has already spent {spent.describe()}{spent_label(study)} of its "
+            f"budget ({budget.describe()}) and what is left cannot pay for a typical trial "
+            f"({typical.describe()}, estimate); raise the budget or start a study with a new "
+            f"name"
         )
 
 

@@ -55,7 +55,7 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.optuna._limits import StudyLimits, require_budget
+from hpsearch_budget.optuna._limits import StudyLimits, require_budget, spent_label
 from hpsearch_budget.policy._sweep import is_policy_cap, request_stop, stop_reason
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class BudgetPruner(StudyLimits, BasePruner):
         left = acc.left(fresh=True)
         if not fits(Cost(), acc.left_after_release()):  # spent alone is past a limit: all stop
             index, name = self._binding(study.study_name, acc, Cost())
-            live.prune_reason = self._reason(acc, f"the {name} is spent", 0, 0, index)
+            live.prune_reason = self._reason(study, acc, f"the {name} is spent", 0, 0, index)
             if is_policy_cap(index) and self._on_exceed() == "stop":
                 request_stop(self.ledger.url, study.study_name, live.prune_reason)
                 _stop(study)
@@ -211,7 +211,7 @@ class BudgetPruner(StudyLimits, BasePruner):
         total = sum((c.excess for c in candidates), Cost())
         index, name = self._binding(study.study_name, acc, total)
         why = f"the running trials' forecast did not fit the {name}"
-        return victims, self._reason(acc, why, len(victims), len(candidates), index)
+        return victims, self._reason(study, acc, why, len(victims), len(candidates), index)
 
     def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
         """The limit that binds (the study's budget or a policy cap), remembered per study."""
@@ -220,15 +220,19 @@ class BudgetPruner(StudyLimits, BasePruner):
         return index, name
 
     def _reason(
-        self, acc: Accounting, why: str, n_victims: int, n_running: int, index: int = 0
+        self,
+        study: optuna.Study,
+        acc: Accounting,
+        why: str,
+        n_victims: int,
+        n_running: int,
+        index: int = 0,
     ) -> str:
         spent = acc.used_by_limit()[index] if index else acc.spent()
         of = "spent or reserved under the limit" if index else f"spent of {self.budget.describe()}"
         what = f", so the {n_victims} least promising of {n_running} running were pruned"
-        return (
-            f"budget: {spent.co2e_g:.3g} g CO2e / {spent.energy_kwh:.3g} kWh {of}; "
-            f"{why}{what if n_running else ''}"
-        )
+        label = spent_label(study)
+        return f"budget: {spent.describe()}{label} {of}; {why}{what if n_running else ''}"
 
     def _candidates(self, study: optuna.Study, state: _state.StudyState) -> list[_Candidate]:
         rows = self.ledger.entries(study=study.study_name, open_only=True)

@@ -55,6 +55,9 @@ def test_budget_ends_the_sweep_inside_the_bound(sqlite_url, replay_meter, spend)
     assert spent.energy_j <= budget_j + 2 * step_j
     assert spent.energy_j >= 0.6 * budget_j  # and the budget was used, not refused early
     assert run.stopped is not None and run.stopped.startswith("budget")
+    # what was spent is labelled by its energy source, in the units of the budget
+    assert "spent (replayed)" in run.stopped or "kWh (replayed)" in run.stopped
+    assert " g CO2e" not in run.stopped and "kg CO2e" in run.stopped
     assert run.n_trials < 100
     assert "replayed" in run.describe()
 

@@ -72,6 +72,11 @@ def test_check_lists_every_problem_with_path_and_hint(capsys, tmp_path):
     assert lines[-1] == (
         f"hpaudit: error: {bad}: 4 problems; fix them and run `hpaudit policy check` again"
     )
+    code, out, err = run(capsys, "policy", "check", str(bad), "--format", "json")
+    data = json.loads(out)  # the same problems as data, the exit code unchanged
+    assert code == 2 and data["valid"] is False and data["file"] == str(bad)
+    assert {p["path"] for p in data["problems"]} == expected
+    assert all(p["message"] and p["hint"] for p in data["problems"])
 
 
 @pytest.mark.parametrize(
