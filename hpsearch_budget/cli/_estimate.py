@@ -16,8 +16,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from hpsearch_budget.analysis._paper import PAPER_PUE, estimate, paper_intensity
+from hpsearch_budget.carbon import IntensityProvider, resolve_intensity
 from hpsearch_budget.carbon import regions as region_table
-from hpsearch_budget.carbon import resolve_intensity
 from hpsearch_budget.cli._common import OutputFormat, console, print_json
 from hpsearch_budget.errors import HpauditInputError
 
@@ -109,25 +109,9 @@ def estimate_command(
     Energy = PUE x hours x power / 1000 kWh; CO2e = intensity x energy. Without an intensity
     option the paper's 0.954 lbs/kWh (EPA, US) is used. All figures are estimates.
     """
-    if power_w is None or hours is None:
-        missing = " and ".join(o for o, v in (("--power-w", power_w), ("--hours", hours)) if not v)
-        raise HpauditInputError(
-            f"missing {missing}: e.g. `hpaudit estimate --power-w 300 --hours 2`"
-        )
-    power = _number(power_w, "--power-w")
-    duration = _number(hours, "--hours")
+    power, duration = _power_and_hours(power_w, hours)
     ratio = _number(pue, "--pue", minimum=1.0)
-    assert power is not None and duration is not None  # checked above
-    named = {"--region": region, "--g-per-kwh": g_per_kwh, "--lbs-per-kwh": lbs_per_kwh}
-    given = [name for name, value in named.items() if value is not None]
-    if len(given) > 1:
-        raise HpauditInputError(f"give one intensity option, not {' and '.join(given)}")
-    options = (region, _number(g_per_kwh, "--g-per-kwh"), _number(lbs_per_kwh, "--lbs-per-kwh"))
-    provider = None
-    if given:
-        provider = resolve_intensity(
-            region=options[0], g_per_kwh=options[1], lbs_per_kwh=options[2]
-        )
+    provider = _intensity_provider(region, g_per_kwh, lbs_per_kwh)
     if gpus is not None and gpu is None:
         raise HpauditInputError("--gpus needs --gpu NAME (which accelerator to price)")
     result = estimate(
@@ -144,6 +128,33 @@ def estimate_command(
         print_json(_json(result.as_dict()))
     else:
         console.print(_table(result.as_dict()))
+
+
+def _power_and_hours(power_w: str | None, hours: str | None) -> tuple[float, float]:
+    """The two required figures, parsed; a missing one is named, with an example."""
+    if power_w is None or hours is None:
+        missing = " and ".join(o for o, v in (("--power-w", power_w), ("--hours", hours)) if not v)
+        raise HpauditInputError(
+            f"missing {missing}: e.g. `hpaudit estimate --power-w 300 --hours 2`"
+        )
+    power = _number(power_w, "--power-w")
+    duration = _number(hours, "--hours")
+    assert power is not None and duration is not None  # checked above
+    return power, duration
+
+
+def _intensity_provider(
+    region: str | None, g_per_kwh: str | None, lbs_per_kwh: str | None
+) -> IntensityProvider | None:
+    """The grid intensity of the one intensity option given (None: none given, the paper's)."""
+    named = {"--region": region, "--g-per-kwh": g_per_kwh, "--lbs-per-kwh": lbs_per_kwh}
+    given = [name for name, value in named.items() if value is not None]
+    if len(given) > 1:
+        raise HpauditInputError(f"give one intensity option, not {' and '.join(given)}")
+    options = (region, _number(g_per_kwh, "--g-per-kwh"), _number(lbs_per_kwh, "--lbs-per-kwh"))
+    if not given:
+        return None
+    return resolve_intensity(region=options[0], g_per_kwh=options[1], lbs_per_kwh=options[2])
 
 
 def _json(record: dict[str, object]) -> dict[str, object]:

@@ -8,11 +8,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hpsearch_budget.errors import HpauditInputError
+
+if TYPE_CHECKING:
+    from hpsearch_budget.analysis import Assumptions, Sweep
+    from hpsearch_budget.carbon import Intensity, PriceRange
 
 
 class ReportFormat(StrEnum):
@@ -120,44 +124,20 @@ def report(
     ] = None,
 ) -> None:
     """Report the R&D cost, sensitivity and variance of a sweep (Strubell et al. 2019)."""
-    from hpsearch_budget.carbon.intensity import Intensity
-    from hpsearch_budget.report import (
-        build_report,
-        default_assumptions,
-        load_sweep,
-        render,
-        write_atomic,
-    )
+    from hpsearch_budget.report import build_report, load_sweep, render
 
     # Check every option before reading anything: a typo fails in milliseconds.
-    if region is not None and g_per_kwh is not None:
-        raise HpauditInputError("give --region or --g-per-kwh, not both")
-    if n_trials is not None and n_trials < 1:
-        raise HpauditInputError(f"--n-trials must be >= 1, got {n_trials}")
-    if top_k < 1:
-        raise HpauditInputError(f"--top-k must be >= 1, got {top_k}")
-    if more_trials is not None and more_trials < 0:
-        raise HpauditInputError(f"--more-trials must be >= 0, got {more_trials}")
-    if pue is not None and not (pue >= 1.0 and pue < float("inf")):
-        raise HpauditInputError(f"--pue must be >= 1.0 (facility / IT power), got {pue}")
-    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise HpauditInputError(f"cannot write --out {str(out)!r}: its folder does not exist")
-    what_if: Intensity | None = None
-    source_note = ""
-    if region is not None:
-        from hpsearch_budget.carbon import region_intensity
-
-        table = region_intensity(region)
-        # A short label for the what-if row; the full source goes into the notes.
-        what_if = Intensity(table.g_per_kwh, f"region {region}", table.year)
-        source_note = f"region {region}: {table.g_per_kwh:g} g/kWh from {table.label}"
-    elif g_per_kwh is not None:
-        what_if = Intensity(g_per_kwh, "user-supplied")
-    price = None
-    if gpu is not None:
-        from hpsearch_budget.carbon import gpu_price
-
-        price = gpu_price(gpu)
+    _check_options(
+        region=region,
+        g_per_kwh=g_per_kwh,
+        n_trials=n_trials,
+        top_k=top_k,
+        more_trials=more_trials,
+        pue=pue,
+        out=out,
+    )
+    what_if, source_note = _what_if_intensity(region, g_per_kwh)
+    price = _gpu_price(gpu)
     with _progress() as progress:
         sweep = load_sweep(
             source,
@@ -170,18 +150,9 @@ def report(
         if source_note:
             sweep.notes.append(source_note)
         model = _cost_model(cost_history, sweep) if cost_history is not None else None
-        a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds)
-        if pue is not None:
-            a = replace(a, pue=pue, pue_source="given (--pue)")
-        if price is not None:
-            a = replace(
-                a,
-                gpu_usd_per_hour=(price.low_usd_per_hour, price.high_usd_per_hour),
-                gpu_price_label=f"{price.accelerator}: {price.source} ({price.date})",
-            )
         rep = build_report(
             sweep,
-            assumptions=a,
+            assumptions=_assumptions(sweep, final_epochs, seeds, pue, price),
             what_if_intensity=what_if,
             what_if_pue=pue,
             more_trials=more_trials,
@@ -192,6 +163,81 @@ def report(
             progress=progress,
         )
         text = render(rep, fmt.value)
+    _write(text, out, fmt)
+
+
+def _check_options(
+    *,
+    region: str | None,
+    g_per_kwh: float | None,
+    n_trials: int | None,
+    top_k: int,
+    more_trials: int | None,
+    pue: float | None,
+    out: Path | None,
+) -> None:
+    """Raise :class:`HpauditInputError` on the first option that cannot be right."""
+    if region is not None and g_per_kwh is not None:
+        raise HpauditInputError("give --region or --g-per-kwh, not both")
+    if n_trials is not None and n_trials < 1:
+        raise HpauditInputError(f"--n-trials must be >= 1, got {n_trials}")
+    if top_k < 1:
+        raise HpauditInputError(f"--top-k must be >= 1, got {top_k}")
+    if more_trials is not None and more_trials < 0:
+        raise HpauditInputError(f"--more-trials must be >= 0, got {more_trials}")
+    if pue is not None and not (pue >= 1.0 and pue < float("inf")):
+        raise HpauditInputError(f"--pue must be >= 1.0 (facility / IT power), got {pue}")
+    if out is not None and not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise HpauditInputError(f"cannot write --out {str(out)!r}: its folder does not exist")
+
+
+def _what_if_intensity(region: str | None, g_per_kwh: float | None) -> tuple[Intensity | None, str]:
+    """The what-if grid intensity (None: not asked) and a note naming its source ("": none)."""
+    from hpsearch_budget.carbon.intensity import Intensity
+
+    if region is not None:
+        from hpsearch_budget.carbon import region_intensity
+
+        table = region_intensity(region)
+        # A short label for the what-if row; the full source goes into the notes.
+        what_if = Intensity(table.g_per_kwh, f"region {region}", table.year)
+        return what_if, f"region {region}: {table.g_per_kwh:g} g/kWh from {table.label}"
+    if g_per_kwh is not None:
+        return Intensity(g_per_kwh, "user-supplied"), ""
+    return None, ""
+
+
+def _gpu_price(gpu: str | None) -> PriceRange | None:
+    """The cloud price range of ``--gpu`` (None: not given)."""
+    if gpu is None:
+        return None
+    from hpsearch_budget.carbon import gpu_price
+
+    return gpu_price(gpu)
+
+
+def _assumptions(
+    sweep: Sweep, final_epochs: float, seeds: int, pue: float | None, price: PriceRange | None
+) -> Assumptions:
+    """The sweep's own assumptions with the options' final training, seeds, PUE and GPU price."""
+    from hpsearch_budget.report import default_assumptions
+
+    a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds)
+    if pue is not None:
+        a = replace(a, pue=pue, pue_source="given (--pue)")
+    if price is not None:
+        a = replace(
+            a,
+            gpu_usd_per_hour=(price.low_usd_per_hour, price.high_usd_per_hour),
+            gpu_price_label=f"{price.accelerator}: {price.source} ({price.date})",
+        )
+    return a
+
+
+def _write(text: str, out: Path | None, fmt: ReportFormat) -> None:
+    """The rendered report to stdout, or atomically to ``out`` with a line on stderr."""
+    from hpsearch_budget.report import write_atomic
+
     if out is None:
         sys.stdout.write(text)
     else:

@@ -15,8 +15,14 @@ import numpy as np
 
 from hpsearch_budget.analysis import (
     Assumptions,
+    CarbonAfterBest,
+    EvpPoint,
+    Importance,
     PhaseCost,
+    RndCost,
+    SeedVariance,
     Sweep,
+    WhatIf,
     carbon_after_best,
     checklist,
     evp_curve,
@@ -126,8 +132,44 @@ def build_report(
         )
     a = assumptions or default_assumptions(sweep)
     progress("forecast")
+    fc = _forecast(sweep, a, n_trials, level, cost_model)
+    progress("R&D cost")
+    rnd = rnd_cost(
+        sweep,
+        a,
+        what_if_intensity=what_if_intensity,
+        what_if_pue=what_if_pue,
+        more_trials=more_trials,
+    )
+    sens = _importances(sweep, evaluator, progress)
+    progress("variance")
+    seed = seed_variance(sweep)
+    variance = _variance_section(sweep, seed, top_k, tolerance)
+    hardware = _hardware(sweep)
+    return m.Report(
+        generated_at=datetime.now(UTC),
+        tool_version=__version__,
+        study=_study_info(sweep, hardware),
+        rnd=_rnd_section(rnd, a),
+        sensitivity=[_importance_section(i) for i in sens],
+        variance=variance,
+        checklist=_checklist(sweep, hardware, sens, seed, rnd),
+        trials=_points(sweep),
+        notes=_notes(sweep, rnd, fc),
+        forecast=fc,
+    )
+
+
+def _forecast(
+    sweep: Sweep,
+    a: Assumptions,
+    n_trials: int | None,
+    level: float,
+    cost_model: TrialCostModel | None,
+) -> m.ForecastSection | None:
+    """The forecast section, planned for ``n_trials`` or else the study's recorded count."""
     recorded = sweep.cache.get(PLANNED_TRIALS_KEY)
-    fc = forecast_section(
+    return forecast_section(
         sweep,
         n_trials=n_trials if n_trials is not None else _int_or_none(recorded),
         n_trials_source="--n-trials"
@@ -138,69 +180,26 @@ def build_report(
         level=level,
         cost_model=cost_model,
     )
-    progress("R&D cost")
-    rnd = rnd_cost(
-        sweep,
-        a,
-        what_if_intensity=what_if_intensity,
-        what_if_pue=what_if_pue,
-        more_trials=more_trials,
-    )
+
+
+def _importances(sweep: Sweep, evaluator: str, progress: Progress) -> list[Importance]:
+    """Hyperparameter importance for the objective, and for energy when the sweep has it."""
     progress("importance (objective)")
     sens = [importances(sweep, "objective", evaluator)]
     if sweep.has_energy:
         progress("importance (energy)")
         sens.append(importances(sweep, "energy", evaluator))
-    progress("variance")
-    seed = seed_variance(sweep)
-    spread = top_k_spread(sweep, top_k)
-    values = sweep.complete["value"].to_numpy(float)
-    n_done = len(values)
-    co2_total = float(np.nansum(sweep.trials["co2e_g"].to_numpy(float)))
-    per_trial = co2_total / n_done if n_done and sweep.has_carbon else None
-    maximize = sweep.direction == "maximize"
-    evp_w = evp_curve(values, maximize=maximize, co2e_g_per_trial=per_trial)
-    evp_wo = evp_curve(values, maximize=maximize, replacement=False, co2e_g_per_trial=per_trial)
-    cab = carbon_after_best(sweep, tolerance)
+    return sens
 
-    def evp_rows(points: list) -> list[m.EvpRow]:
-        return [
-            m.EvpRow(
-                n=p.n,
-                expected=p.expected,
-                std=p.std,
-                low=p.low,
-                high=p.high,
-                co2e_kg=_f(g_to_kg(p.co2e_g)) if p.co2e_g is not None else None,
-            )
-            for p in points
-        ]
 
+def _study_info(sweep: Sweep, hardware: list[str]) -> m.StudyInfo:
+    """What was run: the study, its trials by state, the best trial, hardware, elapsed time."""
     t = sweep.trials
-    hardware = _hardware(sweep)
-    with_time = int((t["started_at"].notna() & t["ended_at"].notna()).sum())
-    seed_runs = seed.spread.n if seed.spread else 0
-    items = checklist(
-        n_trials_with_time=with_time,
-        n_trials=len(t),
-        hardware=hardware,
-        importance_targets=[i.target for i in sens if i.values],
-        seed_runs=seed_runs,
-        measured_share=rnd.total.measured_share,
-    )
     best = sweep.best_trial()
     starts, ends = t["started_at"].dropna(), t["ended_at"].dropna()
     elapsed = (ends.max() - starts.min()).total_seconds() if len(starts) and len(ends) else None
     src_counts = t["energy_source"].fillna("none").value_counts().to_dict()
-    notes = list(sweep.notes) + list(rnd.notes)
-    if not sweep.has_energy:
-        notes.append("energy, carbon and cost figures are missing: no trial has energy data")
-    if fc is None:
-        notes.append("forecast: not made, no finished trial has energy data")
-    else:
-        notes.append(f"forecast method: {fc.method}")
-        notes += [f"forecast: {n}" for n in fc.notes]
-    study = m.StudyInfo(
+    return m.StudyInfo(
         name=sweep.study,
         source_kind=sweep.source_kind,
         source=sweep.source,
@@ -214,79 +213,152 @@ def build_report(
         energy_sources={str(k): int(v) for k, v in src_counts.items()},
         elapsed_s=_f(elapsed),
     )
-    return m.Report(
-        generated_at=datetime.now(UTC),
-        tool_version=__version__,
-        study=study,
-        rnd=m.RndSection(
-            chosen_trial=rnd.chosen_trial,
-            phases=[_phase(p) for p in rnd.phases],
-            total=_phase(rnd.total),
-            what_ifs=[
-                m.WhatIfRow(
-                    label=w.label,
-                    energy_kwh_pue=_f(w.energy_kwh_pue),
-                    co2e_kg=_f(w.co2e_kg),
-                    co2e_lbs=_f(g_to_lbs(w.co2e_g)),
-                    electricity_usd=_f(w.electricity_usd),
-                )
-                for w in rnd.what_ifs
-            ],
-            assumptions=m.AssumptionsInfo(
-                final_epochs=a.final_epochs,
-                seeds=a.seeds,
-                pue=a.pue,
-                pue_source=a.pue_source,
-                g_per_kwh=a.intensity.g_per_kwh,
-                intensity_source=a.intensity.label,
-                usd_per_kwh=a.usd_per_kwh,
-                usd_per_kwh_source=a.usd_per_kwh_source,
-                gpu_price=a.gpu_price_label,
-            ),
-            notes=list(rnd.notes),
-        ),
-        sensitivity=[
-            m.ImportanceSection(
-                target=i.target,  # type: ignore[arg-type]
-                evaluator=i.evaluator,  # type: ignore[arg-type]
-                importances=i.values,
-                n_trials=i.n_trials,
-                note=i.note,
-            )
-            for i in sens
-        ],
-        variance=m.VarianceSection(
-            seed=_spread(seed.spread),
-            seed_origin=seed.origin,
-            seed_note=seed.note,
-            top_k=top_k,
-            top_k_spread=_spread(spread),
-            evp_with_replacement=evp_rows(evp_w),
-            evp_without_replacement=evp_rows(evp_wo),
-            co2e_kg_per_trial=None if per_trial is None else g_to_kg(per_trial),
-            carbon_after_best=None
-            if cab is None
-            else m.CarbonAfterBestInfo(
-                tolerance=cab.tolerance,
-                reached_at_trial=cab.reached_at_trial,
-                co2e_kg_after=g_to_kg(cab.co2e_g_after),
-                co2e_kg_total=g_to_kg(cab.co2e_g_total),
-                share=_f(cab.share),
-            ),
-        ),
-        checklist=[
-            m.CheckRow(
-                key=i.key,
-                label=i.label,
-                status=i.status,  # type: ignore[arg-type]
-                detail=i.detail,
-            )
-            for i in items
-        ],
-        trials=_points(sweep),
-        notes=notes,
-        forecast=fc,
+
+
+def _rnd_section(rnd: RndCost, a: Assumptions) -> m.RndSection:
+    """The R&D cost (the paper's Tables 3/4): phases, total, what-ifs and their assumptions."""
+    return m.RndSection(
+        chosen_trial=rnd.chosen_trial,
+        phases=[_phase(p) for p in rnd.phases],
+        total=_phase(rnd.total),
+        what_ifs=[_what_if(w) for w in rnd.what_ifs],
+        assumptions=_assumptions_info(a),
+        notes=list(rnd.notes),
     )
+
+
+def _what_if(w: WhatIf) -> m.WhatIfRow:
+    """One what-if scenario row, in report units."""
+    return m.WhatIfRow(
+        label=w.label,
+        energy_kwh_pue=_f(w.energy_kwh_pue),
+        co2e_kg=_f(w.co2e_kg),
+        co2e_lbs=_f(g_to_lbs(w.co2e_g)),
+        electricity_usd=_f(w.electricity_usd),
+    )
+
+
+def _assumptions_info(a: Assumptions) -> m.AssumptionsInfo:
+    """The assumptions the projections used, with where each came from."""
+    return m.AssumptionsInfo(
+        final_epochs=a.final_epochs,
+        seeds=a.seeds,
+        pue=a.pue,
+        pue_source=a.pue_source,
+        g_per_kwh=a.intensity.g_per_kwh,
+        intensity_source=a.intensity.label,
+        usd_per_kwh=a.usd_per_kwh,
+        usd_per_kwh_source=a.usd_per_kwh_source,
+        gpu_price=a.gpu_price_label,
+    )
+
+
+def _importance_section(i: Importance) -> m.ImportanceSection:
+    """Hyperparameter importance for one target (objective or energy)."""
+    return m.ImportanceSection(
+        target=i.target,  # type: ignore[arg-type]
+        evaluator=i.evaluator,  # type: ignore[arg-type]
+        importances=i.values,
+        n_trials=i.n_trials,
+        note=i.note,
+    )
+
+
+def _variance_section(
+    sweep: Sweep, seed: SeedVariance, top_k: int, tolerance: float
+) -> m.VarianceSection:
+    """Seed variance, top-k spread, expected best vs budget, and the carbon spent after the best."""
+    values = sweep.complete["value"].to_numpy(float)
+    per_trial = _co2e_g_per_trial(sweep, len(values))
+    maximize = sweep.direction == "maximize"
+    evp_w = evp_curve(values, maximize=maximize, co2e_g_per_trial=per_trial)
+    evp_wo = evp_curve(values, maximize=maximize, replacement=False, co2e_g_per_trial=per_trial)
+    return m.VarianceSection(
+        seed=_spread(seed.spread),
+        seed_origin=seed.origin,
+        seed_note=seed.note,
+        top_k=top_k,
+        top_k_spread=_spread(top_k_spread(sweep, top_k)),
+        evp_with_replacement=_evp_rows(evp_w),
+        evp_without_replacement=_evp_rows(evp_wo),
+        co2e_kg_per_trial=None if per_trial is None else g_to_kg(per_trial),
+        carbon_after_best=_carbon_after_best(carbon_after_best(sweep, tolerance)),
+    )
+
+
+def _co2e_g_per_trial(sweep: Sweep, n_done: int) -> float | None:
+    """The sweep's carbon per complete trial, the price of each trial in the EVP curve."""
+    co2_total = float(np.nansum(sweep.trials["co2e_g"].to_numpy(float)))
+    return co2_total / n_done if n_done and sweep.has_carbon else None
+
+
+def _evp_rows(points: list[EvpPoint]) -> list[m.EvpRow]:
+    """Expected-best points as report rows, their carbon in kg."""
+    return [
+        m.EvpRow(
+            n=p.n,
+            expected=p.expected,
+            std=p.std,
+            low=p.low,
+            high=p.high,
+            co2e_kg=_f(g_to_kg(p.co2e_g)) if p.co2e_g is not None else None,
+        )
+        for p in points
+    ]
+
+
+def _carbon_after_best(cab: CarbonAfterBest | None) -> m.CarbonAfterBestInfo | None:
+    """Carbon spent after the best came within tolerance, in kg (None: not known)."""
+    if cab is None:
+        return None
+    return m.CarbonAfterBestInfo(
+        tolerance=cab.tolerance,
+        reached_at_trial=cab.reached_at_trial,
+        co2e_kg_after=g_to_kg(cab.co2e_g_after),
+        co2e_kg_total=g_to_kg(cab.co2e_g_total),
+        share=_f(cab.share),
+    )
+
+
+def _checklist(
+    sweep: Sweep,
+    hardware: list[str],
+    sens: list[Importance],
+    seed: SeedVariance,
+    rnd: RndCost,
+) -> list[m.CheckRow]:
+    """The paper's recommendations, each marked ok, partial or missing for this sweep."""
+    t = sweep.trials
+    items = checklist(
+        n_trials_with_time=int((t["started_at"].notna() & t["ended_at"].notna()).sum()),
+        n_trials=len(t),
+        hardware=hardware,
+        importance_targets=[i.target for i in sens if i.values],
+        seed_runs=seed.spread.n if seed.spread else 0,
+        measured_share=rnd.total.measured_share,
+    )
+    return [
+        m.CheckRow(
+            key=i.key,
+            label=i.label,
+            status=i.status,  # type: ignore[arg-type]
+            detail=i.detail,
+        )
+        for i in items
+    ]
+
+
+def _notes(sweep: Sweep, rnd: RndCost, fc: m.ForecastSection | None) -> list[str]:
+    """The report's notes: the source's, the R&D cost's, then what is missing or forecast how."""
+    notes = list(sweep.notes) + list(rnd.notes)
+    if not sweep.has_energy:
+        notes.append("energy, carbon and cost figures are missing: no trial has energy data")
+    if fc is None:
+        notes.append("forecast: not made, no finished trial has energy data")
+    else:
+        notes.append(f"forecast method: {fc.method}")
+        notes += [f"forecast: {n}" for n in fc.notes]
+    return notes
 
 
 def _int_or_none(x: object) -> int | None:

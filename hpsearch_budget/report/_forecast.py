@@ -99,6 +99,26 @@ def _model_inputs(
     states = finished["state"]
     energy = finished["energy_j"].to_numpy(float)
     full = bool((states == "complete").all() and (energy > 0).all())
+    _note_history_unused(model, full, shifted, notes)
+    if not full or shifted:  # a model of the search space says nothing of where TPE went
+        return {}
+    params = [p if isinstance(p, dict) else {} for p in finished["params"]]
+    space = _search_space(finished)
+    if model is None:
+        model = _own_sweep_model(params, energy, space)
+        if model is None:
+            return {}
+    from hpsearch_budget.optuna import draw_params
+
+    draws = draw_params(space, n=2000, seed=0) if space else None
+    notes.append(_model_note(model))
+    return {"cost_model": model, "params": params, "space": draws}
+
+
+def _note_history_unused(
+    model: TrialCostModel | None, full: bool, shifted: bool, notes: list[str]
+) -> None:
+    """Say why a given cost history is left out: it knows full trainings under random search."""
     if model is not None and not full:
         notes.append(
             "cost history not used: it forecasts sweeps whose trials all train to the end, "
@@ -109,35 +129,41 @@ def _model_inputs(
             "cost history not used: it averages over the search space as random search draws "
             "it, and this sweep's later trials cost differently from its first ones"
         )
-    if not full or shifted:  # a model of the search space says nothing of where TPE went
-        return {}
-    params = [p if isinstance(p, dict) else {} for p in finished["params"]]
+
+
+def _search_space(finished: pd.DataFrame) -> dict[str, Any]:
+    """The Optuna distributions of every parameter the finished trials drew ({}: unknown)."""
     space: dict[str, Any] = {}
     for d in finished["distributions"]:
         space.update(d if isinstance(d, dict) else {})
-    if model is None:
-        if not space:  # averaging over the trials that ran is no better than their mean
-            return {}
-        try:
-            model = TrialCostModel.from_sweep(list(zip(params, energy, strict=True)))
-        except HpauditInputError:  # too few trials yet: their mean
-            return {}
-    from hpsearch_budget.optuna import draw_params
+    return space
 
-    draws = draw_params(space, n=2000, seed=0) if space else None
+
+def _own_sweep_model(
+    params: list[dict[str, Any]], energy: np.ndarray, space: dict[str, Any]
+) -> TrialCostModel | None:
+    """A cost model of the sweep's own trials, or None where their mean does as well."""
+    if not space:  # averaging over the trials that ran is no better than their mean
+        return None
+    try:
+        return TrialCostModel.from_sweep(list(zip(params, energy, strict=True)))
+    except HpauditInputError:  # too few trials yet: their mean
+        return None
+
+
+def _model_note(model: TrialCostModel) -> str:
+    """The note saying which cost model forecasts the trials left, and what it assumes."""
     if model.own_sweep:
-        notes.append(
+        return (
             f"cost to finish from a model of this sweep's {model.n_trials} complete trials "
             "(cost vs parameters), averaged over its search space: it assumes the trials left "
             "are drawn like random search (estimate)"
         )
-    else:
-        notes.append(
-            f"cost to finish from a cost model of {model.n_studies} earlier sweeps "
-            f"({model.n_trials} complete trials) over the same parameters; this sweep's trials "
-            "set its scale (estimate)"
-        )
-    return {"cost_model": model, "params": params, "space": draws}
+    return (
+        f"cost to finish from a cost model of {model.n_studies} earlier sweeps "
+        f"({model.n_trials} complete trials) over the same parameters; this sweep's trials "
+        "set its scale (estimate)"
+    )
 
 
 def forecast_section(
@@ -163,40 +189,20 @@ def forecast_section(
     with_energy = finished[np.isfinite(finished["energy_j"].to_numpy(float))]
     if with_energy.empty:
         return None
-    # A unit is shown only where some trial recorded it: never a silent zero.
-    have = {
-        c: bool(np.isfinite(t[c].to_numpy(float)).any())
-        for c in ("energy_j", "co2e_g", "usd", "gpu_s")
-    }
+    have = _recorded_units(t)
     notes: list[str] = []
     n_missing = len(finished) - len(with_energy)
     if n_missing:
         notes.append(
             f"{n_missing} finished trials without energy data are left out of the forecast"
         )
-    planned = n_trials
-    if planned is not None and planned < len(t):
-        msg = f"n_trials={planned} is fewer than the {len(t)} trials already run"
-        if n_trials_source == "--n-trials":
-            raise HpauditInputError(f"{msg}; pass the sweep's planned total with --n-trials")
-        notes.append(f"recorded {msg} ({n_trials_source}); cost to finish not forecast")
-        planned = None
+    planned = _planned(n_trials, len(t), n_trials_source, notes)
     complete = with_energy[with_energy["state"] == "complete"]
-    # Only the cost to finish depends on it (forecast_sweep runs the same check on the same
-    # trials); the report must know first, to leave a cost model out.
-    shifted = (
-        planned is not None and cost_shifted(with_energy["energy_j"].to_numpy(float)) is not None
-    )
-    if shifted:
-        notes.append(
-            "the later half of the finished trials cost differently from the first half (an "
-            "adaptive sampler such as TPE, or pruning that learned): the cost to finish is "
-            "forecast from the later half (estimate)"
-        )
+    shifted = _shifted(with_energy, planned, notes)
     modelled = _model_inputs(with_energy, cost_model, notes, shifted) if planned is not None else {}
     f: SweepForecast = forecast_sweep(
         _costs(with_energy),
-        (planned - n_missing) if planned is not None else len(with_energy) + len(running),
+        _n_total(planned, n_missing, len(with_energy), len(running)),
         running=_costs(running),
         complete=_costs(complete) if len(complete) else None,
         n_final_runs=1,
@@ -210,25 +216,8 @@ def forecast_section(
         )
     if complete.empty:
         notes.append("no complete trial: the final training is forecast from all finished trials")
-    to_finish = total = None
-    if planned is not None:
-        to_finish = _range(
-            f.n_remaining + f.n_running, f.remaining, f.low - f.spent, f.high - f.spent, have
-        )
-        total = _range(planned, f.total, f.low, f.high, have)
-    final = seed_runs = None
-    recorded = set(sweep.runs["phase"]) if len(sweep.runs) else set()
-    if f.final is not None and f.final_low is not None and f.final_high is not None:
-        per_run = (f.final, f.final_low, f.final_high)
-        if "final" in recorded:
-            notes.append("final training recorded in the ledger: see the R&D cost, not forecast")
-        else:
-            final = _range(final_epochs, *_scaled(per_run, final_epochs), have)
-        if "seed" in recorded:
-            notes.append("seed reruns recorded in the ledger: see the R&D cost, not forecast")
-        elif seeds > 0:
-            k = final_epochs * seeds
-            seed_runs = _range(seeds, *_scaled(per_run, k), have)
+    to_finish, total = _sweep_ranges(f, planned, have)
+    final, seed_runs = _final_ranges(f, sweep, final_epochs, seeds, have, notes)
     return m.ForecastSection(
         method=f"{f.method}; final training: median complete trial x {final_epochs:g}",
         level=level,
@@ -244,3 +233,86 @@ def forecast_section(
         seeds=seed_runs,
         notes=notes,
     )
+
+
+def _recorded_units(trials: pd.DataFrame) -> dict[str, bool]:
+    """Which cost columns some trial recorded."""
+    # A unit is shown only where some trial recorded it: never a silent zero.
+    return {
+        c: bool(np.isfinite(trials[c].to_numpy(float)).any())
+        for c in ("energy_j", "co2e_g", "usd", "gpu_s")
+    }
+
+
+def _planned(n_trials: int | None, n_run: int, source: str, notes: list[str]) -> int | None:
+    """The planned number of trials, or None when unknown or fewer than the ``n_run`` so far."""
+    if n_trials is not None and n_trials < n_run:
+        msg = f"n_trials={n_trials} is fewer than the {n_run} trials already run"
+        if source == "--n-trials":
+            raise HpauditInputError(f"{msg}; pass the sweep's planned total with --n-trials")
+        notes.append(f"recorded {msg} ({source}); cost to finish not forecast")
+        return None
+    return n_trials
+
+
+def _shifted(with_energy: pd.DataFrame, planned: int | None, notes: list[str]) -> bool:
+    """Whether the later finished trials cost differently from the first ones (noted if so)."""
+    # Only the cost to finish depends on it (forecast_sweep runs the same check on the same
+    # trials); the report must know first, to leave a cost model out.
+    shifted = (
+        planned is not None and cost_shifted(with_energy["energy_j"].to_numpy(float)) is not None
+    )
+    if shifted:
+        notes.append(
+            "the later half of the finished trials cost differently from the first half (an "
+            "adaptive sampler such as TPE, or pruning that learned): the cost to finish is "
+            "forecast from the later half (estimate)"
+        )
+    return shifted
+
+
+def _n_total(planned: int | None, n_missing: int, n_with_energy: int, n_running: int) -> int:
+    """The trials ``forecast_sweep`` forecasts in all."""
+    # Trials without energy data are out of the sample, so out of the plan too: they would be
+    # charged again as remaining. With no plan, only the trials already started are counted.
+    if planned is not None:
+        return planned - n_missing
+    return n_with_energy + n_running
+
+
+def _sweep_ranges(
+    f: SweepForecast, planned: int | None, have: dict[str, bool]
+) -> tuple[m.ForecastRange | None, m.ForecastRange | None]:
+    """Cost to finish the sweep and of the whole sweep; (None, None) when the plan is unknown."""
+    if planned is None:
+        return None, None
+    to_finish = _range(
+        f.n_remaining + f.n_running, f.remaining, f.low - f.spent, f.high - f.spent, have
+    )
+    return to_finish, _range(planned, f.total, f.low, f.high, have)
+
+
+def _final_ranges(
+    f: SweepForecast,
+    sweep: Sweep,
+    final_epochs: float,
+    seeds: int,
+    have: dict[str, bool],
+    notes: list[str],
+) -> tuple[m.ForecastRange | None, m.ForecastRange | None]:
+    """The final training and its seed reruns, each unless the ledger already recorded it."""
+    if f.final is None or f.final_low is None or f.final_high is None:
+        return None, None
+    recorded = set(sweep.runs["phase"]) if len(sweep.runs) else set()
+    per_run = (f.final, f.final_low, f.final_high)
+    final = seed_runs = None
+    if "final" in recorded:
+        notes.append("final training recorded in the ledger: see the R&D cost, not forecast")
+    else:
+        final = _range(final_epochs, *_scaled(per_run, final_epochs), have)
+    if "seed" in recorded:
+        notes.append("seed reruns recorded in the ledger: see the R&D cost, not forecast")
+    elif seeds > 0:
+        k = final_epochs * seeds
+        seed_runs = _range(seeds, *_scaled(per_run, k), have)
+    return final, seed_runs

@@ -14,7 +14,14 @@ from typing import Any
 
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report import _svg
-from hpsearch_budget.report._model import ForecastCost, ForecastRange, PhaseRow, Report
+from hpsearch_budget.report._model import (
+    CarbonAfterBestInfo,
+    ForecastCost,
+    ForecastRange,
+    PhaseRow,
+    Report,
+    VarianceSection,
+)
 
 FORMATS = ("text", "md", "html", "json")
 Table = tuple[str, list[str], list[list[str]]]
@@ -94,6 +101,14 @@ def _study_table(r: Report) -> Table:
 
 
 def _rnd_tables(r: Report) -> list[Table]:
+    out = [_rnd_cost_table(r), _assumptions_table(r)]
+    if r.rnd.what_ifs:
+        out.append(_what_if_table(r))
+    return out
+
+
+def _rnd_cost_table(r: Report) -> Table:
+    """The paper's Tables 3/4: one row per phase and the total, each saying how obtained."""
     rows = [
         [
             p.phase,
@@ -121,44 +136,46 @@ def _rnd_tables(r: Report) -> list[Table]:
         "electricity USD",
         "how obtained",
     ]
+    return ("R&D cost (Strubell et al. 2019, Tables 3/4)", header, rows)
+
+
+def _assumptions_table(r: Report) -> Table:
+    """What the projections assumed, each with where it came from."""
     a = r.rnd.assumptions
     chosen = "n/a" if r.rnd.chosen_trial is None else f"#{r.rnd.chosen_trial}"
-    out: list[Table] = [
-        ("R&D cost (Strubell et al. 2019, Tables 3/4)", header, rows),
-        (
-            "Assumptions (used for projections and where the data is silent)",
-            ["", ""],
+    return (
+        "Assumptions (used for projections and where the data is silent)",
+        ["", ""],
+        [
+            ["final training", f"{_n(a.final_epochs)} × the chosen trial ({chosen})"],
+            ["seed reruns", str(a.seeds)],
+            ["PUE", f"{_n(a.pue)} ({a.pue_source})" if a.pue_source else _n(a.pue)],
+            ["grid intensity", f"{_n(a.g_per_kwh)} g/kWh ({a.intensity_source})"],
+            ["electricity", f"{_n(a.usd_per_kwh)} USD/kWh ({a.usd_per_kwh_source})"],
             [
-                ["final training", f"{_n(a.final_epochs)} × the chosen trial ({chosen})"],
-                ["seed reruns", str(a.seeds)],
-                ["PUE", f"{_n(a.pue)} ({a.pue_source})" if a.pue_source else _n(a.pue)],
-                ["grid intensity", f"{_n(a.g_per_kwh)} g/kWh ({a.intensity_source})"],
-                ["electricity", f"{_n(a.usd_per_kwh)} USD/kWh ({a.usd_per_kwh_source})"],
-                [
-                    "cloud price",
-                    a.gpu_price or "none given (pass --gpu NAME for a cloud cost range)",
-                ],
+                "cloud price",
+                a.gpu_price or "none given (pass --gpu NAME for a cloud cost range)",
             ],
-        ),
-    ]
-    if r.rnd.what_ifs:
-        out.append(
-            (
-                "What if (estimates)",
-                ["scenario", "kWh×PUE", "kg CO2e", "lbs CO2e", "electricity USD"],
-                [
-                    [
-                        w.label,
-                        _n(w.energy_kwh_pue),
-                        _n(w.co2e_kg),
-                        _n(w.co2e_lbs),
-                        _usd(w.electricity_usd),
-                    ]
-                    for w in r.rnd.what_ifs
-                ],
-            )
-        )
-    return out
+        ],
+    )
+
+
+def _what_if_table(r: Report) -> Table:
+    """The R&D cost under the what-if scenarios (another grid, PUE or more trials)."""
+    return (
+        "What if (estimates)",
+        ["scenario", "kWh×PUE", "kg CO2e", "lbs CO2e", "electricity USD"],
+        [
+            [
+                w.label,
+                _n(w.energy_kwh_pue),
+                _n(w.co2e_kg),
+                _n(w.co2e_lbs),
+                _usd(w.electricity_usd),
+            ]
+            for w in r.rnd.what_ifs
+        ],
+    )
 
 
 def _range_cell(rng: ForecastRange, unit: str) -> str:
@@ -204,6 +221,14 @@ def _forecast_tables(r: Report) -> list[Table]:
 
 def _variance_tables(r: Report) -> list[Table]:
     v = r.variance
+    out: list[Table] = [("Variance", ["", ""], _variance_rows(v))]
+    if v.evp_with_replacement:
+        out.append(_evp_table(v))
+    return out
+
+
+def _variance_rows(v: VarianceSection) -> list[list[str]]:
+    """Seed variance, the top-k spread and the carbon spent after the best, a row each."""
     rows = []
     if v.seed:
         rows.append(
@@ -225,46 +250,47 @@ def _variance_tables(r: Report) -> list[Table]:
             ]
         )
     if v.carbon_after_best:
-        c = v.carbon_after_best
-        spent = (
-            f"{_pct(c.share)} of the sweep's carbon ({_n(c.co2e_kg_after)} of "
-            f"{_n(c.co2e_kg_total)} kg CO2e)"
-            if c.co2e_kg_total > 0
-            else f"{_pct(c.share)} of the sweep's energy (no carbon recorded)"
-        )
-        rows.append(
+        rows.append(["carbon after the best", _after_best(v.carbon_after_best)])
+    return rows
+
+
+def _after_best(c: CarbonAfterBestInfo) -> str:
+    """What the sweep spent after its best-so-far came within tolerance of the final best."""
+    spent = (
+        f"{_pct(c.share)} of the sweep's carbon ({_n(c.co2e_kg_after)} of "
+        f"{_n(c.co2e_kg_total)} kg CO2e)"
+        if c.co2e_kg_total > 0
+        else f"{_pct(c.share)} of the sweep's energy (no carbon recorded)"
+    )
+    return (
+        f"{spent} was spent after trial #{c.reached_at_trial} came within "
+        f"{c.tolerance:.1%} of the final best"
+    )
+
+
+def _evp_table(v: VarianceSection) -> Table:
+    """Expected best vs number of trials, with and without replacement, at up to 8 budgets."""
+    by_n = {p.n: p for p in v.evp_without_replacement}
+    return (
+        "Expected best validation performance (Dodge et al. 2019)",
+        [
+            "trials",
+            "kg CO2e (est.)",
+            "E[best] with replacement",
+            "± std",
+            "E[best] without replacement",
+        ],
+        [
             [
-                "carbon after the best",
-                f"{spent} was spent after trial #{c.reached_at_trial} came within "
-                f"{c.tolerance:.1%} of the final best",
+                str(p.n),
+                _n(p.co2e_kg),
+                _n(p.expected, 5),
+                _n(p.std),
+                _n(by_n[p.n].expected, 5) if p.n in by_n else "n/a",
             ]
-        )
-    out: list[Table] = [("Variance", ["", ""], rows)]
-    if v.evp_with_replacement:
-        by_n = {p.n: p for p in v.evp_without_replacement}
-        out.append(
-            (
-                "Expected best validation performance (Dodge et al. 2019)",
-                [
-                    "trials",
-                    "kg CO2e (est.)",
-                    "E[best] with replacement",
-                    "± std",
-                    "E[best] without replacement",
-                ],
-                [
-                    [
-                        str(p.n),
-                        _n(p.co2e_kg),
-                        _n(p.expected, 5),
-                        _n(p.std),
-                        _n(by_n[p.n].expected, 5) if p.n in by_n else "n/a",
-                    ]
-                    for p in _some(v.evp_with_replacement, 8)
-                ],
-            )
-        )
-    return out
+            for p in _some(v.evp_with_replacement, 8)
+        ],
+    )
 
 
 def tables(r: Report) -> list[Table]:

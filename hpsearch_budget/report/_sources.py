@@ -12,28 +12,35 @@
 Energy per trial comes from the ledger (joined on study name + trial number) when one is given
 or shares the storage's database, else from the trial's ``energy_kwh`` / ``co2e_kg`` /
 ``energy_source`` user attributes (or Ray result keys) written by the integrations.
+
+This module detects the source and reads Optuna storages; the Ray Tune reader lives in
+:mod:`._source_ray`, the ledger reader and join in :mod:`._source_ledger` (``load_ray`` and
+``load_ledger`` are imported from here too), what they share in :mod:`._source_common`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from hpsearch_budget.analysis import Sweep
-from hpsearch_budget.analysis._sweep import RUN_COLUMNS
-from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY
-from hpsearch_budget.units import g_to_kg, j_to_kwh, kg_to_g, kwh_to_j
-
-Progress = Callable[[str], None]
+from hpsearch_budget.report._source_common import (
+    Progress,
+    _energy_from_attrs,
+    _nothing,
+    _pick,
+    _redact,
+)
+from hpsearch_budget.report._source_ledger import _with_ledger, load_ledger
+from hpsearch_budget.report._source_ray import load_ray
 
 _OPTUNA_STATES = {
     "COMPLETE": "complete",
@@ -44,10 +51,6 @@ _OPTUNA_STATES = {
 }
 _ENERGY_ATTRS = ("energy_kwh", "co2e_kg", "energy_source")
 _JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
-
-
-def _nothing(_: str) -> None:
-    pass
 
 
 def load_sweep(
@@ -94,13 +97,6 @@ def load_sweep(
     )
 
 
-def _redact(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "the given URL"
-
-
 def _is_sqlite_file(path: Path) -> bool:
     with path.open("rb") as f:
         return f.read(16) == b"SQLite format 3\x00"
@@ -138,23 +134,6 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
-def _missing_study(kind: str, study: str | None, names: list[str]) -> HpauditInputError:
-    listed = ", ".join(repr(n) for n in names[:20]) or "none"
-    if study is None:
-        return HpauditInputError(
-            f"the {kind} holds {len(names)} studies; pick one with --study (studies: {listed})"
-        )
-    return HpauditInputError(f"no study {study!r} in the {kind}; studies: {listed}")
-
-
-def _pick(kind: str, study: str | None, names: list[str]) -> str:
-    if study is not None and study in names:
-        return study
-    if study is None and len(names) == 1:
-        return names[0]
-    raise _missing_study(kind, study, names)
-
-
 # -- Optuna RDB ---------------------------------------------------------------------------
 
 
@@ -176,8 +155,7 @@ def load_optuna_rdb(url: str, *, study: str | None = None, progress: Progress = 
 
 
 def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
-    from optuna.distributions import json_to_distribution
-
+    """Study ``name``, read with one query per table (see the module docstring)."""
     sid = conn.execute(
         sa.text("SELECT study_id FROM studies WHERE study_name = :n"), {"n": name}
     ).scalar_one()
@@ -187,70 +165,7 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     ).all()
     dirs = sorted(dirs)
     direction = "maximize" if dirs and str(dirs[0][1]).upper().endswith("MAXIMIZE") else "minimize"
-    trials = pd.DataFrame(
-        conn.execute(
-            sa.text(
-                "SELECT trial_id, number, state, datetime_start, datetime_complete "
-                "FROM trials WHERE study_id = :s"
-            ),
-            p,
-        ).all(),
-        columns=["trial_id", "number", "state", "started_at", "ended_at"],
-    )
-    join = "JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = :s"
-    values = conn.execute(
-        sa.text(
-            "SELECT x.trial_id, x.value, x.value_type "
-            f"FROM trial_values x {join} AND x.objective = 0"
-        ),
-        p,
-    ).all()
-    params = conn.execute(
-        sa.text(
-            "SELECT x.trial_id, x.param_name, x.param_value, x.distribution_json "
-            f"FROM trial_params x {join}"
-        ),
-        p,
-    ).all()
-    steps = conn.execute(
-        sa.text(
-            "SELECT x.trial_id, COUNT(*) "
-            f"FROM trial_intermediate_values x {join} GROUP BY x.trial_id"
-        ),
-        p,
-    ).all()
-    attrs = conn.execute(
-        sa.text(
-            f"SELECT x.trial_id, x.key, x.value_json FROM trial_user_attributes x {join} "
-            "AND x.key IN ('energy_kwh', 'co2e_kg', 'energy_source')"
-        ),
-        p,
-    ).all()
-
-    inf = {"INF_POS": math.inf, "INF_NEG": -math.inf}
-    value_of = {tid: (inf[vt] if str(vt) in inf else v) for tid, v, vt in values}
-    dist_cache: dict[str, Any] = {}
-    par: dict[int, dict[str, Any]] = {}
-    dis: dict[int, dict[str, Any]] = {}
-    for tid, pname, pval, djson in params:
-        d = dist_cache.get(djson)
-        if d is None:
-            d = dist_cache[djson] = json_to_distribution(djson)
-        par.setdefault(tid, {})[pname] = d.to_external_repr(pval)
-        dis.setdefault(tid, {})[pname] = d
-    attr: dict[int, dict[str, Any]] = {}
-    for tid, key, vjson in attrs:
-        attr.setdefault(tid, {})[key] = json.loads(vjson)
-    step_of: dict[int, int] = {int(tid): int(count) for tid, count in steps}
-    tids = trials["trial_id"].tolist()
-    trials["state"] = [_OPTUNA_STATES.get(str(s).upper(), "failed") for s in trials["state"]]
-    trials["value"] = [value_of.get(t, math.nan) for t in tids]
-    trials["params"] = [par.get(t, {}) for t in tids]
-    trials["distributions"] = [dis.get(t, {}) for t in tids]
-    trials["steps"] = [step_of.get(t, 0) for t in tids]
-    for col in ("started_at", "ended_at"):
-        trials[col] = pd.to_datetime(trials[col], utc=True, format="ISO8601")
-    _energy_from_attrs(trials, [attr.get(t, {}) for t in tids])
+    trials = _rdb_trials(conn, p)
     planned = conn.execute(
         sa.text("SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
         {"s": sid, "k": N_TRIALS_ATTR},
@@ -268,27 +183,103 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     return sweep
 
 
-def _wall(trials: pd.DataFrame) -> None:
-    start, end = trials["started_at"], trials["ended_at"]
-    trials["wall_s"] = (end - start).dt.total_seconds()
+#: Restricts a query on a per-trial table ``x`` to the trials of study ``:s``.
+_OF_STUDY = "JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = :s"
 
 
-def _energy_from_attrs(trials: pd.DataFrame, attrs: Sequence[Mapping[str, Any]]) -> None:
-    """Energy and carbon from the user attributes the Optuna integration sets."""
-    _wall(trials)
-    kwh = np.array([_num(a.get("energy_kwh")) for a in attrs], dtype=float)
-    co2 = np.array([_num(a.get("co2e_kg")) for a in attrs], dtype=float)
-    # The unit helpers are plain arithmetic, so they take arrays too.
-    trials["energy_j"] = kwh_to_j(kwh)  # type: ignore[arg-type]  # device energy, before PUE
-    trials["co2e_g"] = kg_to_g(co2)  # type: ignore[arg-type]
-    trials["energy_source"] = [a.get("energy_source") for a in attrs]
+def _rdb_trials(conn: sa.Connection, p: dict[str, Any]) -> pd.DataFrame:
+    """The study's trials (by ``trial_id``), each with its value, params, steps and energy."""
+    trials = pd.DataFrame(
+        conn.execute(
+            sa.text(
+                "SELECT trial_id, number, state, datetime_start, datetime_complete "
+                "FROM trials WHERE study_id = :s"
+            ),
+            p,
+        ).all(),
+        columns=["trial_id", "number", "state", "started_at", "ended_at"],
+    )
+    value_of = _rdb_values(conn, p)
+    par, dis = _rdb_params(conn, p)
+    step_of = _rdb_steps(conn, p)
+    attr = _rdb_energy_attrs(conn, p)
+    tids = trials["trial_id"].tolist()
+    trials["state"] = [_OPTUNA_STATES.get(str(s).upper(), "failed") for s in trials["state"]]
+    trials["value"] = [value_of.get(t, math.nan) for t in tids]
+    trials["params"] = [par.get(t, {}) for t in tids]
+    trials["distributions"] = [dis.get(t, {}) for t in tids]
+    trials["steps"] = [step_of.get(t, 0) for t in tids]
+    for col in ("started_at", "ended_at"):
+        trials[col] = pd.to_datetime(trials[col], utc=True, format="ISO8601")
+    _energy_from_attrs(trials, [attr.get(t, {}) for t in tids])
+    return trials
 
 
-def _num(v: Any) -> float:
-    try:
-        return float(v) if v is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
+def _rdb_values(conn: sa.Connection, p: dict[str, Any]) -> dict[int, float]:
+    """Each trial's value of the first objective."""
+    values = conn.execute(
+        sa.text(
+            "SELECT x.trial_id, x.value, x.value_type "
+            f"FROM trial_values x {_OF_STUDY} AND x.objective = 0"
+        ),
+        p,
+    ).all()
+    # Optuna stores infinite values as a value type, with no number.
+    inf = {"INF_POS": math.inf, "INF_NEG": -math.inf}
+    return {tid: (inf[vt] if str(vt) in inf else v) for tid, v, vt in values}
+
+
+def _rdb_params(
+    conn: sa.Connection, p: dict[str, Any]
+) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Each trial's params (as the objective saw them) and their distributions."""
+    from optuna.distributions import json_to_distribution
+
+    params = conn.execute(
+        sa.text(
+            "SELECT x.trial_id, x.param_name, x.param_value, x.distribution_json "
+            f"FROM trial_params x {_OF_STUDY}"
+        ),
+        p,
+    ).all()
+    # Trials share a handful of distributions: parse each JSON text once.
+    dist_cache: dict[str, Any] = {}
+    par: dict[int, dict[str, Any]] = {}
+    dis: dict[int, dict[str, Any]] = {}
+    for tid, pname, pval, djson in params:
+        d = dist_cache.get(djson)
+        if d is None:
+            d = dist_cache[djson] = json_to_distribution(djson)
+        par.setdefault(tid, {})[pname] = d.to_external_repr(pval)
+        dis.setdefault(tid, {})[pname] = d
+    return par, dis
+
+
+def _rdb_steps(conn: sa.Connection, p: dict[str, Any]) -> dict[int, int]:
+    """Each trial's number of intermediate values: their count, not the values themselves."""
+    steps = conn.execute(
+        sa.text(
+            "SELECT x.trial_id, COUNT(*) "
+            f"FROM trial_intermediate_values x {_OF_STUDY} GROUP BY x.trial_id"
+        ),
+        p,
+    ).all()
+    return {int(tid): int(count) for tid, count in steps}
+
+
+def _rdb_energy_attrs(conn: sa.Connection, p: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Each trial's energy user attributes (set by the Optuna integration), decoded."""
+    attrs = conn.execute(
+        sa.text(
+            f"SELECT x.trial_id, x.key, x.value_json FROM trial_user_attributes x {_OF_STUDY} "
+            "AND x.key IN ('energy_kwh', 'co2e_kg', 'energy_source')"
+        ),
+        p,
+    ).all()
+    attr: dict[int, dict[str, Any]] = {}
+    for tid, key, vjson in attrs:
+        attr.setdefault(tid, {})[key] = json.loads(vjson)
+    return attr
 
 
 def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
@@ -381,325 +372,3 @@ def load_optuna_journal(
             f"{str(path)!r} is not a readable Optuna journal file ({type(exc).__name__}); "
             "give a journal (.log), an SQLite file or a storage URL"
         ) from None
-
-
-# -- ledger ---------------------------------------------------------------------------------
-
-
-def _ledger_entries(url: str, study: str | None) -> tuple[str, pd.DataFrame]:
-    from hpsearch_budget.ledger import Ledger
-
-    try:
-        # create=False: reading a report must never create a ledger file for a mistyped URL.
-        led = Ledger(url, create=False)
-    except LedgerError as exc:
-        raise _LedgerUnusable(str(exc)) from None
-    try:
-        names = led.studies()
-        name = _pick("ledger", study, names)
-        return name, led.entries(study=name)
-    finally:
-        led.close()
-
-
-class _LedgerUnusable(HpauditInputError):
-    """The ledger URL itself is bad (missing file, unreachable server, wrong scheme)."""
-
-
-_COST_COLS = ["wall_s", "energy_j", "co2e_g", "usd", "gpu_s", "pue", "g_per_kwh"]
-
-
-def load_ledger(
-    url: str,
-    *,
-    study: str | None = None,
-    direction: str | None = None,
-    progress: Progress = _nothing,
-) -> Sweep:
-    """A sweep made of a ledger's rows: ``tuning`` rows are trials, ``final``/``seed`` runs."""
-    progress("reading ledger")
-    name, e = _ledger_entries(url, study)
-    tuning = e[e["phase"] == "tuning"]
-    if tuning.empty and e.empty:
-        raise HpauditInputError(f"study {name!r} has no rows in the ledger; nothing to report")
-    numbers = tuning["trial_number"]
-    fallback = pd.Series(np.arange(len(tuning)), index=tuning.index)
-    trials = pd.DataFrame(
-        {
-            "number": numbers.fillna(fallback).astype("int64"),
-            "state": tuning["status"],
-            "value": tuning["value"],
-            "params": tuning["params"],
-            "started_at": tuning["started_at"],
-            "ended_at": tuning["ended_at"],
-            "steps": (tuning["step"].astype("float64") + 1).fillna(0),
-            "energy_source": tuning["source"],
-            "intensity_source": tuning["intensity_source"],
-            "devices": tuning["devices"],
-            "host": tuning["host"],
-            **{c: tuning[c] for c in _COST_COLS},
-        }
-    )
-    notes = []
-    if direction is None:
-        notes.append(
-            "the ledger does not record the optimisation direction: assumed "
-            "'minimize' (pass --direction maximize if higher is better)"
-        )
-    return Sweep(
-        name,
-        trials,
-        direction or "minimize",
-        "ledger",
-        _redact(url),
-        runs=_runs(e),
-        notes=notes,
-    )
-
-
-def _runs(e: pd.DataFrame) -> pd.DataFrame:
-    runs = e[e["phase"].isin(["final", "seed"])]
-    out = pd.DataFrame(
-        {c: runs[c] for c in RUN_COLUMNS if c in runs.columns and c != "energy_source"}
-    )
-    out["energy_source"] = runs["source"]
-    return out.reset_index(drop=True)
-
-
-def _with_ledger(
-    sweep: Sweep, ledger: str | None, progress: Progress, *, ray: bool = False
-) -> Sweep:
-    """Energy per trial from the ledger, joined on study name and trial number (Ray: trial id)."""
-    if ledger is None:
-        if not sweep.has_energy:
-            sweep.notes.append(
-                "no energy data: the trials carry no energy attributes and no ledger was given "
-                "(pass --ledger URL)"
-            )
-        return sweep
-    progress("joining ledger")
-    try:
-        _, e = _ledger_entries(ledger, sweep.study)
-    except _LedgerUnusable:
-        raise  # a --ledger the user named but that cannot be opened is an error, not a note
-    except HpauditInputError as exc:
-        sweep.notes.append(f"ledger not used: {exc}")
-        return sweep
-    tuning = e[e["phase"] == "tuning"]
-    if ray:
-        key = tuning["trial_key"].astype(str).str.rsplit(":", n=1).str[-1]
-        ids = sweep.trials.get("trial_id", None)
-        by = dict(zip(ids, sweep.trials["number"], strict=True)) if ids is not None else {}
-        num = key.map(by).astype("float64")
-    else:
-        num = tuning["trial_number"].astype("float64")
-    tuning = tuning.assign(_n=num).dropna(subset=["_n"])
-    agg = tuning.groupby("_n").agg(
-        energy_j=("energy_j", "sum"),
-        co2e_g=("co2e_g", "sum"),
-        usd=("usd", "sum"),
-        gpu_s=("gpu_s", "sum"),
-        pue=("pue", "mean"),
-        g_per_kwh=("g_per_kwh", "mean"),
-        energy_source=("source", _weakest),
-        intensity_source=("intensity_source", "first"),
-        devices=("devices", lambda s: sorted({d for x in s for d in (x or [])})),
-        host=("host", "first"),
-    )
-    t = sweep.trials
-    idx = t["number"].astype("float64")
-    hit = idx.isin(agg.index)
-    for col in agg.columns:
-        mapped = idx.map(agg[col])
-        # Series.where, not np.where: object columns hold lists (devices) that NumPy would
-        # turn into a 2-D array.
-        t[col] = mapped.where(hit, t[col]) if col in t else mapped
-    for col in ("energy_j", "co2e_g", "usd", "gpu_s", "pue", "g_per_kwh"):
-        t[col] = pd.to_numeric(t[col], errors="coerce").astype("float64")
-    sweep.trials = t
-    # Derived data is stale now; the recorded planned number of trials is not derived.
-    planned = sweep.cache.get(PLANNED_TRIALS_KEY)
-    sweep.cache.clear()
-    if planned is not None:
-        sweep.cache[PLANNED_TRIALS_KEY] = planned
-    sweep.runs = _runs(e)
-    if not hit.all():
-        sweep.notes.append(f"{int((~hit).sum())} trial(s) have no ledger row")
-    return sweep
-
-
-_RANK = {"measured": 0, "integrated": 1, "replayed": 2, "estimated": 3}
-
-
-def _weakest(s: pd.Series) -> str | None:
-    vals = [v for v in s if isinstance(v, str) and v in _RANK]
-    return max(vals, key=_RANK.__getitem__) if vals else None
-
-
-# -- Ray Tune ---------------------------------------------------------------------------------
-
-_RAY_KEYS = {
-    "training_iteration",
-    "time_this_iter_s",
-    "time_total_s",
-    "timestamp",
-    "done",
-    "trial_id",
-    "date",
-    "pid",
-    "hostname",
-    "node_ip",
-    "time_since_restore",
-    "iterations_since_restore",
-    "timesteps_total",
-    "episodes_total",
-    "timesteps_since_restore",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "experiment_tag",
-    "config",
-    # written by hpsearch_budget.ray.metered (cumulative cost of the trial's ledger window)
-    "energy_j",
-    "co2e_g",
-    "usd",
-    "gpu_s",
-    "hpaudit_window",
-    "hpaudit_study",
-    "energy_kwh",
-    "co2e_kg",
-    "energy_source",
-}
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text("utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
-
-
-def load_ray(
-    folder: Path,
-    *,
-    metric: str | None = None,
-    direction: str | None = None,
-    progress: Progress = _nothing,
-) -> Sweep:
-    """Read a Ray Tune experiment folder: ``params.json`` + ``result.json`` per trial folder."""
-    progress("reading Ray Tune trials")
-    trial_dirs = sorted(p.parent for p in folder.glob("*/result.json"))
-    results = {d: _read_jsonl(d / "result.json") for d in trial_dirs}
-    results = {d: r for d, r in results.items() if r}
-    if not results:
-        raise HpauditInputError(
-            f"Ray Tune folder {str(folder)!r} has no trial results (no */result.json with "
-            "data); point at the experiment folder (e.g. ~/ray_results/<name>)"
-        )
-    metric = metric or _guess_metric(results.values())
-    if not any(metric in row for res in results.values() for row in res):
-        # A mistyped --metric would otherwise give a report with no objective at all.
-        reported = sorted({k for res in results.values() for k in res[-1] if k not in _RAY_KEYS})
-        raise HpauditInputError(
-            f"no trial in {str(folder)!r} reported metric {metric!r}; reported: "
-            f"{', '.join(reported[:20]) or 'none'}"
-        )
-    max_iter = max(int(r[-1].get("training_iteration", len(r))) for r in results.values())
-    rows = []
-    attrs = []
-    lasts = []
-    studies: set[Any] = set()
-    for d, res in sorted(results.items(), key=lambda kv: kv[1][0].get("timestamp", 0)):
-        last = res[-1]
-        lasts.append(last)
-        params_path = d / "params.json"
-        try:
-            params = json.loads(params_path.read_text("utf-8")) if params_path.exists() else {}
-        except json.JSONDecodeError:
-            params = last.get("config", {})
-        params = {
-            k: v
-            for k, v in (params or last.get("config", {})).items()
-            if isinstance(v, bool | int | float | str)
-        }
-        it = int(last.get("training_iteration", len(res)))
-        if (d / "error.txt").exists() or (d / "error.pkl").exists():
-            state = "failed"
-        elif last.get("done") or it >= max_iter:
-            state = "complete"
-        else:
-            state = "pruned"
-        start = float(res[0].get("timestamp", 0)) - float(res[0].get("time_this_iter_s", 0) or 0)
-        end = float(last.get("timestamp", start))
-        value = _num(last.get(metric))
-        rows.append(
-            {
-                "trial_id": str(last.get("trial_id", d.name)),
-                "state": state,
-                "value": value,
-                "params": params,
-                "started_at": datetime.fromtimestamp(start, UTC),
-                "ended_at": datetime.fromtimestamp(end, UTC),
-                "steps": it,
-                "host": last.get("hostname"),
-            }
-        )
-        attrs.append(_ray_energy(last))
-        studies.add(last.get("hpaudit_study"))
-    trials = pd.DataFrame(rows)
-    trials.insert(0, "number", np.arange(len(trials)))
-    for col in ("started_at", "ended_at"):
-        trials[col] = pd.to_datetime(trials[col], utc=True)
-    _energy_from_attrs(trials, attrs)
-    for col in ("usd", "gpu_s"):
-        trials[col] = [_num(last.get(col)) for last in lasts]
-    notes = [f"Ray Tune metric {metric!r}, last reported value per trial"]
-    if direction is None:
-        notes.append(
-            "Ray Tune folders do not record the mode: assumed 'minimize' "
-            "(pass --direction maximize if higher is better)"
-        )
-    # The ledger study of a metered Ray trial is the experiment name, which is the folder's.
-    named = [s for s in studies if isinstance(s, str) and s]
-    study = named[0] if len(named) == 1 else folder.name
-    return Sweep(study, trials, direction or "minimize", "ray", str(folder), notes=notes)
-
-
-def _ray_energy(last: Mapping[str, Any]) -> dict[str, Any]:
-    """Energy keys of a result: ``energy_j`` / ``co2e_g`` (hpsearch_budget.ray.metered), else
-    ``energy_kwh`` / ``co2e_kg`` (the Optuna attribute names)."""
-    energy_kwh, co2e_kg = last.get("energy_kwh"), last.get("co2e_kg")
-    if last.get("energy_j") is not None:
-        energy_kwh = j_to_kwh(_num(last["energy_j"]))
-    if last.get("co2e_g") is not None:
-        co2e_kg = g_to_kg(_num(last["co2e_g"]))
-    return {
-        "energy_kwh": energy_kwh,
-        "co2e_kg": co2e_kg,
-        "energy_source": last.get("energy_source"),
-    }
-
-
-def _guess_metric(results: Iterable[list[dict[str, Any]]]) -> str:
-    names: set[str] | None = None
-    for res in results:
-        numeric = {
-            k
-            for k, v in res[-1].items()
-            if k not in _RAY_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        names = numeric if names is None else names & numeric
-    candidates = sorted(names or ())
-    if len(candidates) == 1:
-        return candidates[0]
-    raise HpauditInputError(
-        f"which metric is the objective? pass --metric NAME (reported metrics: "
-        f"{', '.join(candidates) or 'none'})"
-    )

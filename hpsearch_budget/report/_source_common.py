@@ -1,0 +1,71 @@
+"""What every source reader shares: picking the study, hiding passwords, per-trial energy.
+
+Used by the Optuna readers (:mod:`._sources`), the Ray Tune reader (:mod:`._source_ray`) and
+the ledger reader and join (:mod:`._source_ledger`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.units import kg_to_g, kwh_to_j
+
+Progress = Callable[[str], None]
+
+
+def _nothing(_: str) -> None:
+    pass
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "the given URL"
+
+
+def _missing_study(kind: str, study: str | None, names: list[str]) -> HpauditInputError:
+    listed = ", ".join(repr(n) for n in names[:20]) or "none"
+    if study is None:
+        return HpauditInputError(
+            f"the {kind} holds {len(names)} studies; pick one with --study (studies: {listed})"
+        )
+    return HpauditInputError(f"no study {study!r} in the {kind}; studies: {listed}")
+
+
+def _pick(kind: str, study: str | None, names: list[str]) -> str:
+    if study is not None and study in names:
+        return study
+    if study is None and len(names) == 1:
+        return names[0]
+    raise _missing_study(kind, study, names)
+
+
+def _wall(trials: pd.DataFrame) -> None:
+    start, end = trials["started_at"], trials["ended_at"]
+    trials["wall_s"] = (end - start).dt.total_seconds()
+
+
+def _energy_from_attrs(trials: pd.DataFrame, attrs: Sequence[Mapping[str, Any]]) -> None:
+    """Energy and carbon from the user attributes the Optuna integration sets."""
+    _wall(trials)
+    kwh = np.array([_num(a.get("energy_kwh")) for a in attrs], dtype=float)
+    co2 = np.array([_num(a.get("co2e_kg")) for a in attrs], dtype=float)
+    # The unit helpers are plain arithmetic, so they take arrays too.
+    trials["energy_j"] = kwh_to_j(kwh)  # type: ignore[arg-type]  # device energy, before PUE
+    trials["co2e_g"] = kg_to_g(co2)  # type: ignore[arg-type]
+    trials["energy_source"] = [a.get("energy_source") for a in attrs]
+
+
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,187 @@
+"""A ledger as a source: its tuning rows as the trials, or joined onto an Optuna or Ray sweep.
+
+Either way its ``final`` and ``seed`` rows become the sweep's runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hpsearch_budget.analysis import Sweep
+from hpsearch_budget.analysis._sweep import RUN_COLUMNS
+from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.report._forecast import PLANNED_TRIALS_KEY
+from hpsearch_budget.report._source_common import Progress, _nothing, _pick, _redact
+
+
+def _ledger_entries(url: str, study: str | None) -> tuple[str, pd.DataFrame]:
+    from hpsearch_budget.ledger import Ledger
+
+    try:
+        # create=False: reading a report must never create a ledger file for a mistyped URL.
+        led = Ledger(url, create=False)
+    except LedgerError as exc:
+        raise _LedgerUnusable(str(exc)) from None
+    try:
+        names = led.studies()
+        name = _pick("ledger", study, names)
+        return name, led.entries(study=name)
+    finally:
+        led.close()
+
+
+class _LedgerUnusable(HpauditInputError):
+    """The ledger URL itself is bad (missing file, unreachable server, wrong scheme)."""
+
+
+_COST_COLS = ["wall_s", "energy_j", "co2e_g", "usd", "gpu_s", "pue", "g_per_kwh"]
+
+
+def load_ledger(
+    url: str,
+    *,
+    study: str | None = None,
+    direction: str | None = None,
+    progress: Progress = _nothing,
+) -> Sweep:
+    """A sweep made of a ledger's rows: ``tuning`` rows are trials, ``final``/``seed`` runs."""
+    progress("reading ledger")
+    name, e = _ledger_entries(url, study)
+    tuning = e[e["phase"] == "tuning"]
+    if tuning.empty and e.empty:
+        raise HpauditInputError(f"study {name!r} has no rows in the ledger; nothing to report")
+    notes = []
+    if direction is None:
+        notes.append(
+            "the ledger does not record the optimisation direction: assumed "
+            "'minimize' (pass --direction maximize if higher is better)"
+        )
+    return Sweep(
+        name,
+        _ledger_trials(tuning),
+        direction or "minimize",
+        "ledger",
+        _redact(url),
+        runs=_runs(e),
+        notes=notes,
+    )
+
+
+def _ledger_trials(tuning: pd.DataFrame) -> pd.DataFrame:
+    """The tuning rows as trial columns; a row without a trial number is numbered by position."""
+    numbers = tuning["trial_number"]
+    fallback = pd.Series(np.arange(len(tuning)), index=tuning.index)
+    return pd.DataFrame(
+        {
+            "number": numbers.fillna(fallback).astype("int64"),
+            "state": tuning["status"],
+            "value": tuning["value"],
+            "params": tuning["params"],
+            "started_at": tuning["started_at"],
+            "ended_at": tuning["ended_at"],
+            "steps": (tuning["step"].astype("float64") + 1).fillna(0),
+            "energy_source": tuning["source"],
+            "intensity_source": tuning["intensity_source"],
+            "devices": tuning["devices"],
+            "host": tuning["host"],
+            **{c: tuning[c] for c in _COST_COLS},
+        }
+    )
+
+
+def _runs(e: pd.DataFrame) -> pd.DataFrame:
+    runs = e[e["phase"].isin(["final", "seed"])]
+    out = pd.DataFrame(
+        {c: runs[c] for c in RUN_COLUMNS if c in runs.columns and c != "energy_source"}
+    )
+    out["energy_source"] = runs["source"]
+    return out.reset_index(drop=True)
+
+
+def _with_ledger(
+    sweep: Sweep, ledger: str | None, progress: Progress, *, ray: bool = False
+) -> Sweep:
+    """Energy per trial from the ledger, joined on study name and trial number (Ray: trial id)."""
+    if ledger is None:
+        if not sweep.has_energy:
+            sweep.notes.append(
+                "no energy data: the trials carry no energy attributes and no ledger was given "
+                "(pass --ledger URL)"
+            )
+        return sweep
+    progress("joining ledger")
+    try:
+        _, e = _ledger_entries(ledger, sweep.study)
+    except _LedgerUnusable:
+        raise  # a --ledger the user named but that cannot be opened is an error, not a note
+    except HpauditInputError as exc:
+        sweep.notes.append(f"ledger not used: {exc}")
+        return sweep
+    tuning = e[e["phase"] == "tuning"]
+    tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray)).dropna(subset=["_n"])
+    hit = _join_per_trial(sweep.trials, _per_trial(tuning))
+    _clear_derived(sweep)
+    sweep.runs = _runs(e)
+    if not hit.all():
+        sweep.notes.append(f"{int((~hit).sum())} trial(s) have no ledger row")
+    return sweep
+
+
+def _trial_numbers(tuning: pd.DataFrame, trials: pd.DataFrame, ray: bool) -> pd.Series:
+    """The sweep's trial number of each tuning row (NaN: none), as float."""
+    if not ray:
+        return tuning["trial_number"].astype("float64")
+    # Ray windows are keyed "<study>:<trial_id>" (hpsearch_budget.ray.metered).
+    key = tuning["trial_key"].astype(str).str.rsplit(":", n=1).str[-1]
+    ids = trials.get("trial_id", None)
+    by = dict(zip(ids, trials["number"], strict=True)) if ids is not None else {}
+    return key.map(by).astype("float64")
+
+
+def _per_trial(tuning: pd.DataFrame) -> pd.DataFrame:
+    """The tuning rows summed (costs) or summarised (the rest) per trial number ``_n``."""
+    return tuning.groupby("_n").agg(
+        energy_j=("energy_j", "sum"),
+        co2e_g=("co2e_g", "sum"),
+        usd=("usd", "sum"),
+        gpu_s=("gpu_s", "sum"),
+        pue=("pue", "mean"),
+        g_per_kwh=("g_per_kwh", "mean"),
+        energy_source=("source", _weakest),
+        intensity_source=("intensity_source", "first"),
+        devices=("devices", lambda s: sorted({d for x in s for d in (x or [])})),
+        host=("host", "first"),
+    )
+
+
+def _join_per_trial(t: pd.DataFrame, agg: pd.DataFrame) -> pd.Series:
+    """Put ``agg``'s columns into the trials ``t`` (in place) where a trial has ledger rows;
+    the others keep what they had. Returns which trials had rows."""
+    idx = t["number"].astype("float64")
+    hit = idx.isin(agg.index)
+    for col in agg.columns:
+        mapped = idx.map(agg[col])
+        # Series.where, not np.where: object columns hold lists (devices) that NumPy would
+        # turn into a 2-D array.
+        t[col] = mapped.where(hit, t[col]) if col in t else mapped
+    for col in ("energy_j", "co2e_g", "usd", "gpu_s", "pue", "g_per_kwh"):
+        t[col] = pd.to_numeric(t[col], errors="coerce").astype("float64")
+    return hit
+
+
+def _clear_derived(sweep: Sweep) -> None:
+    """Empty ``sweep.cache``: its derived data is stale once the ledger's costs are joined."""
+    # The recorded planned number of trials is not derived: keep it.
+    planned = sweep.cache.get(PLANNED_TRIALS_KEY)
+    sweep.cache.clear()
+    if planned is not None:
+        sweep.cache[PLANNED_TRIALS_KEY] = planned
+
+
+_RANK = {"measured": 0, "integrated": 1, "replayed": 2, "estimated": 3}
+
+
+def _weakest(s: pd.Series) -> str | None:
+    vals = [v for v in s if isinstance(v, str) and v in _RANK]
+    return max(vals, key=_RANK.__getitem__) if vals else None
