@@ -316,7 +316,8 @@ class TrialCostModel:
         (the new sweep's search space), and only those inputs."""
         from hpsearch_budget.ledger import Ledger
 
-        lg = ledger if isinstance(ledger, Ledger) else Ledger(ledger)
+        # A history is read, never created: a mistyped path is an error, not a new empty file.
+        lg = ledger if isinstance(ledger, Ledger) else Ledger(ledger, create=False)
         rows = lg.entries()
         skip, names = set(exclude), set(params)
         studies: dict[str, list[tuple[Params, float]]] = {}

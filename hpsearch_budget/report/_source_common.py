@@ -69,3 +69,20 @@ def _num(v: Any) -> float:
         return float(v) if v is not None else math.nan
     except (TypeError, ValueError):
         return math.nan
+
+
+def require_direction(
+    direction: str | None, trials: pd.DataFrame, source: str, objective: str = "the objective"
+) -> str:
+    """``direction``, required when there are values to rank: a source that does not record
+    it must not guess, or the report would call the worst trial the best and project the
+    final training from it."""
+    if direction is not None:
+        return direction
+    values = trials["value"] if "value" in trials else pd.Series(dtype=float)
+    if not values.notna().any():
+        return "minimize"  # nothing to rank: the direction changes no figure
+    raise HpauditInputError(
+        f"{source} does not record whether {objective} is maximised or minimised; pass "
+        "--direction maximize or --direction minimize"
+    )

@@ -12,7 +12,13 @@ from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.analysis._sweep import RUN_COLUMNS
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.report._forecast import PLANNED_TRIALS_KEY
-from hpsearch_budget.report._source_common import Progress, _nothing, _pick, _redact
+from hpsearch_budget.report._source_common import (
+    Progress,
+    _nothing,
+    _pick,
+    _redact,
+    require_direction,
+)
 
 
 def _ledger_entries(url: str, study: str | None) -> tuple[str, pd.DataFrame]:
@@ -51,20 +57,14 @@ def load_ledger(
     tuning = e[e["phase"] == "tuning"]
     if tuning.empty and e.empty:
         raise HpauditInputError(f"study {name!r} has no rows in the ledger; nothing to report")
-    notes = []
-    if direction is None:
-        notes.append(
-            "the ledger does not record the optimisation direction: assumed "
-            "'minimize' (pass --direction maximize if higher is better)"
-        )
+    trials = _ledger_trials(tuning)
     return Sweep(
         name,
-        _ledger_trials(tuning),
-        direction or "minimize",
+        trials,
+        require_direction(direction, trials, "the ledger"),
         "ledger",
         _redact(url),
         runs=_runs(e),
-        notes=notes,
     )
 
 
@@ -100,9 +100,13 @@ def _runs(e: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_ledger(
-    sweep: Sweep, ledger: str | None, progress: Progress, *, ray: bool = False
+    sweep: Sweep, ledger: str | None, progress: Progress, *, ray: bool = False, named: bool = False
 ) -> Sweep:
-    """Energy per trial from the ledger, joined on study name and trial number (Ray: trial id)."""
+    """Energy per trial from the ledger, joined on study name and trial number (Ray: trial id).
+
+    ``named``: the user named this ledger (``--ledger``), so one without the study is an
+    error; a ledger found in the study's own database may hold other studies only (a note).
+    """
     if ledger is None:
         if not sweep.has_energy:
             sweep.notes.append(
@@ -116,6 +120,8 @@ def _with_ledger(
     except _LedgerUnusable:
         raise  # a --ledger the user named but that cannot be opened is an error, not a note
     except HpauditInputError as exc:
+        if named:
+            raise HpauditInputError(f"--ledger: {exc}") from None
         sweep.notes.append(f"ledger not used: {exc}")
         return sweep
     tuning = e[e["phase"] == "tuning"]

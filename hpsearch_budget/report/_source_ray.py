@@ -15,7 +15,13 @@ import pandas as pd
 
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.report._source_common import Progress, _energy_from_attrs, _nothing, _num
+from hpsearch_budget.report._source_common import (
+    Progress,
+    _energy_from_attrs,
+    _nothing,
+    _num,
+    require_direction,
+)
 from hpsearch_budget.units import g_to_kg, j_to_kwh
 
 _RAY_KEYS = {
@@ -90,13 +96,9 @@ def load_ray(
     for col in ("usd", "gpu_s"):
         trials[col] = [_num(last.get(col)) for last in lasts]
     notes = [f"Ray Tune metric {metric!r}, last reported value per trial"]
-    if direction is None:
-        notes.append(
-            "Ray Tune folders do not record the mode: assumed 'minimize' "
-            "(pass --direction maximize if higher is better)"
-        )
+    direction = require_direction(direction, trials, "a Ray Tune folder", f"metric {metric!r}")
     study = _ray_study(lasts, folder)
-    return Sweep(study, trials, direction or "minimize", "ray", str(folder), notes=notes)
+    return Sweep(study, trials, direction, "ray", str(folder), notes=notes)
 
 
 def _ray_results(folder: Path) -> dict[Path, list[dict[str, Any]]]:

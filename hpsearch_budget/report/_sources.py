@@ -71,7 +71,13 @@ def load_sweep(
     path = Path(source)
     if "://" not in source and path.is_dir():
         sweep = load_ray(path, metric=metric, direction=direction, progress=progress)
-        return _with_ledger(sweep, ledger, progress, ray=True)
+        _check_ray_study(sweep, study)
+        return _with_ledger(sweep, ledger, progress, ray=True, named=ledger is not None)
+    if metric is not None:
+        raise HpauditInputError(
+            "--metric picks a Ray Tune folder's metric; an Optuna study or a ledger has one "
+            "objective value per trial: drop --metric"
+        )
     if "://" not in source:
         if not path.exists():
             raise HpauditInputError(
@@ -81,20 +87,41 @@ def load_sweep(
             )
         if path.suffix.lower() in _JOURNAL_SUFFIXES or not _is_sqlite_file(path):
             sweep = load_optuna_journal(path, study=study, progress=progress)
-            return _with_ledger(sweep, ledger, progress)
+            _check_direction(sweep, direction)
+            return _with_ledger(sweep, ledger, progress, named=ledger is not None)
         source = f"sqlite:///{path}"
     tables = _tables(source)
     if {"studies", "trials"} <= tables:
         sweep = load_optuna_rdb(source, study=study, progress=progress)
+        _check_direction(sweep, direction)
+        named = ledger is not None
         if ledger is None and "hpaudit_windows" in tables:
             ledger = source  # a ledger sharing the study's database
-        return _with_ledger(sweep, ledger, progress)
+        return _with_ledger(sweep, ledger, progress, named=named)
     if "hpaudit_windows" in tables:
         return load_ledger(source, study=study, direction=direction, progress=progress)
     raise HpauditInputError(
         f"{_redact(source)} holds neither an Optuna study nor an hpaudit ledger "
         "(no 'trials' or 'hpaudit_windows' table); check the URL"
     )
+
+
+def _check_direction(sweep: Sweep, direction: str | None) -> None:
+    """An Optuna study records its direction: a ``direction`` given as well must agree."""
+    if direction is not None and direction != sweep.direction:
+        raise HpauditInputError(
+            f"--direction {direction} contradicts study {sweep.study!r}, which Optuna records "
+            f"as {sweep.direction}: drop --direction"
+        )
+
+
+def _check_ray_study(sweep: Sweep, study: str | None) -> None:
+    """A Ray Tune folder holds one experiment: a ``study`` given must be its name."""
+    if study is not None and study != sweep.study:
+        raise HpauditInputError(
+            f"the Ray Tune folder holds experiment {sweep.study!r}, not {study!r}: drop --study "
+            "or give the folder of that experiment"
+        )
 
 
 def _is_sqlite_file(path: Path) -> bool:

@@ -85,7 +85,9 @@ def test_user_strings_are_escaped(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 def test_ray_folder_report(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     exp = write_ray_folder(tmp_path)
-    code, out, err = run_cli(capsys, "report", str(exp), "--format", "json")
+    code, out, err = run_cli(
+        capsys, "report", str(exp), "--direction", "minimize", "--format", "json"
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert doc["study"]["source_kind"] == "ray" and doc["study"]["n_trials"] == 6

@@ -75,5 +75,52 @@ def test_ray_folder_with_unknown_metric_is_an_error(
     code, out, err = run_cli(capsys, "report", str(exp), "--metric", "val_los")
     assert code == 2 and out == ""
     assert "reported metric 'val_los'" in err and "val_loss" in err
-    code, out, err = run_cli(capsys, "report", str(exp), "--metric", "val_loss", "--format", "json")
+    code, out, err = run_cli(
+        capsys,
+        "report",
+        str(exp),
+        "--metric",
+        "val_loss",
+        "--direction",
+        "minimize",
+        "--format",
+        "json",
+    )
     assert code == 0, err
+
+
+def _one_line_error(code: int, out: str, err: str) -> str:
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_options_that_do_not_apply_to_the_source_are_errors(
+    capsys: pytest.CaptureFixture[str], study_db: tuple[str, str], tmp_path: Path
+) -> None:
+    """An option the source cannot use is not silently ignored (the report would not be the
+    one asked for)."""
+    storage, _ = study_db
+    err = _one_line_error(*run_cli(capsys, "report", storage, "--metric", "acc"))
+    assert "--metric picks a Ray Tune folder's metric" in err
+    # Optuna records the direction (this study minimises): a contradicting one is refused...
+    err = _one_line_error(*run_cli(capsys, "report", storage, "--direction", "maximize"))
+    assert "contradicts study 'sweep'" in err and "minimize" in err
+    code, _, _ = run_cli(capsys, "report", storage, "--direction", "minimize")
+    assert code == 0  # ...an agreeing one is fine
+    exp = write_ray_folder(tmp_path)
+    err = _one_line_error(
+        *run_cli(capsys, "report", str(exp), "--direction", "minimize", "--study", "other")
+    )
+    assert "holds experiment 'exp', not 'other'" in err
+
+
+def test_a_named_ledger_without_the_study_is_an_error(
+    capsys: pytest.CaptureFixture[str], study_db: tuple[str, str], tmp_path: Path
+) -> None:
+    from .conftest import make_metered_study
+
+    storage, _ = study_db
+    other = f"sqlite:///{tmp_path / 'other-ledger.db'}"
+    make_metered_study(f"sqlite:///{tmp_path / 'o.db'}", other, name="another", n=2)
+    err = _one_line_error(*run_cli(capsys, "report", storage, "--ledger", other))
+    assert err.startswith("hpaudit: error: --ledger:") and "'sweep'" in err

@@ -105,6 +105,20 @@ def test_too_little_cost_history_is_a_one_line_error(tmp_path: Path, capsys) -> 
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_missing_cost_history_is_a_one_line_error_and_creates_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    storage, ledger_url = f"sqlite:///{tmp_path / 'o.db'}", f"sqlite:///{tmp_path / 'l.db'}"
+    _sweep(Ledger(ledger_url), optuna.create_study(study_name="only", storage=storage), 10, 1.0)
+    missing = tmp_path / "mistyped.db"
+    code, out, err = run_cli(
+        capsys, "report", storage, "--ledger", ledger_url, "--cost-history", f"sqlite:///{missing}"
+    )
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "no ledger at" in err and "mistyped.db" in err
+    assert not missing.exists()
+
+
 def test_without_history_a_complete_sweep_is_forecast_from_its_own_trials(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

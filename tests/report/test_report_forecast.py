@@ -96,7 +96,7 @@ def test_forecast_is_the_hand_computed_one(tmp_path: Path) -> None:
 
 def test_ledger_source_gives_the_same_forecast(tmp_path: Path) -> None:
     _, ledger = _study(tmp_path)
-    f = build_report(load_sweep(ledger), n_trials=10).forecast
+    f = build_report(load_sweep(ledger, direction="minimize"), n_trials=10).forecast
     assert f is not None and f.sweep_total is not None
     assert f.sweep_total.estimate.energy_kwh == pytest.approx(25.0)
 

@@ -59,7 +59,11 @@ def test_ledger_alone_is_a_source(study_db: tuple[str, str]) -> None:
     sw = load_sweep(ledger, direction="minimize")
     assert sw.source_kind == "ledger" and len(sw.trials) == 24
     assert (sw.trials["state"] == "pruned").sum() == 3
-    assert load_sweep(ledger).notes[0].startswith("the ledger does not record")
+    # the ledger does not record the direction: a report must not guess which trial is best
+    with pytest.raises(HpauditInputError, match="pass --direction maximize or --direction min"):
+        load_sweep(ledger)
+    best = load_sweep(ledger, direction="maximize").best_trial()
+    assert best is not None and best["value"] == sw.trials["value"].max()
 
 
 def test_journal_file(tmp_path: Path) -> None:
@@ -81,7 +85,9 @@ def test_postgres_storage(pg_url: str) -> None:
 
 def test_ray_folder(tmp_path: Path) -> None:
     exp = write_ray_folder(tmp_path)
-    sw = load_sweep(str(exp))
+    with pytest.raises(HpauditInputError, match="whether metric 'loss' is maximised"):
+        load_sweep(str(exp))  # Ray folders do not record the mode
+    sw = load_sweep(str(exp), direction="minimize")
     assert sw.source_kind == "ray" and len(sw.trials) == 6
     assert sw.trials.loc[1, "state"] == "pruned" and sw.trials.loc[0, "state"] == "complete"
     assert sw.trials.loc[0, "params"] == {"lr": 0.1, "layers": 1}
@@ -96,7 +102,7 @@ def test_ray_folder_needs_a_metric_when_ambiguous(tmp_path: Path) -> None:
         f.write_text(f.read_text().replace('"done"', '"acc": 1.0, "done"'))
     with pytest.raises(HpauditInputError, match="--metric"):
         load_sweep(str(exp))
-    assert len(load_sweep(str(exp), metric="acc").trials) == 6
+    assert len(load_sweep(str(exp), metric="acc", direction="maximize").trials) == 6
 
 
 @pytest.mark.parametrize(
@@ -143,7 +149,7 @@ def test_ray_folder_joins_the_ledger_on_trial_id(tmp_path: Path) -> None:
         m = Measurement(40.0, {"gpu:0": 1000.0 * (i + 1)}, {"gpu:0": Source.MEASURED})
         led.finalize(w, m, status="complete")
     led.close()
-    sw = load_sweep(str(exp), ledger=url)
+    sw = load_sweep(str(exp), ledger=url, direction="minimize")
     assert sw.study == "exp" and sw.trials["energy_source"].eq("measured").all()
     assert sw.trials["energy_j"].to_list() == pytest.approx([1000.0 * (i + 1) for i in range(6)])
     assert sw.trials.loc[2, "gpu_s"] == pytest.approx(40.0)
