@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.ledger._schema import PHASES
+from hpsearch_budget.ledger._schema import FINISHED, PHASES
 from hpsearch_budget.ledger._scope import Scope
 from hpsearch_budget.meters import Measurement
 
@@ -56,6 +56,25 @@ def check_limits(limits: Sequence[tuple[Scope, Cost]]) -> list[tuple[Scope, Cost
         check_cost(limit, "limit", allow_inf=True)
         checked.append((scope, limit))
     return checked
+
+
+def check_reserve(
+    reserve: tuple[Cost, Sequence[tuple[Scope, Cost]]],
+) -> tuple[Cost, list[tuple[Scope, Cost]]]:
+    """:meth:`Ledger.open_window`'s ``reserve=(amount, limits)``, checked as try_reserve's."""
+    if not (isinstance(reserve, tuple | list) and len(reserve) == 2):
+        raise HpauditInputError("reserve must be an (amount, limits) pair, as try_reserve takes")
+    amount, checked = reserve[0], check_limits(reserve[1])
+    check_cost(amount, "amount", allow_inf=False)
+    return amount, checked
+
+
+def check_status(status: str) -> None:
+    """A finalisation's status: one of the finished ones."""
+    if status not in FINISHED:
+        raise HpauditInputError(
+            f"cannot finalise with status {status!r}; use one of {', '.join(FINISHED)}"
+        )
 
 
 def within(total: Cost, limit: Cost) -> bool:

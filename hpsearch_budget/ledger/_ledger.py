@@ -1,8 +1,12 @@
-"""The energy ledger: one row per trial window, checkpointed, finalised, hash-chained."""
+"""The energy ledger: one row per trial window, checkpointed, finalised, hash-chained.
+
+The :class:`Ledger` class writes (open, checkpoint, finalise: the hot path) and delegates
+the rest to modules with one job each: :mod:`._opening` (schema), :mod:`._linking` (the hash
+chain), :mod:`._reservations` (budgets), :mod:`._reaping` (silent windows), :mod:`._reads`.
+"""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import math
@@ -10,84 +14,67 @@ import os
 import socket
 import sqlite3
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, default_carbon_model
-from hpsearch_budget.errors import HpauditInputError, LedgerError
-from hpsearch_budget.ledger import _chain, _engine, _held, _pg, _schema
+from hpsearch_budget.errors import LedgerError
+from hpsearch_budget.ledger import _chain, _engine, _held, _linking, _pg, _reads, _reaping, _schema
 from hpsearch_budget.ledger._chain import VerifyReport
 from hpsearch_budget.ledger._checks import check_cost as _check_cost
 from hpsearch_budget.ledger._checks import check_limits as _check_limits
 from hpsearch_budget.ledger._checks import check_measurement as _check_measurement
 from hpsearch_budget.ledger._checks import check_name as _check_name
+from hpsearch_budget.ledger._checks import check_reserve as _check_reserve
+from hpsearch_budget.ledger._checks import check_status as _check_status
 from hpsearch_budget.ledger._checks import check_window as _check_window
-from hpsearch_budget.ledger._checks import within as _within
+from hpsearch_budget.ledger._linking import OPEN as _OPEN
+from hpsearch_budget.ledger._linking import linked as _linked
+from hpsearch_budget.ledger._linking import next_link as _next_link
+from hpsearch_budget.ledger._linking import sqlite_next_link as _sqlite_next_link
+from hpsearch_budget.ledger._linking import sqlite_store_head as _sqlite_store_head
+from hpsearch_budget.ledger._linking import store_head as _store_head
+from hpsearch_budget.ledger._opening import open_schema as _open_schema
+from hpsearch_budget.ledger._reads import ENTRY_COLUMNS as ENTRY_COLUMNS
+from hpsearch_budget.ledger._reads import entries_frame as _frame
+from hpsearch_budget.ledger._reads import row_cost as _cost
+from hpsearch_budget.ledger._reservations import add_reservation as _add_reservation
+from hpsearch_budget.ledger._reservations import fits as _fits
+from hpsearch_budget.ledger._reservations import sums as _sums
+from hpsearch_budget.ledger._reservations import with_reservation as _reserved
 from hpsearch_budget.ledger._scope import Scope, to_unix_s
-from hpsearch_budget.ledger._sqlite import SQLITE_HEAD as _SQLITE_HEAD
-from hpsearch_budget.ledger._sqlite import SQLITE_HEAD_INSERT as _SQLITE_HEAD_INSERT
-from hpsearch_budget.ledger._sqlite import SQLITE_HEAD_UPDATE as _SQLITE_HEAD_UPDATE
 from hpsearch_budget.ledger._sqlite import SqliteSums as _SqliteSums
 from hpsearch_budget.ledger._sqlite import sqlite_fits as _sqlite_fits
 from hpsearch_budget.ledger._sqlite import sqlite_insert as _sqlite_insert
 from hpsearch_budget.ledger._sqlite import sqlite_sql as _sqlite_sql
 from hpsearch_budget.ledger._sqlite import sqlite_write as _sqlite_write
 from hpsearch_budget.ledger._statements import FINAL_COLUMNS as _FINAL_COLUMNS
-from hpsearch_budget.ledger._statements import HEAD_FOR_UPDATE as _HEAD_FOR_UPDATE
-from hpsearch_budget.ledger._statements import HEAD_UPDATE as _HEAD_UPDATE
 from hpsearch_budget.ledger._statements import MISSED_INTERVALS as MISSED_INTERVALS
 from hpsearch_budget.ledger._statements import MUTABLE_COLUMNS as _MUTABLE_COLUMNS
-from hpsearch_budget.ledger._statements import RESERVE as _RESERVE
 from hpsearch_budget.ledger._statements import ROW as _ROW
 from hpsearch_budget.ledger._statements import ROW_FOR_UPDATE as _ROW_FOR_UPDATE
 from hpsearch_budget.ledger._statements import params as _params
-from hpsearch_budget.ledger._statements import sums_statement as _sums_statement
 from hpsearch_budget.ledger._statements import update as _update
-from hpsearch_budget.ledger._statements import where as _where
 from hpsearch_budget.meters import Measurement
 from hpsearch_budget.units import j_to_kwh
 
 W = _schema.windows
 T = TypeVar("T")
 
+#: A change to a running window's row: the columns it sets, computed from the row as it is.
+Change = Callable[[Mapping[str, Any]], dict[str, Any]]
+
 #: What psycopg (``_pg``) and sqlite3 (hot SQLite writes) raise when used directly.
 _FAST_PATH_ERRORS: tuple[type[Exception], ...] = (*_engine.DRIVER_ERRORS, sqlite3.Error)
 
-#: What a failed link may raise (the row stays sealed; see Ledger.finalize).
-_LINK_ERRORS: tuple[type[Exception], ...] = (
-    exc.SQLAlchemyError,
-    LedgerError,
-    *_engine.DRIVER_ERRORS,
-)
-
-#: True of every running row (``seq`` is set when a finished row is linked): said alongside
-#: ``status = 'running'`` so that the partial index of unlinked rows can serve the query.
-_UNLINKED = W.c.seq.is_(None)
-
-#: Link passes one finalisation makes at most while other writers keep sealing rows.
-_LINK_PASSES = 16
-
 #: At most one opportunistic reap per this many seconds per Ledger object.
 _REAP_EVERY_S = 10.0
-
-#: The columns of :meth:`Ledger.entries`, in order (docs/contracts.md).
-ENTRY_COLUMNS = (
-    "id", "study", "trial_key", "trial_number", "phase", "status", "project", "user", "host",
-    "pid", "started_at", "updated_at", "ended_at", "wall_s", "step", "energy_j",
-    "energy_by_domain", "sources", "source", "gpu_s", "devices", "gpu_share", "pue",
-    "g_per_kwh", "intensity_source", "co2e_g", "usd", "params", "value", "values",
-    "reserved_energy_j", "reserved_co2e_g", "reserved_usd", "reserved_gpu_s", "row_hash",
-    "seq", "checkpoint_interval_s",
-)  # fmt: skip
 
 
 def default_carbon() -> CarbonModel:
@@ -98,19 +85,12 @@ def default_carbon() -> CarbonModel:
 
 
 def _now() -> float:
+    # The ledger's clock, read only in this module: tests replace it to move time by hand.
     return time.time()
 
 
 def _finite(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
-_COST_FIELDS = ("energy_j", "co2e_g", "usd", "gpu_s")
-
-
-def _reserved(row: Mapping[str, Any], amount: Cost) -> dict[str, Any]:
-    """A new window's row holding ``amount`` as its first reservation."""
-    return {**row, **{f"reserved_{f}": float(getattr(amount, f)) for f in _COST_FIELDS}}
 
 
 class Ledger:
@@ -185,7 +165,11 @@ class Ledger:
         _OPEN.add(self)  # linked at exit if never closed (_link_at_exit)
         self._sqlite_sums = _SqliteSums()  # spent / committed read incrementally (SQLite)
         try:
-            self._guard(self._open_schema)
+            self._guard(
+                lambda: _open_schema(
+                    self._engine, self._parsed, create=create, allow_other_tables=allow_other_tables
+                )
+            )
         except BaseException:
             self.close()
             raise
@@ -202,58 +186,6 @@ class Ledger:
             raise _engine.translate(error, self._parsed) from None
         except exc.SQLAlchemyError as error:
             raise _engine.translate(error, self._parsed) from None
-
-    def _open_schema(self) -> None:
-        names = set(sa.inspect(self._engine).get_table_names())
-        if _schema.meta.name not in names:
-            if not self._create:
-                raise LedgerError(
-                    f"{_engine.describe(self._parsed)} holds no hpaudit ledger; check the URL"
-                )
-            others = sorted(names - _schema.TABLE_NAMES)
-            if others and not self._allow_other_tables:
-                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-                raise LedgerError(
-                    f"{_engine.describe(self._parsed)} is not an hpaudit ledger (it holds tables "
-                    f"{shown}); point to a new file or database, or pass "
-                    "Ledger(..., allow_other_tables=True) to share it"
-                )
-            if self._engine.dialect.name == "sqlite":
-                _engine.enable_wal(self._engine)
-            with _engine.write_txn(self._engine) as conn:
-                _engine.lock_schema(conn)
-                _schema.metadata.create_all(conn, checkfirst=True)
-                have = conn.execute(sa.select(_schema.meta.c.key)).scalars().all()
-                if "schema_version" not in have:
-                    conn.execute(
-                        _schema.meta.insert(),
-                        [
-                            {"key": "schema_version", "value": str(_schema.SCHEMA_VERSION)},
-                            {"key": "application", "value": _schema.APPLICATION},
-                        ],
-                    )
-        with _engine.read_txn(self._engine) as conn:
-            meta = dict(conn.execute(sa.select(_schema.meta.c.key, _schema.meta.c.value)).all())
-        where = _engine.describe(self._parsed)
-        try:
-            version = int(meta.get("schema_version", ""))
-        except ValueError:
-            raise LedgerError(
-                f"{where} has an hpaudit_meta table without a valid schema_version; "
-                "it is not a ledger this version can read"
-            ) from None
-        if version > _schema.SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger {where} has schema v{version}, written by a newer hpsearch_budget "
-                f"(this one reads v{_schema.SCHEMA_VERSION}); "
-                "upgrade: pip install -U hpsearch_budget"
-            )
-        missing = _schema.TABLE_NAMES - set(sa.inspect(self._engine).get_table_names())
-        if missing:
-            raise LedgerError(
-                f"ledger {where} is damaged: table(s) {', '.join(sorted(missing))} missing; "
-                "restore it from a backup"
-            )
 
     def close(self) -> None:
         """Link any sealed rows a failed link left behind, then release the connections."""
@@ -361,9 +293,35 @@ class Ledger:
         _check_name(study, "study")
         _check_name(trial_key, "trial_key")
         _check_window(phase, gpu_share, checkpoint_interval_s, devices)
+        row = self._new_row(
+            study, trial_key, phase=phase, trial_number=trial_number, params=params,
+            devices=devices, gpu_share=gpu_share, project=project, user=user,
+            checkpoint_interval_s=checkpoint_interval_s,
+        )  # fmt: skip
+        if reserve is None:
+            return self._open(row)
+        amount, limits = _check_reserve(reserve)
+        self._maybe_reap()
+        return self._open_reserved(row, amount, limits)
+
+    def _new_row(
+        self,
+        study: str,
+        trial_key: str,
+        *,
+        phase: str,
+        trial_number: int | None,
+        params: Mapping[str, Any] | None,
+        devices: Sequence[str],
+        gpu_share: float,
+        project: str | None,
+        user: str | None,
+        checkpoint_interval_s: float,
+    ) -> dict[str, Any]:
+        """A new window's row: running, nothing measured yet, at the intensity in force now."""
         now = _now()
         intensity = self.carbon.footprint(0.0, datetime.fromtimestamp(now, UTC))
-        row = {
+        return {
             "study": study,
             "trial_key": trial_key,
             "trial_number": None if trial_number is None else int(trial_number),
@@ -401,32 +359,32 @@ class Ledger:
             "rev": 0,
         }
 
-        if reserve is None:
+    def _open(self, row: dict[str, Any]) -> int:
+        """Insert a new window's ``row`` in a write transaction of its own; its id."""
 
-            def insert() -> int:
-                if self._sqlite:
-                    with _sqlite_write(self._engine) as db:
-                        return _sqlite_insert(db, row)
-                with self._held.session() as conn:
-                    return self._insert(conn, row)
+        def insert() -> int:
+            if self._sqlite:
+                with _sqlite_write(self._engine) as db:
+                    return _sqlite_insert(db, row)
+            with self._held.session() as conn:
+                return self._insert(conn, row)
 
-            window_id = self._guard(insert)
-            self._cache[window_id] = {**row, "id": window_id}
-            self._maybe_reap()
-            return window_id
-
-        if not (isinstance(reserve, tuple | list) and len(reserve) == 2):
-            raise HpauditInputError(
-                "reserve must be an (amount, limits) pair, as try_reserve takes"
-            )
-        amount, checked = reserve[0], _check_limits(reserve[1])
-        _check_cost(amount, "amount", allow_inf=False)
+        window_id = self._guard(insert)
+        self._cache[window_id] = {**row, "id": window_id}
         self._maybe_reap()
+        return window_id
+
+    def _open_reserved(
+        self, row: dict[str, Any], amount: Cost, limits: Sequence[tuple[Scope, Cost]]
+    ) -> tuple[int, bool]:
+        """Insert a new window's ``row`` holding ``amount`` as its first reservation if that
+        fits ``limits`` (else holding none), checked and written under the reservations lock;
+        its id, and whether it holds the reservation."""
 
         def insert_reserved() -> tuple[int, bool]:
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
-                    fits = _sqlite_fits(db, amount, checked, _now(), self._sqlite_sums)
+                    fits = _sqlite_fits(db, amount, limits, _now(), self._sqlite_sums)
                     return _sqlite_insert(db, _reserved(row, amount) if fits else row), fits
             # Durable, like try_reserve: on PostgreSQL the reservation lock and the INSERT
             # share one transaction (the fast engine commits statement by statement).
@@ -434,7 +392,7 @@ class Ledger:
                 _engine.lock_reservations(conn)
                 # The new row adds nothing to spent or committed until it is reserved, so
                 # checking before the INSERT is checking after it.
-                fits = self._fits(conn, amount, checked)
+                fits = _fits(conn, amount, limits, _now(), self._sqlite_sums)
                 return self._insert(conn, _reserved(row, amount) if fits else row), fits
 
         window_id, reserved = self._guard(insert_reserved)
@@ -505,11 +463,26 @@ class Ledger:
         other's WAL flush. If linking fails the window stays finalised and sealed (a
         LedgerError says so) and is linked by the study's next finalisation or :meth:`close`.
         """
-        if status not in _schema.FINISHED:
-            raise HpauditInputError(
-                f"cannot finalise with status {status!r}; use one of {', '.join(_schema.FINISHED)}"
-            )
+        _check_status(status)
         _check_measurement(measurement)
+        change = self._finishing(measurement, status, step, value, values, params)
+        finish = self._finish_sealed if self._pg else self._finish_linked
+        try:
+            return _cost(self._guard(lambda: finish(window_id, change)))
+        finally:
+            self._cache.pop(int(window_id), None)
+
+    def _finishing(
+        self,
+        measurement: Measurement,
+        status: str,
+        step: int | None,
+        value: float | None,
+        values: Sequence[float] | None,
+        params: Mapping[str, Any] | None,
+    ) -> Change:
+        """The change :meth:`finalize` makes: the row charged for ``measurement``, ended with
+        ``status``, and the step, value(s) and parameters given (``None`` keeps the row's)."""
 
         def change(row: Mapping[str, Any]) -> dict[str, Any]:
             update = self._charge(row, measurement)
@@ -524,33 +497,31 @@ class Ledger:
                 update["params"] = _chain.canonical_json(dict(params))
             return update
 
-        if not self._pg:
-            # One write transaction: row and chain link together (SQLite's lock is global).
-            def run() -> dict[str, Any]:
-                fast = self._sqlite_write_cached(window_id, change, final=True)
-                if fast is not None:
-                    return fast
-                with _engine.write_txn(self._engine) as conn:
-                    return self._write(conn, window_id, change, final=True)[0]
+        return change
 
-        else:
-            # PostgreSQL: the sealed row commits durably on its own (writers that find the
-            # chain lock taken do not wait for it, so the WAL flushes of concurrent
-            # finalisations share one fsync); the sealing statement tries the lock, and its
-            # holder links on the same connection.
-            def run() -> dict[str, Any]:
-                # The seal commits durably (it says so itself: _pg.seal_running). A failing
-                # block drops its held connection, which may hold the chain lock.
-                with self._held.session() as conn:
-                    row, locked = self._write(conn, window_id, change, final=True, seal=True)
-                    what = f"window {window_id}"
-                    self._link_sealed(conn, row["study"], mine=row, locked=locked, what=what)
-                    return row
+    def _finish_linked(self, window_id: int, change: Change) -> dict[str, Any]:
+        """SQLite: finish the row and link it, in one write transaction (SQLite's lock is
+        global, so row and chain link go together); the row as written."""
+        fast = self._sqlite_write_cached(window_id, change, final=True)
+        if fast is not None:
+            return fast
+        with _engine.write_txn(self._engine) as conn:
+            return self._write(conn, window_id, change, final=True)[0]
 
-        try:
-            return _cost(self._guard(run))
-        finally:
-            self._cache.pop(int(window_id), None)
+    def _finish_sealed(self, window_id: int, change: Change) -> dict[str, Any]:
+        """PostgreSQL: finish the row sealed, then link it; the row as written.
+
+        The sealed row commits durably on its own (writers that find the chain lock taken do
+        not wait for it, so the WAL flushes of concurrent finalisations share one fsync); the
+        sealing statement tries the lock, and its holder links on the same connection.
+        """
+        # The seal commits durably (it says so itself: _pg.seal_running). A failing
+        # block drops its held connection, which may hold the chain lock.
+        with self._held.session() as conn:
+            row, locked = self._write(conn, window_id, change, final=True, seal=True)
+            what = f"window {window_id}"
+            self._link_sealed(conn, row["study"], mine=row, locked=locked, what=what)
+            return row
 
     def _link_sealed(
         self,
@@ -561,81 +532,26 @@ class Ledger:
         locked: bool | None = None,
         what: str = "a sealed row",
     ) -> int:
-        """Link the study's sealed rows, or leave them to the writer linking it now (PostgreSQL).
-
-        The chain lock is a session-level advisory lock taken with ``pg_try_advisory_lock``:
-        a writer that finds it taken returns at once, and the holder links what it can see.
-        The holder links every sealed row in passes; one statement releases the lock and looks
-        for sealed rows left, and if there are any it tries again. So a row committed before a
-        writer's failed try is linked: the holder's last look comes after that try.
-
-        ``locked``: the finalisation tried the lock in its sealing statement (one round trip
-        fewer). True: this connection holds it. False: another writer held it while this seal
-        was not yet committed, so that writer's last look may miss the row; the study's next
-        finalisation links it, and this object's :meth:`close` makes sure (a sealed row is
-        sound meanwhile: :meth:`verify` counts it as ``pending``). A link that fails leaves
-        the rows sealed, for the next finalisation or :meth:`close`. Returns the rows linked.
-        """
-        if locked is False:
-            self._unlinked.add(study)
-            return 0
-        linked = 0
-        skipped: set[int] = set()  # sealed rows whose seal no longer matches: never linked
-        try:
-            for attempt in range(_LINK_PASSES):
-                if not (attempt == 0 and locked) and not _pg.try_chain_lock(conn, study):
-                    return linked  # the holder links every row it can see (see above)
-                n, bad = self._link_pass(conn, study, mine)
-                linked += n
-                skipped |= bad
-                if not _pg.unlock_any_sealed(conn, study, sorted(skipped)):
-                    return linked
-            self._unlinked.add(study)  # still busy after every pass: close() links the rest
-            return linked
-        except BaseException as error:
-            # The connection may still hold the session lock: drop it (the server then
-            # releases the lock), so that a pooled connection never carries it to another call.
-            conn.invalidate()
-            self._unlinked.add(study)
-            if not isinstance(error, _LINK_ERRORS):
-                raise
-            text = error if isinstance(error, LedgerError) else self._translate(error)
-            raise LedgerError(
-                f"{text} ({what} is finalised and sealed; the study's next finalisation or "
-                "Ledger.close() links it into the hash chain)"
-            ) from None
+        """Link the study's sealed rows, or leave them to the writer linking it now (PostgreSQL;
+        :func:`._linking.link_sealed_rows`); studies left unlinked are linked at :meth:`close`.
+        Returns the rows linked."""
+        return _linking.link_sealed_rows(
+            conn,
+            study,
+            self._unlinked,
+            self._parsed,
+            self._link_pass,
+            mine=mine,
+            locked=locked,
+            what=what,
+        )
 
     def _link_pass(
         self, conn: Connection, study: str, mine: Mapping[str, Any] | None
     ) -> tuple[int, set[int]]:
-        """Under the chain lock: link every sealed row of ``study``, in one statement that does
-        not wait for the WAL flush (a link lost in a server crash is redone from the durable
-        seals). ``mine``: the row as this process just sealed it (if the database holds it
-        unchanged, its seal needs no recomputing). Returns (rows linked, ids left unlinked
-        because their seal no longer matches: edited or inserted by hand, for verify())."""
-        head, pending = _pg.read_chain(conn, study)
-        last_seq, prev = head if head is not None else (0, _chain.GENESIS)
-        links: list[tuple[int, int, str, str]] = []
-        bad: set[int] = set()
-        for row in pending:
-            seq = last_seq + len(links) + 1
-            # The row exactly as this process sealed it (one dict comparison, in C) needs no
-            # checking; any other is checked against its seal (in the same JSON encoding).
-            digest = (
-                _chain.row_hash({**row, "seq": seq, "prev_hash": prev}, prev)
-                if row == mine
-                else _chain.link_sealed(row, seq, prev)
-            )
-            if digest is None:
-                bad.add(int(row["id"]))
-                continue
-            links.append((int(row["id"]), seq, prev, digest))
-            prev = digest
-        if links and not _pg.link(conn, study, links, head_exists=head is not None):
-            # Under the chain lock only someone editing the table by hand can cause this; the
-            # statement changed nothing and the rows stay sealed.
-            raise LedgerError(f"study {study!r}: a sealed row changed while being linked")
-        return len(links), bad
+        """Under the chain lock: link every sealed row of ``study`` once
+        (:func:`._linking.link_pass`); (rows linked, ids whose seal no longer matches)."""
+        return _linking.link_pass(conn, study, mine)
 
     def _link_now(self, study: str) -> int:
         """Link the study's sealed rows (:meth:`close`), unless another writer holds the chain
@@ -645,14 +561,11 @@ class Ledger:
         with _engine.single_statement(self._engine) as conn:
             return self._link_sealed(conn, study)
 
-    def _translate(self, error: Exception) -> LedgerError:
-        return _engine.translate(error, self._parsed)
-
     def _write(
         self,
         conn: Connection,
         window_id: int,
-        change: Callable[[Mapping[str, Any]], dict[str, Any]],
+        change: Change,
         *,
         final: bool,
         seal: bool = False,
@@ -671,7 +584,7 @@ class Ledger:
         # Lock order, everywhere: chain head, then row. So a finalisation reads its row
         # unlocked, locks the head, and only then (if the row moved) re-reads it locked.
         row = self._cache.get(window_id) or self._running_row(conn, window_id, lock=not final)
-        link = self._next_link(conn, row["study"]) if final and not seal else None
+        link = _next_link(conn, row["study"]) if final and not seal else None
         # A linking finalisation holds the row's lock after one re-read, so two attempts
         # suffice. A checkpoint or a sealing finalisation on PostgreSQL runs in autocommit (no
         # lock kept between statements): it re-reads and retries while a concurrent writer (a
@@ -696,7 +609,7 @@ class Ledger:
                 written = conn.execute(_update(columns), params).rowcount
             if written == 1:
                 if link is not None:
-                    self._store_head(conn, link, new["row_hash"])
+                    _store_head(conn, link, new["row_hash"])
                 self._cache[window_id] = new
                 return new, locked
             self._cache.pop(window_id, None)
@@ -705,7 +618,7 @@ class Ledger:
     def _sqlite_write_cached(
         self,
         window_id: int,
-        change: Callable[[Mapping[str, Any]], dict[str, Any]],
+        change: Change,
         *,
         final: bool,
     ) -> dict[str, Any] | None:
@@ -721,14 +634,8 @@ class Ledger:
         if row is None:
             return None
         with _sqlite_write(self._engine) as db:
-            link: _Link | None = None
-            if final:  # BEGIN IMMEDIATE already holds the chain (SQLite's one write lock)
-                head = db.execute(_SQLITE_HEAD, {"s": row["study"]}).fetchone()
-                link = (
-                    _Link(row["study"], 1, _chain.GENESIS, exists=False)
-                    if head is None
-                    else _Link(row["study"], int(head[0]) + 1, str(head[1]), exists=True)
-                )
+            # BEGIN IMMEDIATE already holds the chain (SQLite's one write lock).
+            link = _sqlite_next_link(db, row["study"]) if final else None
             new = {**row, **change(row), "rev": int(row["rev"]) + 1}
             columns = _FINAL_COLUMNS if final else _MUTABLE_COLUMNS
             if link is not None:
@@ -739,8 +646,7 @@ class Ledger:
                 self._cache.pop(window_id, None)
                 return None  # nothing written: the transaction commits no change
             if link is not None:
-                head_params = {"s": link.study, "v_seq": link.seq, "v_head_hash": new["row_hash"]}
-                db.execute(_SQLITE_HEAD_UPDATE if link.exists else _SQLITE_HEAD_INSERT, head_params)
+                _sqlite_store_head(db, link, new["row_hash"])
         self._cache[window_id] = new
         return new
 
@@ -798,32 +704,6 @@ class Ledger:
         )
         return update
 
-    def _next_link(self, conn: Connection, study: str) -> _Link:
-        """Lock the study's chain and return where its next row goes (until commit).
-
-        SQLite's finalisations and reaps; PostgreSQL seals and links instead (_link_sealed).
-        """
-        # PostgreSQL: locking the head row (FOR UPDATE re-reads it once the lock is ours) is the
-        # chain lock in one round trip; a study's first link takes the advisory lock instead,
-        # as there is no row to lock yet. SQLite: BEGIN IMMEDIATE already serialises writers.
-        head = conn.execute(_HEAD_FOR_UPDATE, {"s": study}).mappings().first()
-        if head is None and conn.dialect.name != "sqlite":
-            _engine.lock_chain(conn, study)
-            head = conn.execute(_HEAD_FOR_UPDATE, {"s": study}).mappings().first()
-        if head is None:
-            return _Link(study, 1, _chain.GENESIS, exists=False)
-        return _Link(study, int(head["seq"]) + 1, str(head["head_hash"]), exists=True)
-
-    @staticmethod
-    def _store_head(conn: Connection, link: _Link, row_hash: str) -> None:
-        params = {"study": link.study, "seq": link.seq, "head_hash": row_hash}
-        if link.exists:
-            conn.execute(
-                _HEAD_UPDATE, {"s": link.study, "v_seq": link.seq, "v_head_hash": row_hash}
-            )
-        else:
-            conn.execute(_schema.chain_heads.insert(), params)
-
     # -- budget -----------------------------------------------------------------------------
 
     def spent(self, scope: Scope = Scope()) -> Cost:
@@ -831,7 +711,7 @@ class Ledger:
 
         def run() -> Cost:
             with _engine.read_txn(self._engine) as conn:
-                return self._sums(conn, scope, _now())[0]
+                return _sums(conn, scope, _now(), self._sqlite_sums)[0]
 
         return self._guard(run)
 
@@ -840,29 +720,9 @@ class Ledger:
 
         def run() -> Cost:
             with _engine.read_txn(self._engine) as conn:
-                return self._sums(conn, scope, _now())[1]
+                return _sums(conn, scope, _now(), self._sqlite_sums)[1]
 
         return self._guard(run)
-
-    def _sums(self, conn: Connection, scope: Scope, now: float) -> tuple[Cost, Cost]:
-        if self._sqlite:  # in the caller's transaction; only rows that can change are read
-            db: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
-            return self._sqlite_sums.read(db, scope, now)
-        # One statement, so spent and committed come from one snapshot even under PostgreSQL's
-        # READ COMMITTED: a window finishing concurrently is counted once, never twice or never.
-        stmt, params = _sums_statement(scope)
-        values = conn.execute(stmt, {**params, "now": now}).one()
-        v = [float(x) for x in values]
-        return Cost(*v[:4]), Cost(*v[4:])
-
-    def _fits(self, conn: Connection, amount: Cost, limits: Sequence[tuple[Scope, Cost]]) -> bool:
-        """Whether ``amount`` fits every limit (the caller holds the reservations lock)."""
-        now = _now()
-        for scope, limit in limits:
-            spent, committed = self._sums(conn, scope, now)
-            if not _within(spent + committed + amount, limit):
-                return False
-        return True
 
     def try_reserve(
         self, window_id: int, amount: Cost, limits: Sequence[tuple[Scope, Cost]]
@@ -882,18 +742,9 @@ class Ledger:
             with _engine.write_txn(self._engine) as conn:
                 _engine.lock_reservations(conn)
                 self._running_row(conn, window_id)
-                if not self._fits(conn, amount, checked):
+                if not _fits(conn, amount, checked, _now(), self._sqlite_sums):
                     return False
-                conn.execute(
-                    _RESERVE,
-                    {
-                        "w_id": int(window_id),
-                        "a_energy_j": amount.energy_j,
-                        "a_co2e_g": amount.co2e_g,
-                        "a_usd": amount.usd,
-                        "a_gpu_s": amount.gpu_s,
-                    },
-                )
+                _add_reservation(conn, window_id, amount)
                 self._cache.pop(int(window_id), None)
                 return True
 
@@ -908,58 +759,29 @@ class Ledger:
         many windows were reaped.
         """
         t = _now() if now is None else to_unix_s(now)
-        stale = W.c.updated_unix_s < t - MISSED_INTERVALS * W.c.checkpoint_interval_s
+        stale = _reaping.stale(t)
 
         def run() -> int:
-            with _engine.read_txn(self._engine) as conn:
-                candidates = conn.execute(
-                    sa.select(W.c.id, W.c.study)
-                    .where(W.c.status == "running", _UNLINKED, stale)
-                    .order_by(W.c.id)
-                ).all()
             reaped = 0
-            for window_id, study in candidates:  # one short transaction each
+            for window_id, study in _reaping.silent_windows(self._engine, stale):
+                # One short transaction each.
                 if self._pg:
-                    reaped += self._reap_sealed(int(window_id), str(study), stale)
-                    continue
-                with _engine.write_txn(self._engine) as conn:
-                    # Chain head first, then the row: the order finalize() locks them in, so
-                    # the two can never deadlock on PostgreSQL.
-                    link = self._next_link(conn, study)
-                    stmt = sa.select(W).where(W.c.id == window_id, W.c.status == "running", stale)
-                    if conn.dialect.name != "sqlite":
-                        stmt = stmt.with_for_update()
-                    row = conn.execute(stmt).mappings().first()
-                    if row is None:  # it checkpointed, finished or was reaped meanwhile
-                        continue
-                    final = {**row, "status": "killed", "ended_unix_s": row["updated_unix_s"]}
-                    final = _linked({**final, "rev": int(row["rev"]) + 1}, link)
-                    params = {**_params(window_id, final), "w_rev": row["rev"]}
-                    conn.execute(_update(_FINAL_COLUMNS), params)  # row locked: it matches
-                    self._store_head(conn, link, final["row_hash"])
-                    self._cache.pop(int(window_id), None)
-                    reaped += 1
+                    reaped += _reaping.reap_sealed(
+                        self._engine,
+                        int(window_id),
+                        str(study),
+                        stale,
+                        self._cache,
+                        self._link_sealed,
+                    )
+                else:
+                    reaped += _reaping.reap_linked(
+                        self._engine, window_id, study, stale, self._cache
+                    )
             return reaped
 
         self._last_reap = time.monotonic()
         return self._guard(run)
-
-    def _reap_sealed(self, window_id: int, study: str, stale: Any) -> int:
-        """PostgreSQL: seal one silent window as killed (if it still is), then link it."""
-        with _engine.single_statement(self._engine) as conn:
-            stmt = sa.select(W).where(W.c.id == window_id, W.c.status == "running", stale)
-            row = conn.execute(stmt).mappings().first()
-            if row is None:  # it checkpointed, finished or was reaped meanwhile
-                return 0
-            final = {**row, "status": "killed", "ended_unix_s": row["updated_unix_s"]}
-            final.update(rev=int(row["rev"]) + 1, seq=None, prev_hash=None)
-            final["row_hash"] = _chain.seal(final)
-            params = {**_params(window_id, final), "w_rev": row["rev"]}
-            if _pg.update_running(conn, _FINAL_COLUMNS, params) != 1:
-                return 0  # it checkpointed (new revision) since it was read
-            self._cache.pop(window_id, None)
-            self._link_sealed(conn, study, mine=final, what=f"window {window_id}")
-            return 1
 
     def _maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap < _REAP_EVERY_S:
@@ -975,13 +797,7 @@ class Ledger:
 
     def studies(self) -> list[str]:
         """Names of the studies with at least one window, sorted."""
-
-        def run() -> list[str]:
-            with _engine.read_txn(self._engine) as conn:
-                stmt = sa.select(W.c.study).distinct().order_by(W.c.study)
-                return [str(s) for s in conn.execute(stmt).scalars()]
-
-        return self._guard(run)
+        return self._guard(lambda: _reads.studies(self._engine))
 
     def entries(
         self, study: str | None = None, scope: Scope | None = None, *, open_only: bool = False
@@ -997,15 +813,8 @@ class Ledger:
         scope = scope or Scope()
         if study is not None:
             scope = Scope(study, scope.project, scope.user, scope.since, scope.until)
-
-        def run() -> list[RowMapping]:
-            with _engine.read_txn(self._engine) as conn:
-                stmt = sa.select(W).where(*_where(scope)).order_by(W.c.id)
-                if open_only:
-                    stmt = stmt.where(W.c.status == "running", _UNLINKED)
-                return list(conn.execute(stmt).mappings())
-
-        return _frame(self._guard(run), _now())
+        rows = self._guard(lambda: _reads.entry_rows(self._engine, scope, open_only=open_only))
+        return _frame(rows, _now())
 
     def verify(self, study: str | None = None) -> VerifyReport:
         """Check every study's hash chain (or one study's); the report names the first bad row.
@@ -1014,107 +823,6 @@ class Ledger:
         ``pending`` (a writer links them); an unlinked finished row without a matching seal is
         reported as inserted or edited.
         """
-        finished = sa.or_(W.c.status.in_(_schema.FINISHED), W.c.seq.is_not(None))
-        H = _schema.chain_heads
-
-        def run() -> VerifyReport:
-            with _engine.read_txn(self._engine) as conn:
-                stmt = sa.select(W).where(finished)
-                heads_stmt = sa.select(H)
-                if study is not None:
-                    stmt = stmt.where(W.c.study == study)
-                    heads_stmt = heads_stmt.where(H.c.study == study)
-                rows = [dict(r) for r in conn.execute(stmt.order_by(W.c.study, W.c.seq)).mappings()]
-                heads = {h["study"]: dict(h) for h in conn.execute(heads_stmt).mappings()}
-            by_study: dict[str, list[dict[str, Any]]] = {}
-            for r in rows:
-                by_study.setdefault(r["study"], []).append(r)
-            names = sorted(set(by_study) | set(heads))
-            problems = [
-                p
-                for name in names
-                if (p := _chain.verify_study(name, by_study.get(name, []), heads.get(name)))
-            ]
-            pending = sum(1 for r in rows if _chain.is_sealed(r))
-            return VerifyReport(
-                studies=len(names), rows=len(rows), problems=problems, pending=pending
-            )
-
         if study is not None:
             _check_name(study, "study")
-        return self._guard(run)
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Link:
-    """Where a finishing row goes in its study's chain."""
-
-    study: str
-    seq: int
-    prev_hash: str
-    exists: bool  # whether the study already has a head record
-
-
-#: Ledgers of this process not yet garbage-collected (weak: this keeps none alive).
-_OPEN: weakref.WeakSet[Ledger] = weakref.WeakSet()
-
-
-@atexit.register
-def _link_at_exit() -> None:
-    # (A forked child links with connections of its own: the engines reopen after a fork.)
-    for ledger in list(_OPEN):
-        if ledger._unlinked:
-            with contextlib.suppress(Exception):  # exiting: never turn an exit into an error
-                ledger._link_left()
-
-
-def _linked(row: dict[str, Any], link: _Link) -> dict[str, Any]:
-    row = {**row, "seq": link.seq, "prev_hash": link.prev_hash}
-    row["row_hash"] = _chain.row_hash(row, link.prev_hash)
-    return row
-
-
-def _cost(row: Mapping[str, Any]) -> Cost:
-    return Cost(
-        energy_j=float(row["energy_j"]),
-        co2e_g=float(row["co2e_g"]),
-        usd=float(row["usd"]),
-        gpu_s=float(row["gpu_s"]),
-    )
-
-
-_RENAMED = {
-    "user_name": "user",
-    "started_unix_s": "started_at",
-    "updated_unix_s": "updated_at",
-    "ended_unix_s": "ended_at",
-    "values_json": "values",
-}
-_JSON_COLUMNS = ("energy_by_domain", "sources", "devices", "params")
-
-
-def _frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
-    """Rows as the entries() frame. Column-wise, since a report may read 10,000+ rows."""
-    if not rows:
-        return pd.DataFrame(columns=list(ENTRY_COLUMNS))
-    raw = pd.DataFrame.from_records(
-        [tuple(r.values()) for r in rows], columns=list(rows[0].keys())
-    ).rename(columns=_RENAMED)
-    # A running row silent for MISSED_INTERVALS checkpoint intervals is shown as killed.
-    silent = raw["updated_at"].astype("float64") < now - MISSED_INTERVALS * raw[
-        "checkpoint_interval_s"
-    ].astype("float64")
-    raw.loc[(raw["status"] == "running") & silent, "status"] = "killed"
-    for col in _JSON_COLUMNS:
-        raw[col] = [json.loads(x) for x in raw[col]]
-    raw["values"] = [json.loads(x) if isinstance(x, str) else None for x in raw["values"]]
-    frame = raw.reindex(columns=list(ENTRY_COLUMNS))
-    for col in ("started_at", "updated_at", "ended_at"):
-        frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True)
-    frame["value"] = frame["value"].astype("float64")
-    for col in ("trial_number", "step", "seq"):
-        frame[col] = frame[col].astype("Int64")
-    return frame
+        return self._guard(lambda: _reads.verify_chains(self._engine, study))

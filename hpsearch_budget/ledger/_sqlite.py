@@ -55,7 +55,7 @@ def sqlite_fits(
     now: float,
     sums: SqliteSums,
 ) -> bool:
-    """:meth:`Ledger._fits` on a sqlite3 connection (inside BEGIN IMMEDIATE), at ``now``;
+    """:func:`_reservations.fits` on a sqlite3 connection (inside BEGIN IMMEDIATE), at ``now``;
     ``sums`` reads the spent and committed figures incrementally."""
     for scope, limit in limits:
         spent, committed = sums.read(db, scope, now)

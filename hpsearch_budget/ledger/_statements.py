@@ -20,6 +20,10 @@ W = _schema.windows
 #: A running window silent for this many checkpoint intervals is taken for dead.
 MISSED_INTERVALS = 3
 
+#: True of every running row (``seq`` is set when a finished row is linked): said alongside
+#: ``status = 'running'`` so that the partial index of unlinked rows can serve the query.
+UNLINKED = W.c.seq.is_(None)
+
 
 def where(scope: Scope) -> list[Any]:
     clauses: list[Any] = []
