@@ -59,7 +59,9 @@ class PhaseCost:
 
     phase: str  # tuning | final | seed | total
     runs: float  # trials or runs (a projection may be fractional: 0.5 x a trial)
-    basis: str  # measured | projected | mixed | none
+    # recorded (summed from the sweep's rows, whatever their energy source: the *_j fields
+    # say how much was measured) | projected | mixed | none
+    basis: str
     wall_s: float
     gpu_s: float
     energy_j: float  # device energy, NaN when no run of this phase has energy data
@@ -158,7 +160,7 @@ def measured_phase(phase: str, df: pd.DataFrame, a: Assumptions) -> PhaseCost:
     return PhaseCost(
         phase=phase,
         runs=float(len(df)),
-        basis="measured" if known.any() else "none",
+        basis="recorded" if known.any() else "none",
         wall_s=wall_s,
         gpu_s=gpu_s,
         energy_j=energy,
@@ -255,7 +257,7 @@ def rnd_cost(
     ... ])
     >>> r = rnd_cost(sw, Assumptions(final_epochs=2, seeds=3))
     >>> [(p.phase, p.basis, p.energy_kwh_pue) for p in r.phases]
-    [('tuning', 'measured', 2.0), ('final', 'projected', 2.0), ('seed', 'projected', 6.0)]
+    [('tuning', 'recorded', 2.0), ('final', 'projected', 2.0), ('seed', 'projected', 6.0)]
     >>> r.total.co2e_g, round(r.total.measured_share, 3)
     (4000.0, 0.2)
     """
@@ -277,7 +279,7 @@ def rnd_cost(
     if tuning.runs_without_energy:
         notes.append(
             f"{tuning.runs_without_energy} of {int(tuning.runs)} trial(s) have no energy data "
-            "and count as zero"
+            "and are left out of the sums"
         )
     total = total_of(phases, a)
     if a.gpu_usd_per_hour is not None and not (total.gpu_s > 0):

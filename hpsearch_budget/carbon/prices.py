@@ -106,7 +106,9 @@ def known_accelerators(edition: str = "current") -> list[str]:
 def gpu_price(name: str, *, edition: str = "current") -> PriceRange:
     """Price range of one accelerator-hour; :class:`UnknownAcceleratorError` lists known names."""
     if edition not in EDITIONS:
-        raise HpauditInputError(f"unknown price edition {edition!r}; use one of {EDITIONS}")
+        raise HpauditInputError(
+            f"unknown price edition {edition!r}; use one of {', '.join(EDITIONS)}"
+        )
     price = _gpu_index().get((edition, _normalise(name)))
     if price is None:
         known = ", ".join(known_accelerators(edition))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from enum import StrEnum
 from typing import Any
@@ -12,7 +13,11 @@ from rich.console import Console
 
 from hpsearch_budget.errors import HpauditInputError
 
-console = Console()
+# Piped output (a file, `| cat`, a CI log) has no terminal width: rich would fit tables into 80
+# columns and elide numbers ("1.149e…"). Wide enough for every table; a terminal, or $COLUMNS,
+# keeps its own width.
+_PIPE_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else _PIPE_WIDTH)
 err_console = Console(stderr=True)
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from hpsearch_budget.analysis._paper import PAPER_PUE, estimate, paper_intensity
 from hpsearch_budget.carbon import IntensityProvider, resolve_intensity
 from hpsearch_budget.carbon import regions as region_table
+from hpsearch_budget.carbon.prices import EDITIONS
 from hpsearch_budget.cli._common import OutputFormat, console, print_json
 from hpsearch_budget.errors import HpauditInputError
 
@@ -114,6 +115,10 @@ def estimate_command(
     provider = _intensity_provider(region, g_per_kwh, lbs_per_kwh)
     if gpus is not None and gpu is None:
         raise HpauditInputError("--gpus needs --gpu NAME (which accelerator to price)")
+    if prices not in EDITIONS:  # checked even without --gpu: a typo is never ignored
+        raise HpauditInputError(
+            f"unknown price edition {prices!r} (--prices); use one of {', '.join(EDITIONS)}"
+        )
     result = estimate(
         power_w=power,
         hours=duration,

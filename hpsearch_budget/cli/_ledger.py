@@ -120,18 +120,22 @@ def show(
     """Show the newest windows: status, energy (with its source), CO2e, GPU time."""
     from rich.table import Table
 
+    from hpsearch_budget.ledger._export import ISO_UTC
+
     with _open(ledger) as opened:
         _known_study(opened, study)
         frame = opened.entries(study).tail(limit)
     if fmt is OutputFormat.json:
-        records = frame.assign(
-            started_at=frame.started_at.astype(str),
-            updated_at=frame.updated_at.astype(str),
-            ended_at=frame.ended_at.astype(str),
-        ).to_dict("records")
+        # ISO 8601 in UTC, as the csv export writes them; a missing time is null, not "NaT"
+        iso = {c: frame[c].dt.strftime(ISO_UTC) for c in ("started_at", "updated_at", "ended_at")}
+        records = frame.assign(**iso).to_dict("records")
         print_json([{k: _plain(v) for k, v in r.items()} for r in records])
         return
-    table = Table("id", "study", "trial", "phase", "status", "kWh", "source", "g CO2e", "GPU-h")
+    table = Table()
+    for name in ("id", "study", "trial", "phase", "status"):  # in a narrow terminal: wrapped
+        table.add_column(name, overflow="fold")
+    for name in ("kWh", "source", "g CO2e", "GPU-h"):  # figures and their labels are never cut
+        table.add_column(name, no_wrap=True)
     for r in frame.itertuples(index=False):
         table.add_row(
             str(r.id), r.study, r.trial_key, r.phase, r.status, f"{j_to_kwh(r.energy_j):.4g}",

@@ -14,8 +14,9 @@ kWh *including PUE*, as CodeCarbon writes them (its tracker multiplies each comp
 by its ``pue`` before adding it up), so ``cpu + gpu + ram`` adds up to ``energy_consumed`` when
 every domain is one of those three.
 Columns the ledger does not know (power draw, location, hardware models) are left empty.
-Energy sources (``estimated`` vs ``measured``) have no CodeCarbon column: use csv or parquet
-for audits.
+CodeCarbon has no column for how energy was obtained, so one is added last,
+``hpaudit_energy_source`` (``measured``, ``estimated``, ...): an estimate stays labelled as one
+in every export (readers of CodeCarbon's files select their columns by name).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.units import g_to_kg, j_to_kwh
 
 FORMATS = ("csv", "parquet", "codecarbon")
+#: Times in every export and JSON listing: ISO 8601, UTC.
+ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 CODECARBON_COLUMNS = (
     "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
@@ -42,6 +45,7 @@ CODECARBON_COLUMNS = (
     "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version", "cpu_count",
     "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude", "ram_total_size",
     "tracking_mode", "on_cloud", "pue",
+    "hpaudit_energy_source",
 )  # fmt: skip
 
 _JSON_COLUMNS = ("energy_by_domain", "sources", "devices", "params", "values")
@@ -84,6 +88,7 @@ def codecarbon_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 "gpu_count": len(r.devices),
                 "tracking_mode": "process",
                 "pue": r.pue,
+                "hpaudit_energy_source": r.source or "none",
             }
         )
     return pd.DataFrame.from_records(rows, columns=list(CODECARBON_COLUMNS))
@@ -123,7 +128,7 @@ def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> 
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    table.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    table.to_csv(path, index=False, date_format=ISO_UTC)
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:

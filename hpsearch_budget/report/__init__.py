@@ -7,7 +7,7 @@
 >>> study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=8)
 >>> report = build_report(load_sweep(url))
 >>> report.schema_version, report.study.n_trials, report.sensitivity[0].evaluator
-(1, 8, 'ped-anova')
+(2, 8, 'ped-anova')
 >>> "R&D cost" in render(report, "text")
 True
 """

@@ -13,7 +13,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 class _Model(BaseModel):
@@ -38,7 +38,7 @@ class StudyInfo(_Model):
 class PhaseRow(_Model):
     phase: Literal["tuning", "final", "seed", "total"]
     runs: float
-    basis: str  # measured | projected | mixed | none
+    basis: str  # recorded | projected | mixed | none (measured_share says what was measured)
     hours: float | None
     gpu_hours: float | None
     energy_kwh: float | None  # device energy
@@ -184,7 +184,7 @@ class ForecastSection(_Model):
 
 
 class Report(_Model):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     generated_at: datetime
     tool_version: str
     study: StudyInfo

@@ -18,6 +18,7 @@ from hpsearch_budget.report._model import (
     CarbonAfterBestInfo,
     ForecastCost,
     ForecastRange,
+    ForecastSection,
     PhaseRow,
     Report,
     VarianceSection,
@@ -48,14 +49,15 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
-def _basis(p: PhaseRow) -> str:
-    """How a row's energy was obtained; anything not fully measured is called an estimate."""
-    if p.basis == "none" and p.phase in ("final", "seed") and not p.runs:
+def _basis(p: PhaseRow, chosen: int | None) -> str:
+    """How a row's energy was obtained; anything not fully measured is called an estimate.
+    ``chosen``: the trial final training and seed reruns are projected from (None: none)."""
+    if p.basis == "none" and p.phase in ("final", "seed") and chosen is None:
         return "not projected: no complete trial"
     if p.runs == 0:
         return "none run"
     if p.basis == "none":
-        return "no data"
+        return "no energy data"
     shares = (
         ("measured", p.measured_share),
         ("estimated", p.estimated_share),
@@ -120,13 +122,13 @@ def _rnd_cost_table(r: Report) -> Table:
             _n(p.co2e_lbs),
             _cloud(p),
             _usd(p.electricity_usd),
-            _basis(p),
+            _basis(p, r.rnd.chosen_trial),
         ]
         for p in [*r.rnd.phases, r.rnd.total]
     ]
     header = [
         "phase",
-        "runs",
+        "trials (equiv.)",
         "hours",
         "GPU-h",
         "kWh×PUE",
@@ -213,10 +215,18 @@ def _forecast_tables(r: Report) -> list[Table]:
         if rng is None:
             rows.append([label, "n/a", *missing])
         else:
-            rows.append([label, f"{rng.runs:g}", *[_range_cell(rng, u) for u in units]])
+            rows.append([label, _equiv(rng, f), *[_range_cell(rng, u) for u in units]])
     title = f"Forecast (estimates; {f.level:.0%} interval in brackets; planned: {planned})"
-    header = ["", "trials / runs", "kWh (device)", "kg CO2e", "USD", "GPU-h"]
+    header = ["", "trials (equiv.)", "kWh (device)", "kg CO2e", "USD", "GPU-h"]
     return [(title, header, rows)]
+
+
+def _equiv(rng: ForecastRange, f: ForecastSection) -> str:
+    """A forecast row's size in trials, as the R&D table counts them: each seed rerun is one
+    final training, itself ``final.runs`` trials."""
+    if rng is f.seeds and f.final is not None:
+        return f"{rng.runs * f.final.runs:g}"
+    return f"{rng.runs:g}"
 
 
 def _variance_tables(r: Report) -> list[Table]:
@@ -258,7 +268,7 @@ def _after_best(c: CarbonAfterBestInfo) -> str:
     """What the sweep spent after its best-so-far came within tolerance of the final best."""
     spent = (
         f"{_pct(c.share)} of the sweep's carbon ({_n(c.co2e_kg_after)} of "
-        f"{_n(c.co2e_kg_total)} kg CO2e)"
+        f"{_n(c.co2e_kg_total)} kg CO2e, estimate)"
         if c.co2e_kg_total > 0
         else f"{_pct(c.share)} of the sweep's energy (no carbon recorded)"
     )
@@ -342,8 +352,9 @@ def render_text(r: Report) -> str:
 
 
 def _md(s: str) -> str:
-    # A user string must neither open an HTML tag nor break the table.
-    return escape(s, quote=False).replace("|", "\\|").replace("\n", " ")
+    # A user string must neither open an HTML tag nor break the table. Only < and > are
+    # escaped: "&amp;" would show as such in the raw file ("R&amp;D"), and a lone & is no tag.
+    return s.replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(r: Report) -> str:
@@ -437,13 +448,21 @@ def _evp(r: Report) -> str | None:
     return chart.svg("fig-evp")
 
 
+def _energy_label(r: Report) -> str:
+    """ " (estimate)" unless every trial's energy was measured: a chart is a figure too."""
+    sources = {s for s, n in r.study.energy_sources.items() if n and s != "none"}
+    if sources <= {"measured"}:
+        return ""
+    return " (partly estimated)" if "measured" in sources else " (estimate)"
+
+
 def _energy_by_fate(r: Report) -> str | None:
     energy = [(p.state, p.energy_kwh) for p in r.trials if p.energy_kwh is not None]
     if not energy:
         return None
     states = sorted({s for s, _ in energy})
     chart = _svg.Chart(
-        "Energy per trial by fate",
+        "Energy per trial by fate" + _energy_label(r),
         "trial fate",
         "kWh / trial",
         (-0.5, len(states) - 0.5),

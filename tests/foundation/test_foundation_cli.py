@@ -29,6 +29,7 @@ BAD = {
     "negative intensity": [*GOOD, "--g-per-kwh", "-50"],
     "negative price": [*GOOD, "--usd-per-kwh", "-0.1"],
     "unknown price edition": [*GOOD, "--gpu", "V100", "--prices", "2031"],
+    "unknown price edition without --gpu": [*GOOD, "--prices", "2018"],
     "unknown regions kind": ["regions", "--kind", "planet"],
 }
 

@@ -125,6 +125,10 @@ def test_export_codecarbon_fills_what_it_can(filled: str, tmp_path: Path) -> Non
     assert row.emissions == pytest.approx(row.energy_consumed * g_per_kwh / 1000)  # kg
     assert row.duration == 100.0 and row.emissions_rate == pytest.approx(row.emissions / 100)
     assert row.gpu_count == 1 and pd.isna(row.cpu_power)
+    assert list(table.hpaudit_energy_source) == list(
+        Ledger(filled).entries(study="cnn")["source"].fillna("none")
+    )  # how each row's energy was obtained, which CodeCarbon's own columns cannot say
+    assert row.hpaudit_energy_source == "estimated"  # GPU measured, CPU and RAM estimated
 
 
 def test_export_replaces_a_file_whole_or_not_at_all(
@@ -159,6 +163,21 @@ def test_ledger_show(filled: str, capsys) -> None:
     assert _hpaudit("ledger", "show", "--ledger", filled, "--format", "json") == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["trial_key"] for r in rows] == ["cnn:0", "cnn:1", "cnn:2", "mlp:0"]
+    # times as the csv export writes them (ISO 8601, UTC): parseable, and null when missing
+    for r in rows:
+        started = datetime.fromisoformat(r["started_at"].replace("Z", "+00:00"))
+        assert started.tzinfo is not None and r["started_at"].endswith("Z")
+        assert r["ended_at"] is None or r["ended_at"].endswith("Z")
+
+
+def test_ledger_show_piped_keeps_whole_figures(filled: str, capsys) -> None:
+    """Piped (no terminal; pytest captures stdout), the table is not squeezed into 80 columns
+    with its numbers elided."""
+    assert _hpaudit("ledger", "show", "--ledger", filled) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "estimated" in out
+    kwh = j_to_kwh(Ledger(filled).entries(study="cnn")["energy_j"].iloc[0])
+    assert f"{kwh:.4g}" in out
 
 
 def test_verify_does_not_write_to_the_ledger(tmp_path: Path) -> None:

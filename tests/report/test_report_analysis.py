@@ -97,7 +97,7 @@ def test_rnd_uses_recorded_final_and_seed_runs() -> None:
         ]
     )
     r = rnd_cost(_sweep([0.5, 0.2], runs=runs), Assumptions(final_epochs=10, seeds=5))
-    assert [p.basis for p in r.phases] == ["measured", "measured", "measured"]
+    assert [p.basis for p in r.phases] == ["recorded", "recorded", "recorded"]
     assert r.phases[1].energy_kwh_pue == pytest.approx(2.0)  # recorded, not 10 x a trial
     assert r.total.co2e_g == pytest.approx(2 * 500 + 900 + 900)
     # the seed row is estimated: measured share = (2 trials + final) / all device energy

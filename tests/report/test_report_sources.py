@@ -214,7 +214,7 @@ def test_final_and_seed_runs_come_from_the_ledger(tmp_path: Path) -> None:
     sw = load_sweep(url, direction="minimize")
     assert len(sw.trials) == 2 and sorted(sw.runs["phase"]) == ["final", "seed", "seed"]
     r = rnd_cost(sw, Assumptions(final_epochs=50, seeds=9))  # factors unused: runs recorded
-    assert [p.basis for p in r.phases] == ["measured"] * 3
+    assert [p.basis for p in r.phases] == ["recorded"] * 3
     assert [p.energy_j for p in r.phases] == pytest.approx([300.0, 300.0, 900.0])
     sv = seed_variance(sw)
     assert sv.origin == "ledger seed runs" and sv.spread is not None and sv.spread.n == 3
