@@ -4,7 +4,7 @@ SQLite (and a reap): a finishing row is linked in its own write transaction, und
 head it locks first (:func:`next_link`, :func:`store_head`). PostgreSQL: a finishing row is
 committed *sealed* and linked right after, by whichever writer holds the study's chain lock
 (:func:`link_sealed_rows`); what a failed link leaves sealed is linked at :meth:`Ledger.close`
-or, for a ledger never closed, at interpreter exit (:func:`_link_at_exit`).
+or, for a ledger never closed, at interpreter exit (:func:`_link_at_exit`, which closes it).
 """
 
 from __future__ import annotations
@@ -201,8 +201,11 @@ OPEN: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 @atexit.register
 def _link_at_exit() -> None:
-    # (A forked child links with connections of its own: the engines reopen after a fork.)
+    """Close every ledger left open: link its sealed rows (PostgreSQL) and release its
+    connections. SQLite then folds the write-ahead log into the database file and deletes it,
+    so a copy of ``ledger.db`` alone holds every row (without this the rows of a sweep that
+    never called ``close()`` stayed in ``ledger.db-wal``)."""
+    # (A forked child closes connections of its own: it forgets its parent's at the fork.)
     for ledger in list(OPEN):
-        if ledger._unlinked:
-            with contextlib.suppress(Exception):  # exiting: never turn an exit into an error
-                ledger._link_left()
+        with contextlib.suppress(Exception):  # exiting: never turn an exit into an error
+            ledger.close()
