@@ -13,6 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHDATA = REPO.parent / "shared" / "benchdata"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs PostgreSQL ``postgres`` (``-m "not postgres"`` deselects
+    them): those using ``pg_url`` and those parametrised over a "postgres" backend."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_url" in getattr(item, "fixturenames", ()) or "postgres" in params.values():
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite file URL in the test's temporary folder."""

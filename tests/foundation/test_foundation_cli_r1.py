@@ -17,3 +17,14 @@ def test_group_without_subcommand_shows_help(
     assert exc.value.code == 0
     assert err == ""  # was "hpaudit: error: " with nothing after it
     assert f"hpaudit {group}" in out and "COMMAND" in out
+
+
+def test_version_prints_the_installed_distribution_version(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["version"])
+    assert exc.value.code in (0, None)
+    assert capsys.readouterr().out.strip() == version("hpsearch_budget")

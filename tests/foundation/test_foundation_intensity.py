@@ -21,6 +21,7 @@ from hpsearch_budget.carbon import (
     regions,
     resolve_intensity,
 )
+from hpsearch_budget.carbon.prices import electricity_price
 from hpsearch_budget.errors import HpauditInputError, UnknownRegionError
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -220,5 +221,5 @@ def test_default_carbon_model() -> None:
     f = model.footprint(3.6e6, T0)  # 1 kWh at the device
     assert f.pue == 1.58 and f.energy_kwh == pytest.approx(1.58)
     assert f.co2e_g == pytest.approx(1.58 * 475.0)
-    assert f.usd == pytest.approx(1.58 * 0.1268)
+    assert f.usd == pytest.approx(1.58 * electricity_price().usd_per_kwh)  # the shipped US price
     assert "IEA" in f.intensity_source

@@ -13,6 +13,7 @@ from hpsearch_budget.analysis._paper import (
     total_power_w,
 )
 from hpsearch_budget.carbon import gpu_price
+from hpsearch_budget.carbon.prices import electricity_price
 from hpsearch_budget.errors import HpauditInputError
 
 # Model, hardware, devices, power W, hours, printed kWh x PUE, printed CO2e lbs, printed cloud.
@@ -54,7 +55,9 @@ def test_table3_cli_json_matches_printed_figures(row: tuple, run_cli) -> None:
     assert (round(data["cloud_usd_low"]), round(data["cloud_usd_high"])) == cloud
     assert data["pue"] == 1.58
     assert data["intensity_g_per_kwh"] == pytest.approx(432.727, abs=1e-3)
-    assert data["electricity_usd"] == pytest.approx(data["energy_kwh"] * 0.1268)
+    assert data["electricity_usd"] == pytest.approx(
+        data["energy_kwh"] * electricity_price().usd_per_kwh
+    )
     assert data["estimate"] is True
 
 

@@ -104,13 +104,19 @@ def test_pre_volta_gpu_integrates_power(fakes: SimpleNamespace) -> None:
     with NvmlMeter(nvml=nvml, sample_hz=50) as meter:
         assert meter.modes == {"gpu:0": "power"}
         begin = meter.read()
-        time.sleep(0.1)
-        nvml.gpus[0].power_mw = 200_000  # constant power: the trapezoid rule is exact
+        calls = nvml.calls
+        time.sleep(0.3)
+        switched = time.monotonic()
+        nvml.gpus[0].power_mw = 400_000  # a step only a running sampler sees where it was
+        time.sleep(0.06)
         end = meter.read()
         m = end - begin
         assert m.sources == {"gpu:0": Source.INTEGRATED}
-        assert m.by_domain["gpu:0"] == pytest.approx(200.0 * (end.time_s - begin.time_s))
-        assert nvml.calls > 2  # the sampler thread read in between
+        truth = 200.0 * (switched - begin.time_s) + 400.0 * (end.time_s - switched)
+        # Two reads alone (no sampler) would integrate 300 W over the whole span: ~24 J off.
+        # A 50 Hz sampler misses the step by at most a sample or two (200 W x 0.02 s each).
+        assert m.by_domain["gpu:0"] == pytest.approx(truth, abs=10.0)
+        assert nvml.calls - calls >= 5  # the sampler thread read in between
     assert meter._thread is None  # close() stopped it
 
 

@@ -21,6 +21,7 @@ def test_empty_ledger_with_default_caps(tmp_path: Path, capsys: pytest.CaptureFi
     assert exc.value.code == 0
     assert "no caps" not in out  # the policy has a cap; it just names nobody yet
     assert "nothing to show" in out and "--project" in out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         main(["budget", "status", "--policy", str(policy), "--ledger", url, "--project", "p"])
+    assert exc.value.code == 0
     assert "project 'p' monthly CO2e cap" in capsys.readouterr().out

@@ -222,7 +222,7 @@ def test_a_malformed_file_fails_the_sweep_up_front(lab, tmp_path, text):
     study = optuna.create_study(study_name="bad", pruner=optuna.pruners.NopPruner())
     with pytest.raises(InvalidPolicyError) as error:
         optimize(study, _objective(ReplayMeter(power_w=WATTS)), budget=BIG, ledger=url)
-    assert "\n" not in str(error.value).strip() or "hpaudit.toml" in str(error.value)
+    assert "\n" not in str(error.value).strip() and "hpaudit.toml" in str(error.value)
     assert len(study.trials) == 0 and not ledger.exists()  # nothing ran, nothing written
     for build in (
         lambda: BudgetPruner(BIG, url),
