@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,12 +51,52 @@ def test_a_directory_is_not_a_ledger(tmp_path: Path) -> None:
         Ledger(f"sqlite:///{tmp_path}")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+_OPEN_LEDGER = """
+import sys
+from hpsearch_budget.errors import LedgerError
+from hpsearch_budget.ledger import Ledger
+try:
+    Ledger(sys.argv[1])
+except LedgerError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+def _drop_root_file_override() -> None:
+    """Run as root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, so file permissions apply
+    to it as to any user (CI runs the tests as root)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # PR_CAPBSET_DROP = 24: gone from this process and what it executes
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _open_as_a_user(url: str) -> subprocess.CompletedProcess[str]:
+    """``Ledger(url)`` in a child process that file permissions bind, even under root."""
+    drop = _drop_root_file_override if os.geteuid() == 0 else None
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", _OPEN_LEDGER, url],
+            preexec_fn=drop,  # only prctl runs between fork and exec
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.SubprocessError as exc:  # the capability could not be dropped
+        pytest.skip(f"cannot run without root's file override here: {exc}")
+
+
+def _refused_not_writable(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 3, done.stderr
+    assert "not writable" in done.stdout and len(done.stdout.strip().splitlines()) == 1
+
+
 def test_an_unwritable_folder_is_refused(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
     try:
-        with pytest.raises(LedgerError, match="not writable"):
-            Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+        _refused_not_writable(_open_as_a_user(f"sqlite:///{tmp_path / 'l.db'}"))
+        assert not (tmp_path / "l.db").exists()
     finally:
         tmp_path.chmod(0o700)
 
@@ -68,12 +111,11 @@ def test_a_path_no_one_can_create_a_file_in() -> None:
 def test_a_read_only_ledger_file_is_refused_without_change(tmp_path: Path) -> None:
     path = tmp_path / "ro.db"
     Ledger(f"sqlite:///{path}").close()
+    before = _digest(path)
     path.chmod(0o400)
     try:
-        if os.access(path, os.W_OK):
-            pytest.skip("running as root: file permissions are not enforced")
-        with pytest.raises(LedgerError, match="not writable"):
-            Ledger(f"sqlite:///{path}")
+        _refused_not_writable(_open_as_a_user(f"sqlite:///{path}"))
+        assert _digest(path) == before
     finally:
         path.chmod(0o600)
 
