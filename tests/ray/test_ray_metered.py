@@ -64,6 +64,17 @@ def test_results_carry_energy_and_match_the_ledger(ray_local, trace, sqlite_url,
         assert row["trial_key"] == f"exp:{last['trial_id']}"
         assert row["params"]["watts"] in (10.0, 20.0)
 
+    # the folder Tune wrote is a report source, joined to the ledger on trial id
+    from hpsearch_budget.report import build_report, load_sweep
+
+    sweep = load_sweep(grid.experiment_path, ledger=sqlite_url, direction="minimize")
+    assert sweep.source_kind == "ray" and sweep.study == "exp" and len(sweep.trials) == 2
+    assert sorted(sweep.trials["energy_j"]) == [30.0, 60.0]
+    assert sorted(sweep.trials["value"]) == pytest.approx([10.0 / 3, 20.0 / 3])
+    assert sorted(p["watts"] for p in sweep.trials["params"]) == [10.0, 20.0]
+    report = build_report(sweep)
+    assert report.study.best_params == {"watts": 10.0}  # lower loss: the 10 W trial
+
 
 def test_errored_trial_is_recorded_and_charged(ray_local, trace, sqlite_url, make_run_config):
     ledger = Ledger(sqlite_url)
