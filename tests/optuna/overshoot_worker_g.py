@@ -2,6 +2,7 @@
 ledger, with an objective that burns a fixed amount of CPU per step.
 
 Usage: python overshoot_worker_g.py STORAGE_URL LEDGER_URL STUDY BUDGET_KWH STEPS CPU_S
+[MIN_CHECKPOINT_INTERVAL_S]  (default 1 s, optimize()'s)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ WATTS = 20.0
 
 def main() -> None:
     storage, ledger, name, budget_kwh, steps, cpu_s = sys.argv[1:7]
+    min_interval_s = float(sys.argv[7]) if len(sys.argv) > 7 else 1.0
     n_steps, burn_s = int(steps), float(cpu_s)
 
     def objective(trial: optuna.Trial) -> float:
@@ -47,6 +49,7 @@ def main() -> None:
         meter=EstimateMeter(scope="process", include=("cpu",), watts_per_core=WATTS),
         n_trials=200,
         checkpoint_interval_s=5.0,
+        min_checkpoint_interval_s=min_interval_s,
     )
 
 
