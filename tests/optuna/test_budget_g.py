@@ -10,7 +10,6 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch_budget import Budget
-from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.ledger import Ledger, Scope
 from hpsearch_budget.optuna import BudgetCallback, BudgetPruner, metered, optimize
@@ -225,21 +224,6 @@ def test_policy_cap_binds_before_the_budget(sqlite_url, replay_meter, spend):
     )
     assert run.n_trials < 50
     assert Ledger(sqlite_url).spent(Scope(project="lab")).energy_j <= cap_j + 2 * 0.01 * WATTS
-
-
-def test_reservations_hold_room_for_running_trials(sqlite_url):
-    """Two windows race for the last room: the ledger admits exactly one reservation."""
-    ledger = Ledger(sqlite_url)
-    limits = [
-        (
-            Scope(study="r"),
-            Cost(energy_j=100.0, co2e_g=float("inf"), usd=float("inf"), gpu_s=float("inf")),
-        )
-    ]
-    a = ledger.open_window("r", "r:0", trial_number=0)
-    b = ledger.open_window("r", "r:1", trial_number=1)
-    assert ledger.try_reserve(a, Cost(energy_j=60.0), limits)
-    assert not ledger.try_reserve(b, Cost(energy_j=60.0), limits)
 
 
 def test_budget_callback_run_by_metered_stops_like_an_optuna_callback(
