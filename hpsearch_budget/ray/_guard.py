@@ -122,6 +122,7 @@ class BudgetGuard:
         self.windows: dict[int, _Window] = {}
         self.by_trial: dict[str, int] = {}
         self.refused = 0
+        self._releasing: dict[int, Cost] = {}  # window -> unspent room its worker will release
         self._read_at = -math.inf
         self._used: list[tuple[Cost, Cost]] = []
         if study is not None:
@@ -132,7 +133,7 @@ class BudgetGuard:
     def __getstate__(self) -> dict[str, Any]:
         # Tuner.restore unpickles the scheduler / stopper: windows of the old run are dead.
         state = dict(self.__dict__)
-        state.update(windows={}, by_trial={}, _read_at=-math.inf, _used=[])
+        state.update(windows={}, by_trial={}, _read_at=-math.inf, _used=[], _releasing={})
         return state
 
     def bind(self, study: str) -> None:
@@ -324,7 +325,9 @@ class BudgetGuard:
         window_id = self.by_trial.pop(trial_id, None)
         w = self.windows.pop(window_id, None) if window_id is not None else None
         if window_id is not None:
-            _RESERVED.pop((self.ledger.url, window_id), None)
+            held = _RESERVED.pop((self.ledger.url, window_id), None)
+            if held is not None and w is not None:  # released when its worker finalises
+                self._releasing[window_id] = (held - w.cost).clip()
         if self._warner is not None:
             self._warner.check(fresh=True)  # on_exceed = "warn": a trial's end may pass a cap
         if w is None or w.steps <= 0:
@@ -334,12 +337,13 @@ class BudgetGuard:
 
     # -- admission and exhaustion --------------------------------------------------------------
 
-    def new_trial_fits(self, promised: Cost) -> bool:
-        """Whether one more trial's forecast fits in what is left after ``promised``."""
+    def new_trial_fits(self, promised: Cost, room: Cost | None = None) -> bool:
+        """Whether one more trial's forecast fits in what is left after ``promised``, plus
+        ``room`` about to be released (:meth:`releasing`)."""
         if self.study is None:
             return True
         forecast = self.forecaster.new_trial()
-        left = self.left(fresh=True)
+        left = self.left(fresh=True) + (room or Cost())
         return (
             all(
                 getattr(forecast, f) + getattr(promised, f) <= getattr(left, f) + 1e-9
@@ -347,6 +351,16 @@ class BudgetGuard:
             )
             and not self.over()
         )
+
+    def releasing(self) -> Cost:
+        """The unspent reservations of trials that ended here but whose windows are still
+        open in the ledger: their workers release them as they finalise (one ledger read)."""
+        if not self._releasing:
+            return Cost()
+        rows = self.ledger.entries(study=self.study, open_only=True)
+        still = set(rows.loc[rows["status"] == "running", "id"]) if not rows.empty else set()
+        self._releasing = {w: c for w, c in self._releasing.items() if w in still}
+        return sum(self._releasing.values(), Cost())
 
     def exhausted(self) -> bool:
         """Spent has reached a limit, or a trial was refused and nothing running could make

@@ -164,15 +164,22 @@ class BudgetScheduler(TrialScheduler):
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
         trial = self.base.choose_trial_to_run(tune_controller)
-        if trial is None or trial.status != Trial.PENDING or trial.trial_id in self.promised:
+        if trial is None or trial.status != Trial.PENDING:
             return trial  # a paused trial resumes: it was admitted before
         self._bind(trial)
-        if self.guard.stop_reason is not None:  # on_exceed = "stop": no new trial starts
-            self._finish(tune_controller)
+        if self.guard.stop_reason is not None:  # on_exceed = "stop": no new trial starts,
+            self._finish(tune_controller)  # not even one admitted before the stop
             ensure_trial_dir(trial)
             return None
+        if trial.trial_id in self.promised:
+            return trial  # admitted earlier; Tune asks again until it starts
         promised = sum(self.promised.values(), Cost())
-        if self.guard.new_trial_fits(promised):
+        # Room that trials Tune already ended still hold: their workers release it as they
+        # finalise their windows, a moment after Tune stops them. Counting it keeps the sweep
+        # from ending in that moment while another trial would fit.
+        if self.guard.new_trial_fits(promised) or self.guard.new_trial_fits(
+            promised, room=self.guard.releasing()
+        ):
             self.promised[trial.trial_id] = self.guard.forecaster.new_trial()
             return trial
         if not self.promised and not self._running(tune_controller):
