@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Stopper
 
+from hpsearch_budget.errors import BudgetExceededError
 from hpsearch_budget.ray._guard import BudgetGuard
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ class BudgetStopper(Stopper):
         budget: the study's :class:`~hpsearch_budget.Budget`.
         ledger: the ledger the metered trainables write to.
         study: the ledger study; default the Tune experiment name (from the first result).
-            Given, an already spent budget raises ``BudgetExceededError`` right here.
+            Given, an already spent budget raises ``BudgetExceededError`` right here; not
+            given, it stops every trial at its first report and ends the sweep
+            (:attr:`reasons` says why).
         policy: a lab policy whose caps (per project / user per month) apply on top; None
             finds the lab's file once, here; False opts out. ``on_exceed = "stop"``: once a
             cap refuses a trial, every trial stops and the sweep ends; "warn": logged once.
@@ -79,7 +82,15 @@ class BudgetStopper(Stopper):
         self.reasons: dict[str, str] = {}  # trial id -> why (names the binding budget or cap)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        fits = self.guard.on_result(trial_id, result, "BudgetStopper")
+        try:
+            fits = self.guard.on_result(trial_id, result, "BudgetStopper")
+        except BudgetExceededError as exc:
+            # Without study= the study is learnt from this first result, so an already spent
+            # budget shows only now: every trial stops at its first report and the sweep ends
+            # (raised here, Tune would bury the reason in a traceback and run on).
+            self.guard.stop_reason = self.guard.last_refusal = str(exc)
+            _log.warning("hpaudit: %s", exc)
+            fits = False
         if not fits:
             self.guard.refused += 1
             self.stopped.append(trial_id)

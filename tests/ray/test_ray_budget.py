@@ -202,6 +202,20 @@ def test_budget_already_spent_is_refused_before_start(
     assert after["row_hash"].tolist() == before["row_hash"].tolist()  # nothing lost or added
     assert ledger.verify("spent").ok
 
+    # A stopper without study= learns the study at the first result: each trial stops at its
+    # first report and the sweep ends, with the reason kept (no Tune traceback, no rerun).
+    stopper = BudgetStopper(budget, ledger)
+    grid = tune.Tuner(
+        metered(_train(trace), ledger, meter=trace.meter),
+        param_space={"q": tune.grid_search([0.1 * i for i in range(6)])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=CONCURRENT),
+        run_config=make_run_config("spent", stop=stopper),
+    ).fit()
+    assert not grid.errors and stopper.stop_all()
+    assert all(j == STEP_J for j in trace.per_trial().values())  # one report each, at most
+    assert len(trace.per_trial()) <= CONCURRENT  # the sweep ended: no trial started after
+    assert all("already spent" in why for why in stopper.reasons.values()) and stopper.reasons
+
 
 def test_bad_budget_arguments(sqlite_url):
     ledger = Ledger(sqlite_url)
