@@ -61,6 +61,7 @@ class BudgetedRun:
     n_pruned_other: int  # pruned by the wrapped pruner (Median, Hyperband, ...)
     n_failed: int
     stopped: str | None  # why the budget stopped the study; None if n_trials / timeout ended it
+    n_unfinished: int = 0  # still RUNNING in Optuna's storage: running elsewhere, or killed
 
     @property
     def used_fraction(self) -> float:
@@ -76,7 +77,13 @@ class BudgetedRun:
             f"the budget ({self.budget.describe()})",
             f"trials: {self.n_trials} = {self.n_complete} complete + {self.n_pruned_budget} "
             f"pruned by the budget + {self.n_pruned_other} pruned as unpromising + "
-            f"{self.n_failed} failed",
+            f"{self.n_failed} failed"
+            + (
+                f" + {self.n_unfinished} unfinished (running in another worker, or killed: "
+                "hpaudit ledger show)"
+                if self.n_unfinished
+                else ""
+            ),
         ]
         if self.stopped:
             lines.append(f"stopped: {self.stopped}")
@@ -272,4 +279,5 @@ def _summary(
         n_pruned_other=len(pruned) - by_budget,
         n_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
         stopped=stopped,
+        n_unfinished=sum(1 for t in trials if not t.state.is_finished()),
     )

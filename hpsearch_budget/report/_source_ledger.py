@@ -19,6 +19,7 @@ from hpsearch_budget.report._source_common import (
     _redact,
     require_direction,
 )
+from hpsearch_budget.units import j_to_kwh
 
 
 def _ledger_entries(url: str, study: str | None) -> tuple[str, pd.DataFrame]:
@@ -125,13 +126,41 @@ def _with_ledger(
         sweep.notes.append(f"ledger not used: {exc}")
         return sweep
     tuning = e[e["phase"] == "tuning"]
-    tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray)).dropna(subset=["_n"])
+    tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray))
+    _note_unmatched(sweep, tuning[tuning["_n"].isna()])
+    tuning = tuning.dropna(subset=["_n"])
     hit = _join_per_trial(sweep.trials, _per_trial(tuning))
+    _states_from_ledger(sweep.trials, tuning, ray)
     _clear_derived(sweep)
     sweep.runs = _runs(e)
     if not hit.all():
         sweep.notes.append(f"{int((~hit).sum())} trial(s) have no ledger row")
     return sweep
+
+
+def _states_from_ledger(trials: pd.DataFrame, tuning: pd.DataFrame, ray: bool) -> None:
+    """Trial fates the ledger knows better, in place. A Ray folder calls every trial that
+    ended ``done`` complete, although a budget may have stopped it (the ledger says pruned);
+    an Optuna trial whose worker was killed stays RUNNING in Optuna's storage for ever (the
+    ledger says killed)."""
+    last = tuning.groupby("_n")["status"].last()  # a restored Ray trial: its last window
+    ledger_state = trials["number"].astype("float64").map(last)
+    known = ledger_state.notna() & (ledger_state != "running")
+    take = known if ray else known & (trials["state"] == "running")
+    trials.loc[take, "state"] = ledger_state[take]
+
+
+def _note_unmatched(sweep: Sweep, rows: pd.DataFrame) -> None:
+    """Say so when ledger rows of the study match no trial of the source: their cost is not in
+    the report's figures (e.g. a Ray trial that wrote no result before it ended)."""
+    if rows.empty:
+        return
+    kwh = j_to_kwh(float(rows["energy_j"].sum()))
+    sweep.notes.append(
+        f"{len(rows)} ledger row(s) of study {sweep.study!r} match no trial of the source "
+        f"(no result recorded): their {kwh:.3g} kWh are not in the figures; report from the "
+        "ledger URL to count them"
+    )
 
 
 def _trial_numbers(tuning: pd.DataFrame, trials: pd.DataFrame, ray: bool) -> pd.Series:

@@ -80,3 +80,15 @@ def test_a_killed_worker_is_reaped_counted_and_the_budget_still_holds(tmp_path: 
     assert spent <= budget_j + 2 * STEP_J, (spent, budget_j)
     assert spent >= 0.6 * budget_j
     assert ledger.verify("s").ok
+    # Optuna keeps the killed trial RUNNING: the summary counts it, the report says killed
+    from hpsearch_budget import Budget
+    from hpsearch_budget.optuna._optimize import _summary
+    from hpsearch_budget.report import load_sweep
+
+    study = optuna.load_study(study_name="s", storage=storage)
+    run = _summary(study, Budget(energy_kwh=j_to_kwh(budget_j)), ledger, None)
+    assert run.n_unfinished == 1 and "1 unfinished" in run.describe()
+    counted = run.n_complete + run.n_pruned_budget + run.n_pruned_other + run.n_failed
+    assert counted + run.n_unfinished == run.n_trials
+    states = load_sweep(storage, study="s", ledger=ledger_url).trials["state"]
+    assert (states == "killed").sum() == 1 and not (states == "running").any()

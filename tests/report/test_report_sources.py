@@ -155,6 +155,43 @@ def test_ray_folder_joins_the_ledger_on_trial_id(tmp_path: Path) -> None:
     assert sw.trials.loc[2, "gpu_s"] == pytest.approx(40.0)
 
 
+def test_the_ledger_knows_fates_and_rows_the_source_does_not(tmp_path: Path) -> None:
+    """A Ray trial a budget stopped ends ``done`` in its folder (pruned in the ledger); a
+    trial that wrote no result has a ledger row only; an Optuna trial whose worker was killed
+    stays RUNNING in Optuna's storage (killed in the ledger, once reaped)."""
+    from datetime import UTC, datetime, timedelta
+
+    import optuna
+
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement, Source
+
+    exp = write_ray_folder(tmp_path)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger(url)
+    for i in range(7):  # t00006 has a row but no trial folder
+        w = led.open_window("exp", f"exp:t{i:05d}")
+        m = Measurement(40.0, {"gpu:0": 3.6e4}, {"gpu:0": Source.MEASURED})
+        led.finalize(w, m, status="pruned" if i == 0 else "complete")
+    sw = load_sweep(str(exp), ledger=url, direction="minimize")
+    assert sw.trials.loc[0, "state"] == "pruned"  # the folder says complete
+    assert len(sw.trials) == 6
+    (note,) = [n for n in sw.notes if "match no trial" in n]
+    assert note.startswith("1 ledger row(s)") and "0.01 kWh" in note
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="opt", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    study.ask()  # trial 2: its worker dies; Optuna keeps it RUNNING
+    for n in range(3):
+        w = led.open_window("opt", f"opt:{n}", trial_number=n, checkpoint_interval_s=1.0)
+        if n < 2:
+            led.finalize(w, Measurement(1.0, {"cpu": 5.0}), status="complete")
+    led.reap(now=datetime.now(UTC) + timedelta(minutes=1))
+    sw = load_sweep(storage, ledger=url)
+    assert sw.trials["state"].tolist() == ["complete", "complete", "killed"]
+
+
 def test_schema_drift_falls_back_to_optunas_loader(
     study_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
