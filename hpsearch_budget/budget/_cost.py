@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hpsearch_budget.units import g_to_kg, j_to_kwh, s_to_hours
@@ -54,6 +55,22 @@ class Cost:
     @property
     def gpu_hours(self) -> float:
         return s_to_hours(self.gpu_s)
+
+    def describe_limit(self) -> str:
+        """A limit's finite parts in the units budgets are given in (an unlimited part is
+        ``inf`` and left out).
+
+        >>> inf = float("inf")
+        >>> Cost(energy_j=3.6e6, co2e_g=inf, usd=inf, gpu_s=7200.0).describe_limit()
+        '1 kWh, 2 GPU-h'
+        """
+        parts = [
+            (self.co2e_kg, "kg CO2e"),
+            (self.energy_kwh, "kWh"),
+            (self.usd, "USD"),
+            (self.gpu_hours, "GPU-h"),
+        ]
+        return ", ".join(f"{v:.3g} {unit}" for v, unit in parts if math.isfinite(v)) or "none"
 
     def describe(self) -> str:
         """Carbon and energy in the units budgets are given in.

@@ -413,8 +413,8 @@ def _no_room_reason(
     index, name = binding_limit([n for *_, n in named], limits, used, amount)
     return index, (
         f"budget: a typical trial (forecast {amount.describe()}, estimate) does not fit what "
-        f"is left of the {name} ({used[index].describe()} spent or reserved"
-        f"{spent_label(study)})"
+        f"is left of the {name} of {limits[index].describe_limit()}: "
+        f"{used[index].describe()} spent or reserved{spent_label(study)}"
     )
 
 

@@ -305,7 +305,7 @@ def _refusal(study: str, status: CapStatus, unit: str, forecast: Cost, over: flo
     spent = in_cap_units(status.spent)[unit]
     committed = in_cap_units(status.committed)[unit]
     left = in_cap_units(status.remaining)[unit]
-    if f <= left:  # nothing left at all, so even a tiny forecast does not fit
+    if left <= 0.0 or f <= left:  # nothing left (or already passed): no forecast can fit
         return (
             f"sweep '{study}' cannot start: the {status.name} ({_fmt(lim, unit)}) is used up"
             f"{_month_note(status)}: {_fmt(spent, unit)} spent and {_fmt(committed, unit)} "

@@ -10,8 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsearch_budget import Budget
+from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.ledger import Ledger, Scope
+from hpsearch_budget.meters import Measurement
 from hpsearch_budget.optuna import BudgetCallback, BudgetPruner, metered, optimize
 from hpsearch_budget.units import j_to_kwh
 
@@ -308,3 +310,22 @@ def test_failing_budget_callback_stops_the_study_and_keeps_the_trial(
         _optimize_2_steps(study, spend, replay_meter, sqlite_url, n_trials=5)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]
     assert Ledger(sqlite_url).spent(Scope(study=study.study_name)).energy_j > 0
+
+
+def test_no_room_reason_names_the_limit_and_what_is_used(sqlite_url):
+    """The reason a trial gets when no room is left states the limit, what is spent or
+    reserved under it, and the forecast, each in the budget's units."""
+    from hpsearch_budget.budget._accounting import Accounting
+    from hpsearch_budget.optuna._metered import _no_room_reason
+
+    ledger = Ledger(sqlite_url)
+    w = ledger.open_window("s", "s:0")
+    ledger.finalize(w, Measurement(1.0, {"cpu": 2700.0}), status="complete")  # 0.75 Wh
+    inf = float("inf")
+    limit = Cost(energy_j=3600.0, co2e_g=inf, usd=inf, gpu_s=inf)  # 1 Wh
+    named = [(Scope(study="s"), limit, "study 's' budget")]
+    acc = Accounting(ledger, [(Scope(study="s"), limit)], ttl_s=0.0)
+    index, why = _no_room_reason(named, acc, Cost(energy_j=1800.0), optuna.create_study())
+    assert index == 0
+    assert "of 0.001 kWh: " in why and "0.00075 kWh spent or reserved" in why
+    assert "forecast " in why and "0.0005 kWh, estimate" in why

@@ -163,6 +163,11 @@ def test_zero_cap_closes_and_bad_forecast_is_refused(policy, sqlite_url):
         with pytest.raises(BudgetExceededError, match=r"cannot start: .* is used up in 20"):
             policy.admit(ledger, "s", "nlp", "zoe", Cost())
         assert policy.admit(ledger, "s", "nlp", "ana", Cost()).fits
+        # A cap already passed: "used up", not "would exceed ... lower n_trials"
+        spend(ledger, "past", 3.0, "vision")  # 1.5 kg CO2e: past the 1 kg project cap
+        with pytest.raises(BudgetExceededError, match=r"cannot start: .* is used up") as error:
+            policy.admit(ledger, "s", "vision", "ana", Cost())
+        assert "n_trials" not in str(error.value)
         with pytest.raises(HpauditInputError, match=r"forecast\.co2e_g must be"):
             policy.admit(ledger, "s", "nlp", "ana", Cost(co2e_g=-1.0))
         no_caps = Policy()
