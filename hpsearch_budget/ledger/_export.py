@@ -142,6 +142,13 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A device or pipe (/dev/null, /dev/stdout): written into; a rename would replace it.
+        try:
+            write(path)
+        except OSError as error:
+            raise HpauditInputError(f"cannot write {str(path)!r}: {error.strerror}") from None
+        return
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:

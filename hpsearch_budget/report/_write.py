@@ -9,8 +9,15 @@ from pathlib import Path
 from hpsearch_budget.errors import HpauditInputError
 
 
+def is_special(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (a device such as
+    ``/dev/null``, a named pipe): renaming a file over it would replace it."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, fsync it, then rename over ``path``.
+    """Write ``text`` to a temporary file next to ``path``, fsync it, then rename over ``path``
+    (a device or pipe such as ``/dev/null`` is written into instead).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.md"
@@ -25,6 +32,10 @@ def write_atomic(path: str | Path, text: str) -> Path:
         )
     if target.is_dir():
         raise HpauditInputError(f"--out {str(target)!r} is a folder; name a file inside it")
+    if is_special(target):  # /dev/null, /dev/stdout, a pipe: write into it, never replace it
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+        return target
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     umask = os.umask(0)
     os.umask(umask)
