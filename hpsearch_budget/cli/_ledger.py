@@ -107,7 +107,7 @@ def studies(ledger: LedgerOption = None) -> None:
             # Plain tab-separated lines: easy to read and to cut / awk.
             print(
                 f"{name}\t{len(frame)} windows\t{cost.energy_kwh:.4g} kWh{estimated}\t"
-                f"{cost.co2e_kg:.4g} kg CO2e"
+                f"{cost.co2e_kg:.4g} kg CO2e{estimated}"  # carbon follows from that energy
             )
 
 

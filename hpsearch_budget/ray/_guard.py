@@ -152,9 +152,11 @@ class BudgetGuard:
             index, name = self.binding()
             if index == 0:
                 spent = self.spent()
+                rows = self.ledger.entries(study)  # once, refusing: say if it is an estimate
+                est = ", estimated" if (rows["source"] == "estimated").any() else ""
                 raise BudgetExceededError(
                     f"the budget of study {study!r} is already spent before this sweep starts "
-                    f"({self.describe(spent)}); raise the budget, or start a new study name"
+                    f"({self.describe(spent)}{est}); raise the budget, or start a new study name"
                 )
             raise BudgetExceededError(
                 f"sweep {study!r} cannot start: the {name} is used up; raise the cap in the "

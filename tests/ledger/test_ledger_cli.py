@@ -65,6 +65,8 @@ def test_the_ledger_url_can_come_from_the_environment(filled: str, monkeypatch, 
     assert _hpaudit("ledger", "studies") == 0
     out = capsys.readouterr().out
     assert "cnn\t3 windows" in out and "(includes estimates)" in out
+    cnn = next(line for line in out.splitlines() if line.startswith("cnn\t"))
+    assert cnn.endswith("kg CO2e (includes estimates)")  # the carbon figure is labelled too
 
 
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, capsys) -> None:
