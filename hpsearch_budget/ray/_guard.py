@@ -180,7 +180,11 @@ class BudgetGuard:
         reason = f"trial {trial_id}: its forecast no longer fits the {name}"
         stops = index > 0 and self.policy is not None and self.policy.on_exceed == "stop"
         if stops and self.stop_reason is None:
-            self.stop_reason = f'{reason}; on_exceed = "stop" ends the sweep'
+            # Every trial stopped for it carries this reason: say whose forecast ended it.
+            self.stop_reason = (
+                f'on_exceed = "stop" ended the sweep: {name} reached (the forecast of trial '
+                f"{trial_id} no longer fitted)"
+            )
             _log.warning("hpaudit: stopping study %r: %s", self.study, self.stop_reason)
         self.last_refusal = reason
         return reason

@@ -133,6 +133,9 @@ def test_stop_ends_the_sweep_at_the_cap_and_names_it(ray_local, sweep):
     assert spent <= CAP_J + 2 * STEP_J  # one report of each running trial past the cap
     assert stopper.guard.stop_reason is not None
     assert "project 'lab' monthly energy cap" in stopper.guard.stop_reason
+    # only the trial whose forecast hit the cap is told so; the others that the sweep was ended
+    ended = 'on_exceed = "stop" ended the sweep'
+    assert sum(not why.startswith(ended) for why in stopper.reasons.values()) <= 1
     assert stopper.stop_all()
     assert len(ledger.entries("stop")) < N_TRIALS  # no new trial started after the stop
 
