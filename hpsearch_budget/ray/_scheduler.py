@@ -1,4 +1,4 @@
-"""``BudgetScheduler``: ASHA, HyperBand or FIFO, kept inside a budget.
+"""``BudgetScheduler``: ASHA or FIFO (or any scheduler that never pauses), kept inside a budget.
 
 It wraps a Tune scheduler and adds three rules:
 
@@ -60,8 +60,11 @@ class BudgetScheduler(TrialScheduler):
     Args:
         budget: the study's :class:`~hpsearch_budget.Budget`.
         ledger: the ledger the metered trainables write to.
-        base: the scheduler to wrap (``ASHAScheduler``, ``HyperBandScheduler``,
-            ``FIFOScheduler``...); default FIFO.
+        base: the scheduler to wrap (``ASHAScheduler``, ``FIFOScheduler``, the cost-aware
+            ASHA...); default FIFO. Schedulers that pause trials (``HyperBandScheduler``,
+            ``PopulationBasedTraining``) are refused: a paused trial waits for a bracket the
+            budget may never let fill, and the sweep would hang. ASHA is HyperBand without
+            pauses.
         study: the ledger study; default the Tune experiment name (from the first trial).
             Given, an already spent budget raises ``BudgetExceededError`` right here.
         metric, mode: what "promising" means; default the base scheduler's / TuneConfig's.
@@ -69,7 +72,7 @@ class BudgetScheduler(TrialScheduler):
             False opts out); ``on_exceed = "stop"`` ends the sweep when a cap refuses a
             trial, "warn" logs it once; project, user: for its caps.
         forecaster, max_steps: the per-trial cost model; ``max_steps`` defaults to ASHA's /
-            HyperBand's ``max_t`` when it counts ``training_iteration``.
+            its ``max_t`` when it counts ``training_iteration``.
     """
 
     def __init__(
@@ -90,11 +93,12 @@ class BudgetScheduler(TrialScheduler):
         super().__init__()
         if base is not None and not isinstance(base, TrialScheduler):
             raise HpauditInputError(
-                f"base must be a Ray Tune TrialScheduler (ASHAScheduler, HyperBandScheduler, "
-                f"FIFOScheduler), got {type(base).__name__}"
+                f"base must be a Ray Tune TrialScheduler (ASHAScheduler, FIFOScheduler), got "
+                f"{type(base).__name__}"
             )
         if isinstance(base, BudgetScheduler):
             raise HpauditInputError("base is already a BudgetScheduler; wrap the inner one once")
+        _refuse_pausing(base)
         if mode not in (None, "min", "max"):
             raise HpauditInputError(f"mode must be 'min' or 'max', got {mode!r}")
         self.base = base if base is not None else FIFOScheduler()
@@ -282,6 +286,19 @@ class BudgetScheduler(TrialScheduler):
         self.promised.pop(trial.trial_id, None)
         self.doomed.discard(trial.trial_id)
         self.guard.finished(trial.trial_id, complete=complete)
+
+
+def _refuse_pausing(base: TrialScheduler | None) -> None:
+    """Schedulers that pause trials deadlock under a binding budget (a paused trial waits for
+    its bracket, whose pending trials the budget does not admit): refuse them up front."""
+    from ray.tune.schedulers import HyperBandScheduler, PopulationBasedTraining
+
+    if isinstance(base, HyperBandScheduler | PopulationBasedTraining):
+        raise HpauditInputError(
+            f"BudgetScheduler cannot wrap {type(base).__name__}: it pauses trials, and under a "
+            "binding budget a paused trial can wait for ever; use ASHAScheduler (HyperBand "
+            "without pauses) or BudgetStopper"
+        )
 
 
 def _base_max_steps(base: TrialScheduler) -> int | None:

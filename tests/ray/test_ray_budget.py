@@ -225,3 +225,16 @@ def test_bad_budget_arguments(sqlite_url):
         BudgetScheduler(Budget(energy_kwh=1.0), sqlite_url)  # type: ignore[arg-type]
     with pytest.raises(HpauditInputError, match="TrialScheduler"):
         BudgetScheduler(Budget(energy_kwh=1.0), ledger, base="asha")  # type: ignore[arg-type]
+
+
+def test_scheduler_refuses_schedulers_that_pause_trials(sqlite_url):
+    """HyperBand and PBT pause trials: under a binding budget a paused trial waited for a
+    bracket the budget never let fill, and the sweep hung (a 9-trial HyperBand sweep ran 3
+    trials, then nothing until Tune's time limit). Refused up front, with the way out."""
+    from ray.tune.schedulers import HyperBandScheduler, PopulationBasedTraining
+
+    budget = Budget(energy_kwh=j_to_kwh(LIMIT_J))
+    pbt = PopulationBasedTraining(hyperparam_mutations={"q": [0.1, 0.2]})
+    for base in (HyperBandScheduler(max_t=STEPS), pbt):
+        with pytest.raises(HpauditInputError, match=r"pauses trials.*use ASHAScheduler"):
+            BudgetScheduler(budget, Ledger(sqlite_url), base=base)
