@@ -62,6 +62,7 @@ class BudgetedRun:
     n_failed: int
     stopped: str | None  # why the budget stopped the study; None if n_trials / timeout ended it
     n_unfinished: int = 0  # still RUNNING in Optuna's storage: running elsewhere, or killed
+    nearest_cap: str | None = None  # "98% of the project 'nlp' monthly energy cap", if nearer
 
     @property
     def used_fraction(self) -> float:
@@ -74,7 +75,8 @@ class BudgetedRun:
         lines = [
             f"study {self.study!r}: spent {self.spent.co2e_kg * 1000:.3g} g CO2e, "
             f"{self.spent.energy_kwh * 1000:.3g} Wh{label}, {100 * self.used_fraction:.0f}% of "
-            f"the budget ({self.budget.describe()})",
+            f"the budget ({self.budget.describe()})"
+            + (f"; {self.nearest_cap}" if self.nearest_cap else ""),
             f"trials: {self.n_trials} = {self.n_complete} complete + {self.n_pruned_budget} "
             f"pruned by the budget + {self.n_pruned_other} pruned as unpromising + "
             f"{self.n_failed} failed"
@@ -202,7 +204,15 @@ def optimize(
     if metered_objective.callback_error is not None:
         raise metered_objective.callback_error
     callback._warner(study.study_name).check(fresh=True)  # on_exceed = "warn": the last trials
-    return _summary(study, budget, ledger, callback.stopped or metered_objective.stopped)
+    return _summary(
+        study,
+        budget,
+        ledger,
+        callback.stopped or metered_objective.stopped,
+        policy=found,
+        project=project,
+        user=user,
+    )
 
 
 def _as_budget(budget: Any) -> Budget:
@@ -257,7 +267,14 @@ def _sweep_forecast(typical: Cost, n_trials: int | None, left: Cost) -> Cost:
 
 
 def _summary(
-    study: optuna.Study, budget: Budget, ledger: Ledger, stopped: str | None
+    study: optuna.Study,
+    budget: Budget,
+    ledger: Ledger,
+    stopped: str | None,
+    *,
+    policy: Any = None,
+    project: str | None = None,
+    user: str | None = None,
 ) -> BudgetedRun:
     from hpsearch_budget.meters.base import Source, weakest
 
@@ -267,7 +284,8 @@ def _summary(
         1 for t in pruned if str(t.user_attrs.get("hpaudit_prune_reason", "")).startswith("budget")
     )
     sources = [Source(s) for t in trials if (s := t.user_attrs.get("energy_source")) in set(Source)]
-    acc = Accounting(ledger, _state.limits_for(study.study_name, budget, None), ttl_s=0.0)
+    named = _state.named_limits(study.study_name, budget, policy, project, user)
+    acc = Accounting(ledger, [(s, c) for s, c, _ in named], ttl_s=0.0)
     return BudgetedRun(
         study=study.study_name,
         budget=budget,
@@ -280,4 +298,16 @@ def _summary(
         n_failed=sum(1 for t in trials if t.state == TrialState.FAIL),
         stopped=stopped,
         n_unfinished=sum(1 for t in trials if not t.state.is_finished()),
+        nearest_cap=_nearest_cap(named, acc),
     )
+
+
+def _nearest_cap(named: list[tuple[Any, Cost, str]], acc: Accounting) -> str | None:
+    """How much of the most used policy cap the sweep's scope has used, when it is more than
+    of the study's budget (a cap, not the budget, may have ended the sweep)."""
+    used = acc.used_by_limit()
+    fractions = [used_fraction(u, limit) for u, (_, limit, _) in zip(used, named, strict=True)]
+    if len(fractions) < 2 or max(fractions[1:]) <= fractions[0]:
+        return None
+    i = 1 + max(range(len(fractions) - 1), key=lambda k: fractions[1 + k])
+    return f"{100 * fractions[i]:.0f}% of the {named[i][2]}"

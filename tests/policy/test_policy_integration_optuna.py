@@ -86,6 +86,9 @@ def test_a_discovered_cap_ends_the_sweep_and_is_named(lab, url):
     assert run.n_trials < 20
     assert spent <= 100.0 + STEP_J
     assert run.stopped is not None and "project 'nlp' monthly energy cap" in run.stopped
+    # the summary shows how much of the cap that ended it was used, not only the budget's 0 %
+    first = run.describe().splitlines()[0]
+    assert f"{100 * spent / 100.0:.0f}% of the project 'nlp' monthly energy cap" in first
 
 
 def test_policy_false_opts_out_of_the_lab_file(lab, url):
