@@ -141,8 +141,14 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
     table.to_parquet(path, index=False)
 
 
+def is_special(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (a device such as
+    ``/dev/null``, a named pipe): renaming a file over it would replace it."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    if path.exists() and not path.is_file() and not path.is_dir():
+    if is_special(path):
         # A device or pipe (/dev/null, /dev/stdout): written into; a rename would replace it.
         try:
             write(path)

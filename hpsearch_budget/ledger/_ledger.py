@@ -162,7 +162,7 @@ class Ledger:
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
         self._host = socket.gethostname()
         self._unlinked: set[str] = set()  # studies whose sealed rows a link failed to chain
-        _OPEN.add(self)  # linked and closed at exit if never closed (_link_at_exit)
+        _OPEN.add(self)  # linked and closed at exit if never closed (_close_at_exit)
         self._sqlite_sums = _SqliteSums()  # spent / committed read incrementally (SQLite)
         try:
             self._guard(

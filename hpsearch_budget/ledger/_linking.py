@@ -4,7 +4,7 @@ SQLite (and a reap): a finishing row is linked in its own write transaction, und
 head it locks first (:func:`next_link`, :func:`store_head`). PostgreSQL: a finishing row is
 committed *sealed* and linked right after, by whichever writer holds the study's chain lock
 (:func:`link_sealed_rows`); what a failed link leaves sealed is linked at :meth:`Ledger.close`
-or, for a ledger never closed, at interpreter exit (:func:`_link_at_exit`, which closes it).
+or, for a ledger never closed, at interpreter exit (:func:`_close_at_exit`).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ OPEN: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
 @atexit.register
-def _link_at_exit() -> None:
+def _close_at_exit() -> None:
     """Close every ledger left open: link its sealed rows (PostgreSQL) and release its
     connections. SQLite then folds the write-ahead log into the database file and deletes it,
     so a copy of ``ledger.db`` alone holds every row (without this the rows of a sweep that

@@ -22,20 +22,24 @@ import optuna
 from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.meters.base import Source, weakest
 from hpsearch_budget.optuna import _state
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
 
 
+def study_source(study: optuna.Study) -> Source | None:
+    """The weakest ``energy_source`` among the study's trials (None: none recorded)."""
+    found = {t.user_attrs.get("energy_source") for t in study.get_trials(deepcopy=False)}
+    return weakest([Source(s) for s in found if s in set(Source)])
+
+
 def spent_label(study: optuna.Study) -> str:
     """``" (estimated)"`` (or another source) for figures a study's trials spent, ``""`` when
-    all were measured: the weakest ``energy_source`` of its finished trials. Messages that
-    quote what was spent carry it, as every figure shown says whether it is an estimate."""
-    from hpsearch_budget.meters.base import Source, weakest
-
-    found = {t.user_attrs.get("energy_source") for t in study.get_trials(deepcopy=False)}
-    source = weakest([Source(s) for s in found if s in set(Source)])
+    all were measured. Messages that quote what was spent carry it, as every figure shown
+    says whether it is an estimate."""
+    source = study_source(study)
     return "" if source in (None, Source.MEASURED) else f" ({source})"
 
 

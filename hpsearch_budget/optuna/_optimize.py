@@ -36,7 +36,7 @@ from hpsearch_budget.budget._accounting import Accounting, _min, fits, used_frac
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._callback import BudgetCallback
-from hpsearch_budget.optuna._limits import spent_label
+from hpsearch_budget.optuna._limits import spent_label, study_source
 from hpsearch_budget.optuna._metered import MeteredObjective
 from hpsearch_budget.optuna._objective_checks import check_directions
 from hpsearch_budget.optuna._pruner import BudgetPruner
@@ -276,21 +276,18 @@ def _summary(
     project: str | None = None,
     user: str | None = None,
 ) -> BudgetedRun:
-    from hpsearch_budget.meters.base import Source, weakest
-
     trials = study.get_trials(deepcopy=False)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     by_budget = sum(
         1 for t in pruned if str(t.user_attrs.get("hpaudit_prune_reason", "")).startswith("budget")
     )
-    sources = [Source(s) for t in trials if (s := t.user_attrs.get("energy_source")) in set(Source)]
     named = _state.named_limits(study.study_name, budget, policy, project, user)
     acc = Accounting(ledger, [(s, c) for s, c, _ in named], ttl_s=0.0)
     return BudgetedRun(
         study=study.study_name,
         budget=budget,
         spent=acc.spent(),
-        source=str(weakest(sources) or "none"),
+        source=str(study_source(study) or "none"),
         n_trials=len(trials),
         n_complete=sum(1 for t in trials if t.state == TrialState.COMPLETE),
         n_pruned_budget=by_budget,

@@ -129,8 +129,10 @@ def _with_ledger(
     tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray))
     _note_unmatched(sweep, tuning[tuning["_n"].isna()])
     tuning = tuning.dropna(subset=["_n"])
-    hit = _join_per_trial(sweep.trials, _per_trial(tuning))
-    _states_from_ledger(sweep.trials, tuning, ray)
+    agg = _per_trial(tuning)
+    fates = agg.pop("status")
+    hit = _join_per_trial(sweep.trials, agg)
+    _states_from_ledger(sweep.trials, fates, ray)
     _clear_derived(sweep)
     sweep.runs = _runs(e)
     if not hit.all():
@@ -138,13 +140,12 @@ def _with_ledger(
     return sweep
 
 
-def _states_from_ledger(trials: pd.DataFrame, tuning: pd.DataFrame, ray: bool) -> None:
+def _states_from_ledger(trials: pd.DataFrame, fates: pd.Series, ray: bool) -> None:
     """Trial fates the ledger knows better, in place. A Ray folder calls every trial that
     ended ``done`` complete, although a budget may have stopped it (the ledger says pruned);
     an Optuna trial whose worker was killed stays RUNNING in Optuna's storage for ever (the
-    ledger says killed)."""
-    last = tuning.groupby("_n")["status"].last()  # a restored Ray trial: its last window
-    ledger_state = trials["number"].astype("float64").map(last)
+    ledger says killed). ``fates``: the ledger status per trial number."""
+    ledger_state = trials["number"].astype("float64").map(fates)
     known = ledger_state.notna() & (ledger_state != "running")
     take = known if ray else known & (trials["state"] == "running")
     trials.loc[take, "state"] = ledger_state[take]
@@ -187,6 +188,7 @@ def _per_trial(tuning: pd.DataFrame) -> pd.DataFrame:
         intensity_source=("intensity_source", "first"),
         devices=("devices", lambda s: sorted({d for x in s for d in (x or [])})),
         host=("host", "first"),
+        status=("status", "last"),  # a restored Ray trial: its last window's fate
     )
 
 

@@ -7,12 +7,7 @@ import tempfile
 from pathlib import Path
 
 from hpsearch_budget.errors import HpauditInputError
-
-
-def is_special(path: Path) -> bool:
-    """Whether ``path`` exists and is neither a regular file nor a folder (a device such as
-    ``/dev/null``, a named pipe): renaming a file over it would replace it."""
-    return path.exists() and not path.is_file() and not path.is_dir()
+from hpsearch_budget.ledger._export import is_special
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
