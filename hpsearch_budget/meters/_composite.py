@@ -140,6 +140,12 @@ def default_meter(
             include = tuple(d for d, c in (("cpu", "cpu"), ("ram", "dram")) if c not in covered)
             if include:
                 meters.append(EstimateMeter(include=include))
+        if not meters:  # only forced readers can leave nothing: never a silent zero
+            raise MeterError(
+                f"prefer={list(forced or ())} meters nothing here "
+                f"({'; '.join(notes) or 'devices=[] names no GPU'}): name the GPUs with "
+                "devices=[...] or add 'estimate' to prefer"
+            )
     except BaseException:
         for meter in meters:
             meter.close()

@@ -152,6 +152,22 @@ def test_default_meter_forcing_and_validation(tmp_path: Path) -> None:
         default_meter(prefer="rapl", powercap_root=tmp_path)
 
 
+def test_forced_readers_that_meter_nothing_are_an_error_not_zero_joules(
+    fakes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # prefer="nvml" with no GPU named (or none visible) used to give a meter with no domain:
+    # measure() then reported 0 J with no source and no note.
+    with pytest.raises(MeterError, match=r"meters nothing.*add 'estimate'"):
+        default_meter(devices=[], prefer="nvml")
+    with pytest.raises(MeterError, match=r"meters nothing"), measure(devices=[], prefer="nvml"):
+        pass
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(MeterError, match=r"no NVIDIA GPU visible"):
+        default_meter(prefer="nvml", nvml=fakes.FakeNvml([fakes.FakeGpu(fakes.UUIDS[0])]))
+    with default_meter(devices=[], prefer=("nvml", "estimate")) as meter:
+        assert meter.domains() == ["cpu", "ram"]
+
+
 def test_default_meter_without_counters_falls_back_with_notes(
     tmp_path: Path, fakes: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
