@@ -332,11 +332,13 @@ def _what_ifs(
         )
     tuning = phases[0]
     n = int(tuning.runs)
+    # The mean is over the trials whose energy is in the sums (the others are left out).
+    known = n - tuning.runs_without_energy
     extra = more_trials if more_trials is not None else n
-    if extra > 0 and n > 0 and math.isfinite(tuning.energy_kwh_pue):
+    if extra > 0 and known > 0 and math.isfinite(tuning.energy_kwh_pue):
         # The sweep's mean cost per trial, pruned and failed trials included.
-        kwh = total.energy_kwh_pue + extra * tuning.energy_kwh_pue / n
-        co2 = total.co2e_g + extra * tuning.co2e_g / n
+        kwh = total.energy_kwh_pue + extra * tuning.energy_kwh_pue / known
+        co2 = total.co2e_g + extra * tuning.co2e_g / known
         out.append(
             WhatIf(
                 f"with {extra} more tuning trials",

@@ -120,6 +120,23 @@ def test_rnd_what_ifs() -> None:
     assert more.co2e_g == pytest.approx(r.total.co2e_g + 6 * 500.0)
 
 
+def test_more_trials_what_if_averages_only_trials_with_energy_data() -> None:
+    # Trial 2 has no energy data: the tuning sums leave it out, so the mean cost per trial is
+    # that of trials 0 and 1 (1 kWh x PUE 1.25, 500 g each), not those sums over 3 trials.
+    sw = Sweep.from_records(
+        "s",
+        [
+            *_sweep([0.5, 0.2]).trials.to_dict("records"),
+            {"number": 2, "value": 0.7, "params": {"lr": 2}, "wall_s": 1800.0},
+        ],
+    )
+    r = rnd_cost(sw, Assumptions(), more_trials=4)
+    assert r.phases[0].runs_without_energy == 1
+    (more,) = r.what_ifs
+    assert more.energy_kwh_pue == pytest.approx(r.total.energy_kwh_pue + 4 * 1.25)
+    assert more.co2e_g == pytest.approx(r.total.co2e_g + 4 * 500.0)
+
+
 def test_rnd_without_energy_reports_time_and_says_so() -> None:
     sw = Sweep.from_records("s", [{"number": 0, "value": 1.0, "wall_s": 60.0}])
     r = rnd_cost(sw)
