@@ -276,6 +276,14 @@ def rnd_cost(
             phases.append(projected_phase(phase, chosen, factor, a))
     if chosen is None:
         notes.append("no complete trial: final training and seed reruns cannot be projected")
+    unknown = [p.phase for p in phases[1:] if p.basis == "none" and p.runs > 0]
+    if chosen is not None and unknown:
+        notes.append(
+            f"{' and '.join(unknown)}: the chosen trial #{int(chosen['number'])} has no energy "
+            f"data, so they cannot be projected and the total leaves {' and '.join(unknown)} "
+            "out (it is not the whole R&D cost); meter that trial or record the runs in the "
+            "ledger"
+        )
     if tuning.runs_without_energy:
         notes.append(
             f"{tuning.runs_without_energy} of {int(tuning.runs)} trial(s) have no energy data "

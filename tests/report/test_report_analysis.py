@@ -154,6 +154,22 @@ def test_rnd_without_a_complete_trial_projects_nothing_and_counts_no_run() -> No
     assert any("cannot be projected" in n for n in r.notes)
 
 
+def test_a_chosen_trial_without_energy_says_the_total_leaves_its_projections_out() -> None:
+    rows = [
+        {"number": 0, "value": 0.3, "energy_j": 3.6e6, "wall_s": 60.0, "energy_source": "measured"},
+        {"number": 1, "value": 0.1, "wall_s": 60.0},  # the best trial, not metered
+    ]
+    r = rnd_cost(Sweep.from_records("s", rows), Assumptions(final_epochs=2, seeds=3))
+    _, final, seed = r.phases
+    assert (final.basis, seed.basis) == ("none", "none") and final.runs == 2
+    assert r.total.energy_j == pytest.approx(3.6e6)  # the final and seed runs are not in it
+    assert any(
+        n.startswith("final and seed: the chosen trial #1 has no energy data")
+        and "the total leaves final and seed out" in n
+        for n in r.notes
+    )
+
+
 def test_assumptions_reject_bad_factors() -> None:
     for bad in ({"final_epochs": -1.0}, {"seeds": -2}, {"pue": 0.9}):
         with pytest.raises(HpauditInputError):
