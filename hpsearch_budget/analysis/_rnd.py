@@ -47,10 +47,21 @@ class Assumptions:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.final_epochs) and self.final_epochs >= 0):
             raise HpauditInputError(f"final_epochs must be a number >= 0, got {self.final_epochs}")
-        if self.seeds < 0:
-            raise HpauditInputError(f"seeds must be >= 0 reruns, got {self.seeds}")
+        if not (math.isfinite(self.seeds) and self.seeds >= 0 and self.seeds == int(self.seeds)):
+            raise HpauditInputError(f"seeds must be a whole number >= 0 reruns, got {self.seeds}")
         if not (math.isfinite(self.pue) and self.pue >= 1.0):
             raise HpauditInputError(f"PUE must be >= 1.0, got {self.pue}")
+        if not (math.isfinite(self.usd_per_kwh) and self.usd_per_kwh >= 0):
+            raise HpauditInputError(
+                f"usd_per_kwh must be a finite number >= 0, got {self.usd_per_kwh}"
+            )
+        if self.gpu_usd_per_hour is not None:
+            low, high = self.gpu_usd_per_hour
+            if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
+                raise HpauditInputError(
+                    "gpu_usd_per_hour must be (low, high) USD per GPU-hour, finite, with "
+                    f"0 <= low <= high, got {self.gpu_usd_per_hour}"
+                )
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,23 @@ def test_assumptions_reject_bad_factors() -> None:
             Assumptions(**bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"seeds": math.nan},  # used to give a NaN seed phase and a NaN run count
+        {"seeds": 2.5},
+        {"usd_per_kwh": -0.1},
+        {"usd_per_kwh": math.nan},
+        {"gpu_usd_per_hour": (math.nan, 1.0)},
+        {"gpu_usd_per_hour": (1.0, -1.0)},  # used to give negative cloud costs
+        {"gpu_usd_per_hour": (3.0, 1.0)},
+    ],
+)
+def test_assumptions_reject_nan_fractional_seeds_and_bad_prices(bad: dict) -> None:
+    with pytest.raises(HpauditInputError, match=next(iter(bad))):
+        Assumptions(**bad)
+
+
 def test_seed_variance_origins() -> None:
     none = seed_variance(_sweep([0.5, 0.2]))
     assert none.spread is None and "seed" in none.note
