@@ -169,8 +169,10 @@ class RaplMeter(Meter):
             raise MeterError(f"cannot read {folder}/max_energy_range_uj ({exc})") from exc
         max_w = MAX_PACKAGE_W
         with contextlib.suppress(OSError, ValueError):  # no limit published: keep the bound
-            # Twice the package's power limit: a short turbo burst can exceed PL1.
-            max_w = max(1.0, 2 * int((folder / "constraint_0_max_power_uw").read_text()) / 1e6)
+            limit_uw = int((folder / "constraint_0_max_power_uw").read_text())
+            if limit_uw > 0:  # 0 (common for DRAM zones) means no limit published either
+                # Twice the package's power limit: a short turbo burst can exceed PL1.
+                max_w = max(1.0, 2 * limit_uw / 1e6)
         return _Zone(domain, path, fd, range_uj=range_uj, max_w=max_w)
 
     def domains(self) -> list[str]:

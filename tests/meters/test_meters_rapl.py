@@ -122,6 +122,22 @@ def test_a_gap_longer_than_a_wrap_period_is_reported(tmp_path: Path, powercap: A
         assert len(notes) == 1 and "a wrap may be missed" in notes[0]
 
 
+def test_a_zero_power_limit_is_no_limit_not_a_1_w_bound(tmp_path: Path, powercap: Any) -> None:
+    # Many zones (DRAM ones especially) publish constraint_0_max_power_uw = 0. Read as a 1 W
+    # bound, a 100 J counter "could not wrap" for 100 s: a 0.15 s gap went unreported and the
+    # poller read every 25 s. With no limit the bound is MAX_PACKAGE_W (a 0.1 s wrap period).
+    root = tmp_path / "zero-limit"
+    tree = type(powercap)(root)  # a PowercapTree with this one zone
+    tree.zone("intel-rapl:0", "package-0", 0, 100_000_000, constraint_0_max_power_uw=0)
+    with RaplMeter(root, include=("cpu",)) as meter:
+        assert meter.poll_s == pytest.approx(100 / rapl_module.MAX_PACKAGE_W / 4)
+    with RaplMeter(root, include=("cpu",), poll_s=0) as meter:
+        meter.read()
+        time.sleep(0.15)
+        meter.read()
+        assert any("a wrap may be missed" in n for n in meter.notes)
+
+
 def test_permission_denied_says_how_to_fix(powercap: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def denied(path: Path) -> int:
         raise PermissionError(13, "Permission denied", str(path))
