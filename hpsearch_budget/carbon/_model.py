@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,13 +43,14 @@ class CarbonModel:
     usd_per_kwh: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.pue >= 1.0:
+        if not 1.0 <= self.pue < math.inf:
             raise HpauditInputError(
-                f"PUE must be >= 1.0 (a ratio of facility to IT power), got {self.pue}"
+                f"PUE must be a finite number >= 1.0 (a ratio of facility to IT power), got "
+                f"{self.pue}"
             )
-        if not self.usd_per_kwh >= 0.0:
+        if not 0.0 <= self.usd_per_kwh < math.inf:
             raise HpauditInputError(
-                f"electricity price must be >= 0 USD/kWh, got {self.usd_per_kwh}"
+                f"electricity price must be a finite number >= 0 USD/kWh, got {self.usd_per_kwh}"
             )
 
     def footprint(self, energy_j: float, when: datetime | None = None) -> Footprint:

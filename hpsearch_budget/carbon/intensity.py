@@ -13,6 +13,7 @@ year, so every carbon figure can say where its intensity came from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,9 +31,9 @@ class Intensity:
     year: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.g_per_kwh >= 0:  # also rejects NaN
+        if not 0 <= self.g_per_kwh < math.inf:  # also rejects NaN
             raise HpauditInputError(
-                f"carbon intensity must be a number >= 0 g/kWh, got {self.g_per_kwh!r}"
+                f"carbon intensity must be a finite number >= 0 g/kWh, got {self.g_per_kwh!r}"
             )
 
     @property

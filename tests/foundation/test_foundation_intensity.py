@@ -188,6 +188,19 @@ def test_callable_intensity_accepts_numbers_or_intensities() -> None:
         CallableIntensity(lambda when: -1.0).at(T0)
 
 
+def test_infinite_intensity_pue_or_price_is_refused_not_charged() -> None:
+    # inf passed the ">= 0" / ">= 1" checks and charged infinite carbon (and NaN money).
+    inf = float("inf")
+    with pytest.raises(HpauditInputError, match="finite"):
+        CallableIntensity(lambda when: inf).at(T0)
+    with pytest.raises(HpauditInputError, match="finite"):
+        Intensity(inf, "api")
+    with pytest.raises(HpauditInputError, match="PUE must be a finite"):
+        CarbonModel(StaticIntensity.of(400.0), pue=inf)
+    with pytest.raises(HpauditInputError, match="electricity price must be a finite"):
+        CarbonModel(StaticIntensity.of(400.0), usd_per_kwh=inf)
+
+
 def test_resolver_each_option(tmp_path: Path) -> None:
     assert resolve_intensity().at(T0) == default_intensity()
     assert resolve_intensity(region="SE").at(T0) == region_intensity("SWE")
