@@ -109,7 +109,8 @@ class NvmlMeter(Meter):
         sample_hz: sampling rate of the power integrator (GPUs without an energy counter).
         mig: what to do with a MIG instance (``MIG-...``): ``"error"`` raises with the fix;
             ``"parent"`` meters the whole parent GPU (NVML has no per-instance energy), which
-            the caller must then split, e.g. with a ``gpu_share`` in the ledger.
+            the caller must then split, e.g. with :class:`hpsearch_budget.attribution.Attributor`
+            and ``gpus={"gpu:<i>": share}`` (the ledger's ``gpu_share`` only scales GPU-hours).
         strict: when False, a GPU that cannot be metered is left out with a note instead of
             raising (what :func:`default_meter` does).
         mode: ``"auto"`` (counter when the GPU has one), ``"counter"`` or ``"power"`` (force the
@@ -203,10 +204,13 @@ class NvmlMeter(Meter):
             raise MeterError(
                 f"{token} is a MIG instance of GPU {index}: NVML reports energy only for the "
                 f"whole GPU. Meter the parent with NvmlMeter(mig='parent') or devices=[{index}] "
-                "and split it by share (e.g. gpu_share=1/7 for a 1g slice of 7)"
+                "and split its energy by share with hpsearch_budget.attribution.Attributor "
+                f"(gpus={{'gpu:{index}': 1/7}} for a 1g slice of 7; the ledger's gpu_share only "
+                "scales GPU-hours)"
             )
         self.notes.append(
-            f"gpu:{index}: metering the whole GPU for MIG instance {token}; split it by share"
+            f"gpu:{index}: metering the whole GPU for MIG instance {token}; split its energy "
+            f"by share (Attributor, gpus={{'gpu:{index}': share}})"
         )
         return index
 

@@ -77,12 +77,40 @@ def test_mig_instance_error_names_the_parent_and_the_fix(fakes: SimpleNamespace)
     nvml = fakes.FakeNvml(
         [fakes.FakeGpu(fakes.UUIDS[0], mig=1)], migs=[fakes.FakeMig("MIG-aaaa-bbbb", parent=0)]
     )
-    with pytest.raises(MeterError, match=r"MIG instance of GPU 0.*mig='parent'.*gpu_share"):
+    with pytest.raises(MeterError, match=r"MIG instance of GPU 0.*mig='parent'.*Attributor"):
         NvmlMeter(["MIG-aaaa-bbbb"], nvml=nvml)
     with NvmlMeter(["MIG-aaaa-bbbb"], nvml=nvml, mig="parent") as meter:
         assert meter.domains() == ["gpu:0"]
         assert any("MIG mode" in n for n in meter.notes)
         assert any("whole GPU for MIG instance" in n for n in meter.notes)
+
+
+def test_the_mig_advice_splits_energy_where_the_ledger_gpu_share_does_not(
+    fakes: SimpleNamespace, tmp_path: Any
+) -> None:
+    """The error used to say 'split it by share (e.g. gpu_share=1/7)': the ledger's gpu_share
+    scales GPU-hours only, so a 1g slice was still charged the whole GPU's energy."""
+    from hpsearch_budget.attribution import Attributor
+    from hpsearch_budget.ledger import Ledger
+
+    nvml = fakes.FakeNvml(
+        [fakes.FakeGpu(fakes.UUIDS[0], mig=1)], migs=[fakes.FakeMig("MIG-aaaa-bbbb", parent=0)]
+    )
+    with pytest.raises(MeterError) as error:
+        NvmlMeter(["MIG-aaaa-bbbb"], nvml=nvml)
+    advice = str(error.value)
+    assert "gpus={'gpu:0': 1/7}" in advice and "gpu_share only scales GPU-hours" in advice
+    with NvmlMeter(["MIG-aaaa-bbbb"], nvml=nvml, mig="parent") as meter:
+        begin = meter.read()
+        attributor = Attributor(meter)
+        attributor.start("slice", cpu_s=lambda: 0.0, gpus={"gpu:0": 1 / 7})
+        nvml.gpus[0].energy_mj += 7_000_000  # the whole GPU: 7 kJ
+        assert attributor.stop("slice").energy_j == pytest.approx(1000.0)
+        whole = meter.read() - begin
+    ledger = Ledger(f"sqlite:///{tmp_path}/l.db")
+    window = ledger.open_window("s", "s:0", devices=["gpu:0"], gpu_share=1 / 7)
+    assert ledger.finalize(window, whole, status="complete").energy_j == pytest.approx(7000.0)
+    ledger.close()
 
 
 def test_non_strict_meter_leaves_bad_devices_out_with_a_note(fakes: SimpleNamespace) -> None:
