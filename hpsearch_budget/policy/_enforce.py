@@ -375,7 +375,7 @@ def carbon_model(policy: Policy) -> CarbonModel:
     """The :class:`CarbonModel` of a policy's defaults (intensity, PUE, electricity price).
 
     What the defaults leave out is what a sweep gets without a policy: the ledger's default
-    intensity (the paper's US average) and the default PUE.
+    intensity (the world average) and the default PUE.
     """
     from hpsearch_budget.carbon import CarbonModel, StaticIntensity, resolve_intensity
     from hpsearch_budget.ledger import default_carbon
