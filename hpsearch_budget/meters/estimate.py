@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -218,8 +219,11 @@ class EstimateMeter(Meter):
     ) -> None:
         if scope not in ("tree", "process", "thread"):
             raise MeterError(f"scope must be 'tree', 'process' or 'thread', got {scope!r}")
-        if watts_per_core < 0 or watts_per_gb < 0:
-            raise MeterError("watts_per_core and watts_per_gb must be >= 0 W")
+        if not (0 <= watts_per_core < math.inf and 0 <= watts_per_gb < math.inf):  # NaN too
+            raise MeterError(
+                f"watts_per_core and watts_per_gb must be finite numbers >= 0 W, got "
+                f"{watts_per_core} and {watts_per_gb}"
+            )
         if scope == "thread" and pid not in (None, os.getpid()):
             raise MeterError("scope='thread' meters a thread of this process: leave pid unset")
         self._domains: list[str] = [d for d in ("cpu", "ram") if d in include]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -147,6 +148,20 @@ def test_estimate_says_why_it_is_an_estimate_and_validates_input() -> None:
     with pytest.raises(MeterError, match="scope must be"):
         EstimateMeter(scope="cluster")  # type: ignore[arg-type]
     assert EstimateMeter(include=("ram",)).domains() == ["ram"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"watts_per_core": math.nan},  # used to read as 0 J: NaN windows were clamped to 0
+        {"watts_per_gb": math.nan},
+        {"watts_per_core": math.inf},  # used to charge infinite joules
+        {"watts_per_gb": -0.1},
+    ],
+)
+def test_estimate_refuses_nan_or_infinite_watts(kwargs: dict) -> None:
+    with pytest.raises(MeterError, match="finite numbers >= 0 W"):
+        EstimateMeter(**kwargs)
 
 
 def test_process_scope_leaves_children_out() -> None:
