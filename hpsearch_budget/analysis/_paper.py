@@ -17,6 +17,7 @@ paper reproductions in ``experiments/paper_tables.py``. Every figure here is an 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from hpsearch_budget.carbon import Intensity, PriceRange, default_electricity_price, gpu_price
@@ -58,27 +59,27 @@ def energy_kwh(power_w: float, hours: float, pue: float = PAPER_PUE) -> float:
     _check(power_w, "power_w")
     _check(hours, "hours")
     _check_pue(pue)
-    return pue * watts_hours_to_kwh(power_w, hours)
+    return float(pue * watts_hours_to_kwh(power_w, hours))
 
 
 def co2e_g(energy_kwh: float, g_per_kwh: float) -> float:
     """Eq. 2: grams CO2e for ``energy_kwh`` at ``g_per_kwh``."""
     _check(energy_kwh, "energy_kwh")
     _check(g_per_kwh, "g_per_kwh")
-    return energy_kwh * g_per_kwh
+    return float(energy_kwh * g_per_kwh)
 
 
 def cloud_cost_usd(hours: float, devices: int, price: PriceRange) -> tuple[float, float]:
     """(low, high) USD to rent ``devices`` accelerators for ``hours``."""
     _check(hours, "hours")
     _check_devices(devices)
-    return price.cost(device_hours=hours * devices)
+    return price.cost(device_hours=float(hours * devices))
 
 
 def electricity_cost_usd(energy_kwh: float, usd_per_kwh: float) -> float:
     _check(energy_kwh, "energy_kwh")
     _check(usd_per_kwh, "usd_per_kwh")
-    return energy_kwh * usd_per_kwh
+    return float(energy_kwh * usd_per_kwh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,7 @@ def estimate(
         electricity_price_source=price_label,
         electricity_usd=electricity_cost_usd(kwh, usd_per_kwh),
         accelerator=price.accelerator if price else None,
-        devices=devices,
+        devices=int(devices),
         cloud_usd_low=low,
         cloud_usd_high=high,
         price_source=f"{price.source} [{price.edition}]" if price else None,
@@ -170,14 +171,15 @@ def estimate(
 
 
 def _check(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # numbers.Real: numpy scalars (a DataFrame's values) are numbers too.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise HpauditInputError(f"{name} must be a number >= 0, got {value!r}")
     if not (math.isfinite(value) and value >= 0):
         raise HpauditInputError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_pue(pue: float) -> None:
-    if isinstance(pue, bool) or not isinstance(pue, int | float):
+    if isinstance(pue, bool) or not isinstance(pue, numbers.Real):
         raise HpauditInputError(f"PUE must be a number >= 1, got {pue!r}")
     if not (math.isfinite(pue) and pue >= 1.0):
         raise HpauditInputError(
@@ -186,5 +188,5 @@ def _check_pue(pue: float) -> None:
 
 
 def _check_devices(devices: int) -> None:
-    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+    if isinstance(devices, bool) or not isinstance(devices, numbers.Integral) or devices < 1:
         raise HpauditInputError(f"number of devices must be a whole number >= 1, got {devices!r}")

@@ -123,3 +123,29 @@ def test_estimate_defaults_label_sources() -> None:
 def test_estimate_rejects_bad_input(kwargs: dict) -> None:
     with pytest.raises(HpauditInputError):
         estimate(**kwargs)
+
+
+def test_estimate_takes_numpy_numbers_from_a_dataframe() -> None:
+    # Used to fail with "power_w must be a number >= 0, got 300" for numpy scalars.
+    import json
+
+    import numpy as np
+
+    ours = estimate(
+        power_w=np.int64(1415),
+        hours=np.float32(12.0),
+        pue=np.float64(1.58),
+        accelerator="P100",
+        devices=np.int64(8),
+        price_edition="strubell2019",
+    )
+    plain = estimate(
+        power_w=1415.0,
+        hours=12.0,
+        pue=1.58,
+        accelerator="P100",
+        devices=8,
+        price_edition="strubell2019",
+    )
+    assert ours == plain
+    json.dumps(ours.as_dict())  # plain floats and ints: the CLI's JSON
