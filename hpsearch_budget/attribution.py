@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.meters.base import Measurement, Meter, Reading
+from hpsearch_budget.meters.base import Measurement, Meter, Reading, Source
 from hpsearch_budget.meters.estimate import ProcessTree
 
 CpuSplit = Literal["capacity", "used"]
@@ -277,3 +277,100 @@ def _cpu_clock(
         return lambda: time.clock_gettime(clock_id)
     tree = ProcessTree(pid)
     return lambda: tree.sample()[0]
+
+
+def machine_wide(domain: str) -> bool:
+    """Whether a meter's ``domain`` counts the whole device or package (hardware counters:
+    ``gpu:<i>``, ``cpu:package-<n>``, ``dram:package-<n>``) rather than only the metered
+    processes (the estimate's ``cpu`` and ``ram``, a replay)."""
+    return domain.startswith(("gpu:", "cpu:package-", "dram:package-"))
+
+
+class ProcessShareMeter(Meter):
+    """This process tree's part of a machine-wide meter: one worker among several on a machine.
+
+    A RAPL package counter sees every process on the machine, and a GPU held by two Ray trials
+    (``{"gpu": 0.5}``) sees both: metering each worker with the machine's meter would charge
+    each for all of them. Each read attributes the energy since the previous read as
+    :func:`attribute` does with this worker as the only trial: a package or DRAM domain by the
+    tree's CPU seconds over the machine's capacity (``cores`` x wall time; the rest is other
+    processes' or idle), a GPU domain by ``gpu_share``; the process-scoped domains (the
+    estimate's ``cpu`` and ``ram``) stay whole. Readings are cumulative, as any meter's.
+
+    >>> from hpsearch_budget.meters import ReplayMeter
+    >>> machine = ReplayMeter(power_w={"cpu:package-0": 100.0, "gpu:0": 200.0, "ram": 3.0})
+    >>> used = [0.0]
+    >>> mine = ProcessShareMeter(machine, cpu_s=lambda: used[0], gpu_share=0.5, cores=4)
+    >>> start = mine.read()
+    >>> _ = machine.advance(10.0); used[0] = 20.0   # 2 of 4 cores busy for 10 s
+    >>> (mine.read() - start).by_domain
+    {'cpu:package-0': 500.0, 'gpu:0': 1000.0, 'ram': 30.0}
+    """
+
+    def __init__(
+        self,
+        meter: Meter,
+        *,
+        pid: int | None = None,
+        cpu_s: Callable[[], float] | None = None,
+        gpu_share: float = 1.0,
+        cores: float | None = None,
+    ) -> None:
+        if not (0.0 < gpu_share <= 1.0):
+            raise HpauditInputError(f"gpu_share must be in (0, 1], got {gpu_share!r}")
+        self.meter = meter
+        self.gpu_share = float(gpu_share)
+        self.cores = float(os.cpu_count() or 1) if cores is None else float(cores)
+        self.source = getattr(meter, "source", Source.MEASURED)
+        self._clock = cpu_s if cpu_s is not None else _cpu_clock(pid or os.getpid(), None, None)
+        self._lock = threading.Lock()
+        self._last: Reading | None = None
+        self._cpu_last = 0.0
+        self._total: dict[str, float] = {}
+
+    @classmethod
+    def needed(cls, meter: Meter, gpu_share: float = 1.0) -> bool:
+        """Whether ``meter`` has a domain this worker shares: a CPU package or DRAM counter,
+        or a GPU it holds only part of (else the meter is already this worker's own)."""
+        return any(
+            machine_wide(d) and (not d.startswith("gpu:") or gpu_share < 1.0)
+            for d in meter.domains()
+        )
+
+    @property
+    def notes(self) -> list[str]:  # type: ignore[override]
+        mine = []
+        if any(machine_wide(d) and not d.startswith("gpu:") for d in self.domains()):
+            mine.append(
+                "CPU package / DRAM counters: this worker is charged its process tree's CPU "
+                f"time over the machine's {self.cores:g} cores; the rest is other processes' "
+                "or idle"
+            )
+        if self.gpu_share < 1.0 and any(d.startswith("gpu:") for d in self.domains()):
+            mine.append(f"GPU counters: this worker holds {self.gpu_share:g} of each GPU")
+        return [*self.meter.notes, *mine]
+
+    def domains(self) -> list[str]:
+        return self.meter.domains()
+
+    def read(self) -> Reading:
+        with self._lock:
+            now, cpu = self.meter.read(), self._clock()
+            if self._last is not None:
+                self._add(now - self._last, max(0.0, cpu - self._cpu_last))
+            self._last, self._cpu_last = now, cpu
+            energy = {d: self._total.setdefault(d, 0.0) for d in now.energy_j}
+            return Reading(now.time_s, energy, dict(now.sources))
+
+    def _add(self, delta: Measurement, cpu_s: float) -> None:
+        wide = {d: j for d, j in delta.by_domain.items() if machine_wide(d)}
+        gpus = {d: self.gpu_share for d in wide if d.startswith("gpu:")}
+        usage = {"worker": Usage(cpu_s, gpus)}
+        capacity = self.cores * delta.wall_s
+        mine = attribute(Measurement(delta.wall_s, wide), usage, cpu_capacity_s=capacity)
+        for d, joules in delta.by_domain.items():
+            part = mine.by_trial["worker"].by_domain[d] if d in wide else joules
+            self._total[d] = self._total.get(d, 0.0) + part
+
+    def close(self) -> None:
+        self.meter.close()

@@ -362,7 +362,9 @@ def metered(
         objective: ``objective(trial) -> value(s)``, unchanged.
         ledger: a :class:`~hpsearch_budget.ledger.Ledger`, a database URL, or None
             (``$HPAUDIT_LEDGER`` or ``sqlite:///hpaudit.db``).
-        meter: where joules come from (None: ``hpsearch_budget.meters.default_meter()``).
+        meter: where joules come from (None: the process's
+            ``hpsearch_budget.meters.shared_meter()``, as this worker's part of machine-wide
+            RAPL counters: :class:`~hpsearch_budget.attribution.ProcessShareMeter`).
         energy_objective: also return the trial's energy (kWh at the device) as the last
             objective value; the study must have one more direction than the objective returns,
             and that last direction must be ``minimize``.

@@ -94,9 +94,7 @@ def shared_meter(meter: Meter | None) -> SharedMeter:
     """The process's one :class:`SharedMeter` for ``meter`` (None: the process's default meter,
     :func:`hpsearch_budget.meters.shared_meter`)."""
     if meter is None:
-        from hpsearch_budget.meters import shared_meter as default_shared
-
-        meter = default_shared()
+        meter = _process_meter()
     with _shared_lock:
         found = _shared.get(id(meter))
         if found is None or found.meter is not meter:
@@ -104,11 +102,31 @@ def shared_meter(meter: Meter | None) -> SharedMeter:
         return found
 
 
+_process: Meter | None = None
+
+
+def _process_meter() -> Meter:
+    """The process's default meter, as this worker's part of the machine when it reads
+    machine-wide counters (RAPL): other workers on the machine pay their own part."""
+    global _process
+    from hpsearch_budget.attribution import ProcessShareMeter
+    from hpsearch_budget.meters import shared_meter as default_shared
+
+    machine = default_shared()
+    with _shared_lock:
+        inner = _process.meter if isinstance(_process, ProcessShareMeter) else _process
+        if _process is None or inner is not machine:
+            share = ProcessShareMeter.needed(machine)
+            _process = ProcessShareMeter(machine) if share else machine
+        return _process
+
+
 def _forget() -> None:
     # A forked worker starts with no open windows; the parent's locks may be held.
-    global _shared_lock
+    global _shared_lock, _process
     _shared_lock = threading.Lock()
     _shared.clear()
+    _process = None
 
 
 os.register_at_fork(after_in_child=_forget)

@@ -107,8 +107,10 @@ def metered(
         study: ledger study name; default the Tune experiment name.
         metric: a reported metric to store as the window's objective value.
         max_steps: a trial stopped by Tune after this many reports counts as ``complete``.
-        meter: ``meter(gpu_ids) -> Meter`` built in the worker; default
-            :func:`hpsearch_budget.meters.default_meter` on the assigned GPUs.
+        meter: ``meter(gpu_ids) -> Meter`` built in the worker (taken as the trial's own);
+            default :func:`hpsearch_budget.meters.default_meter` on the assigned GPUs, charging
+            the trial its part of counters it shares (a fractional GPU, a RAPL package):
+            :class:`~hpsearch_budget.attribution.ProcessShareMeter`.
         project, user: who the windows belong to (policy caps per project / user).
         checkpoint_interval_s: heartbeat: the longest a running window goes unrecorded.
         finalize_timeout_s: how long a stopping worker waits for its final ledger write.
@@ -292,24 +294,30 @@ class _TrialRun:
             self.study = self.spec.study or ctx.get_experiment_name()
             self.ledger = _worker_ledger(self.spec)
             gpu_ids = _assigned_gpus()
-            self.meter = self._make_meter(gpu_ids)
+            share = _gpu_share(ctx, len(gpu_ids))
+            self.meter = self._make_meter(gpu_ids, share)
             try:
-                self._open(trial_id, config, gpu_ids, ctx)
+                self._open(trial_id, config, gpu_ids, share)
                 self._run_with_reports(session, trainable, config)
             finally:
                 self.meter.close()
         finally:
             done.set()  # also when the ledger or the meter could not be opened
 
-    def _make_meter(self, gpu_ids: Sequence[str]) -> Meter:
+    def _make_meter(self, gpu_ids: Sequence[str], share: float) -> Meter:
         if self.spec.meter is not None:
             return self.spec.meter(gpu_ids)
+        from hpsearch_budget.attribution import ProcessShareMeter
         from hpsearch_budget.meters import default_meter
 
-        return default_meter(devices=list(gpu_ids))
+        meter = default_meter(devices=list(gpu_ids))
+        # The machine's counters see every trial on the node (RAPL) or on the GPU (a fractional
+        # GPU): this trial is charged its part of them, not all of it.
+        if ProcessShareMeter.needed(meter, share):
+            return ProcessShareMeter(meter, gpu_share=share)
+        return meter
 
-    def _open(self, trial_id: str, config: Mapping[str, Any], gpu_ids: Sequence[str], ctx: Any):
-        share = _gpu_share(ctx, len(gpu_ids))
+    def _open(self, trial_id: str, config: Mapping[str, Any], gpu_ids: Sequence[str], share: float):
         self.state.start = self.meter.read()  # first: a meter that fails leaves no row
         self.state.window = self.ledger.open_window(
             self.study,

@@ -174,3 +174,76 @@ def test_attributor_charges_threads_by_their_own_cpu_time() -> None:
     assert busy_m.energy_j > 5 * idle_m.energy_j
     with pytest.raises(HpauditInputError, match="exactly one of"):
         att.start("x", pid=1, thread=threads[0].ident)
+
+
+# -- ProcessShareMeter: one worker's part of the machine's counters ------------------------------
+
+
+def test_two_workers_on_one_machine_are_each_charged_their_part_not_all_of_it() -> None:
+    from hpsearch_budget.attribution import ProcessShareMeter
+
+    machine = ReplayMeter(power_w={"cpu:package-0": 100.0, "gpu:0": 300.0, "ram": 2.0})
+    cpu = {"a": 0.0, "b": 0.0}
+    workers = {
+        k: ProcessShareMeter(machine, cpu_s=lambda k=k: cpu[k], gpu_share=0.5, cores=8) for k in cpu
+    }
+    start = {k: w.read() for k, w in workers.items()}
+    machine.advance(10.0)
+    cpu["a"], cpu["b"] = 30.0, 10.0  # 3 and 1 of 8 cores busy for 10 s
+    got = {k: (w.read() - start[k]).by_domain for k, w in workers.items()}
+    assert got["a"]["cpu:package-0"] == pytest.approx(1000.0 * 3 / 8)
+    assert got["b"]["cpu:package-0"] == pytest.approx(1000.0 * 1 / 8)
+    assert got["a"]["gpu:0"] == got["b"]["gpu:0"] == pytest.approx(1500.0)  # half a GPU each
+    assert got["a"]["ram"] == got["b"]["ram"] == pytest.approx(20.0)  # the process's own: whole
+    # Together they never exceed what the machine measured (the rest is idle).
+    assert got["a"]["cpu:package-0"] + got["b"]["cpu:package-0"] <= 1000.0
+    assert got["a"]["gpu:0"] + got["b"]["gpu:0"] == pytest.approx(3000.0)
+
+
+def test_share_meter_readings_stay_cumulative_over_many_reads() -> None:
+    from hpsearch_budget.attribution import ProcessShareMeter
+
+    machine = ReplayMeter(power_w={"cpu:package-0": 50.0})
+    used = [0.0]
+    meter = ProcessShareMeter(machine, cpu_s=lambda: used[0], cores=2)
+    first = meter.read()
+    for busy in (2.0, 0.0, 1.0, 2.0):  # cores busy in each 1 s interval
+        machine.advance(1.0)
+        used[0] += busy
+        meter.read()
+    assert (meter.read() - first).by_domain["cpu:package-0"] == pytest.approx(50.0 * 5.0 / 2.0)
+    assert meter.read().sources == {"cpu:package-0": Source.REPLAYED}
+
+
+def test_share_meter_charges_this_process_cpu_time_by_default() -> None:
+    from hpsearch_budget.attribution import ProcessShareMeter
+    from hpsearch_budget.meters import ProcessTree
+
+    machine = ReplayMeter(power_w={"cpu:package-0": 100.0})
+    tree = ProcessTree()
+    meter = ProcessShareMeter(machine, cores=1)
+    before, start = tree.sample()[0], meter.read()
+    end = time.process_time() + 0.05
+    while time.process_time() < end:  # burn CPU in this process
+        pass
+    after = tree.sample()[0]
+    machine.advance(10.0)
+    charged = (meter.read() - start).by_domain["cpu:package-0"]
+    # 1000 J over 1 core x 10 s: 100 J per CPU second this process burnt (os.times() ticks
+    # are 10 ms, and the meter samples a moment after the test does).
+    assert after - before >= 0.03
+    assert charged == pytest.approx(100.0 * (after - before), abs=100.0 * 0.02)
+
+
+def test_share_meter_is_needed_only_for_counters_the_worker_shares() -> None:
+    from hpsearch_budget.attribution import ProcessShareMeter
+
+    own_gpu = ReplayMeter(power_w={"gpu:0": 1.0, "cpu": 1.0, "ram": 1.0})
+    package = ReplayMeter(power_w={"cpu:package-0": 1.0, "ram": 1.0})
+    assert not ProcessShareMeter.needed(own_gpu)  # a whole GPU and process-scoped estimates
+    assert ProcessShareMeter.needed(own_gpu, gpu_share=0.25)
+    assert ProcessShareMeter.needed(package)
+    shared = ProcessShareMeter(package, cpu_s=lambda: 0.0, cores=4)
+    assert any("over the machine's 4 cores" in n for n in shared.notes)
+    with pytest.raises(HpauditInputError, match="gpu_share"):
+        ProcessShareMeter(own_gpu, cpu_s=lambda: 0.0, gpu_share=0.0)

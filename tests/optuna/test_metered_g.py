@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import optuna
@@ -204,3 +205,44 @@ def test_checkpoint_without_report_for_multi_objective(sqlite_url, replay_meter,
     row = ledger.entries(study="mo").iloc[0]
     assert row["values"] == [1.0, 2.0]
     assert row["value"] is None or math.isnan(row["value"])
+
+
+def _fake_rapl(root: Path) -> Path:
+    """One CPU package in a powercap folder of the real layout (CI has no RAPL)."""
+    zone = root / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    return root
+
+
+def test_default_meter_charges_a_worker_its_cpu_share_of_a_machine_wide_rapl_package(
+    sqlite_url, tmp_path, monkeypatch, burn
+):
+    """Every worker process on a machine reads the same RAPL package: each is charged its
+    process tree's CPU time over the machine's cores, not the whole package."""
+    from hpsearch_budget.meters import _composite, default_meter
+    from hpsearch_budget.optuna import _metering
+
+    root = _fake_rapl(tmp_path / "powercap")
+    machine = default_meter(devices=[], powercap_root=root)
+    monkeypatch.setattr(_composite, "_shared", machine)
+    monkeypatch.setattr(_metering, "_process", None)
+    monkeypatch.setattr(_metering, "_shared", {})
+
+    def objective(trial: optuna.Trial) -> float:
+        # The machine's package spends 1000 J while this trial burns a little CPU.
+        (root / "intel-rapl:0" / "energy_uj").write_text(f"{1000 * 10**6}\n")
+        burn(0.05)
+        return trial.suggest_float("x", 0, 1)
+
+    ledger = Ledger(sqlite_url)
+    optuna.create_study(study_name="rapl").optimize(metered(objective, ledger), n_trials=1)
+    row = ledger.entries(study="rapl").iloc[0]
+    package_j = row["energy_by_domain"]["cpu:package-0"]
+    cores = os.cpu_count() or 1
+    # One busy thread: at most one core's part of the package (plus the meter's own jitter).
+    assert 0.0 < package_j <= 1000.0 / cores * 1.1
+    assert row["sources"]["cpu:package-0"] == "measured"
+    machine.close()

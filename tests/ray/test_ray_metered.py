@@ -10,6 +10,7 @@ from ray import tune
 
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.ledger import Ledger, Scope
+from hpsearch_budget.meters import ReplayMeter
 from hpsearch_budget.ray import RESULT_KEYS, LedgerCallback, metered
 
 pytestmark = pytest.mark.ray
@@ -165,3 +166,20 @@ def test_ledger_unreachable_from_the_worker_fails_the_trial(
     assert len(grid.errors) == 1
     assert "ledger unreachable from the Ray worker" in str(grid.errors[0])
     assert not ran.exists()  # the trial never ran unmetered
+
+
+def test_a_fractional_gpu_trial_is_charged_its_share_of_the_gpu(monkeypatch):
+    """Two trials on one GPU ({"gpu": 0.5}) each read the whole GPU's counter: each is charged
+    half of it (CI has no GPU: the machine is a replay meter, the wiring is the real one)."""
+    from hpsearch_budget import meters
+    from hpsearch_budget.ray._metered import _Spec, _TrialRun
+
+    machine = ReplayMeter(power_w={"gpu:0": 300.0, "cpu": 5.0})
+    monkeypatch.setattr(meters, "default_meter", lambda devices: machine)
+    spec = _Spec("sqlite://", None, None, None, None, None, None, "u", 30.0)
+    half = _TrialRun(spec)._make_meter(["0"], 0.5)
+    start = half.read()
+    machine.advance(10.0)
+    used = half.read() - start
+    assert used.by_domain == pytest.approx({"gpu:0": 1500.0, "cpu": 50.0})
+    assert _TrialRun(spec)._make_meter(["0"], 1.0) is machine  # a whole GPU: its own counter
