@@ -217,7 +217,8 @@ def forecast_section(
     if complete.empty:
         notes.append("no complete trial: the final training is forecast from all finished trials")
     to_finish, total = _sweep_ranges(f, planned, have)
-    final, seed_runs = _final_ranges(f, sweep, final_epochs, seeds, have, notes)
+    n_final = len(complete) if len(complete) else len(with_energy)
+    final, seed_runs = _final_ranges(f, sweep, final_epochs, seeds, have, notes, n_final)
     return m.ForecastSection(
         method=f"{f.method}; final training: median complete trial x {final_epochs:g}",
         level=level,
@@ -299,8 +300,12 @@ def _final_ranges(
     seeds: int,
     have: dict[str, bool],
     notes: list[str],
+    n_sample: int,
 ) -> tuple[m.ForecastRange | None, m.ForecastRange | None]:
-    """The final training and its seed reruns, each unless the ledger already recorded it."""
+    """The final training and its seed reruns, each unless the ledger already recorded it.
+
+    ``n_sample``: the trials whose median is the final training. Fewer than
+    :func:`_min_trials_for_interval` give no interval (low and high null, and a note)."""
     if f.final is None or f.final_low is None or f.final_high is None:
         return None, None
     recorded = set(sweep.runs["phase"]) if len(sweep.runs) else set()
@@ -315,4 +320,27 @@ def _final_ranges(
     elif seeds > 0:
         k = final_epochs * seeds
         seed_runs = _range(seeds, *_scaled(per_run, k), have)
+    need = _min_trials_for_interval(f.level)
+    if n_sample < need and (final is not None or seed_runs is not None):
+        final, seed_runs = _without_interval(final), _without_interval(seed_runs)
+        cover = 1 - 2 * 0.5**n_sample
+        notes.append(
+            f"final training: no {f.level:.0%} interval from {n_sample} trial(s): even "
+            f"their full range holds the median trial's cost with only {cover:.0%} chance "
+            f"({need} trials are needed)"
+        )
     return final, seed_runs
+
+
+def _without_interval(r: m.ForecastRange | None) -> m.ForecastRange | None:
+    """``r`` with its low and high unknown (null in every unit)."""
+    if r is None:
+        return None
+    unknown = _money(Cost(), dict.fromkeys(("energy_j", "co2e_g", "usd", "gpu_s"), False))
+    return r.model_copy(update={"low": unknown, "high": unknown})
+
+
+def _min_trials_for_interval(level: float) -> int:
+    """The fewest trials whose range (lowest to highest) is a ``level`` interval of their
+    median, whatever their distribution: 1 - 2 x 0.5^n >= level (5 at 90%)."""
+    return max(1, math.ceil(1 - math.log2(1 - level)))

@@ -181,10 +181,13 @@ def _what_if_table(r: Report) -> Table:
 
 
 def _range_cell(rng: ForecastRange, unit: str) -> str:
-    """``estimate (low–high)`` of one unit; "n/a" where the sweep recorded no such figure."""
+    """``estimate (low–high)`` of one unit; "n/a" where the sweep recorded no such figure,
+    "no interval" where the trials are too few to give one."""
     est, lo, hi = (getattr(c, unit) for c in (rng.estimate, rng.low, rng.high))
     if est is None:
         return "n/a"
+    if lo is None or hi is None:
+        return f"{_n(est)} (no interval)"
     return f"{_n(est)} ({_n(lo)}–{_n(hi)})"
 
 

@@ -91,7 +91,8 @@ def test_forecast_is_the_hand_computed_one(tmp_path: Path) -> None:
     assert f.final.estimate.energy_kwh == pytest.approx(4.0)
     assert f.final.estimate.co2e_kg == pytest.approx(1.6)
     assert f.seeds.estimate.energy_kwh == pytest.approx(12.0)
-    assert f.final.low.energy_kwh <= 4.0 <= f.final.high.energy_kwh  # type: ignore[operator]
+    # Three complete trials are too few for a 90% interval of their median: none is given.
+    assert f.final.low.energy_kwh is None and f.final.high.energy_kwh is None
 
 
 def test_ledger_source_gives_the_same_forecast(tmp_path: Path) -> None:
@@ -171,3 +172,44 @@ def test_cli_bad_n_trials_exits_2_and_writes_nothing(
     )
     assert code == 2 and msg in err and "Traceback" not in err
     assert not out_file.exists()
+
+
+def _complete_study(tmp: Path, kwh: list[float]) -> tuple[str, str]:
+    """An Optuna study (SQLite) of complete trials whose ledger windows cost ``kwh``."""
+    storage, ledger_url = f"sqlite:///{tmp / 'study.db'}", f"sqlite:///{tmp / 'ledger.db'}"
+    led = Ledger(ledger_url)
+    study = optuna.create_study(study_name="s", storage=storage)
+    for e in kwh:
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        w = led.open_window("s", f"s:{trial.number}", trial_number=trial.number)
+        led.finalize(w, _measure(e), status="complete", value=x)
+        study.tell(trial, x)
+    led.close()
+    return storage, ledger_url
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_too_few_trials_give_no_final_interval_not_a_narrow_one(tmp_path: Path, n: int) -> None:
+    # The range of n trials holds their median trial's cost with chance 1 - 2 x 0.5^n: below
+    # 90% for n < 5, so no 90% interval can be drawn from them (1 trial gave a zero-width one).
+    rep = _report(*_complete_study(tmp_path, [1.0 + i for i in range(n)]), n_trials=10)
+    f = rep.forecast
+    assert f is not None and f.final is not None and f.seeds is not None
+    assert f.final.estimate.energy_kwh is not None
+    for rng in (f.final, f.seeds):
+        assert rng.low.energy_kwh is None and rng.high.energy_kwh is None
+        assert rng.low.co2e_kg is None and rng.high.co2e_kg is None
+    assert any(f"no 90% interval from {n} trial(s)" in note for note in f.notes)
+    md = render(rep, "md")
+    assert "| final training | 2 | " in md and "(no interval)" in md
+    assert json.loads(render(rep, "json"))["forecast"]["final"]["low"]["energy_kwh"] is None
+
+
+def test_five_trials_give_a_final_interval(tmp_path: Path) -> None:
+    rep = _report(*_complete_study(tmp_path, [1.0, 2.0, 3.0, 4.0, 5.0]), n_trials=10)
+    f = rep.forecast
+    assert f is not None and f.final is not None
+    lo, hi = f.final.low.energy_kwh, f.final.high.energy_kwh
+    assert lo is not None and hi is not None and lo < 2 * 3.0 < hi  # final_epochs 2
+    assert not any("no 90% interval" in note for note in f.notes)
