@@ -351,6 +351,13 @@ def _checklist(
 def _notes(sweep: Sweep, rnd: RndCost, fc: m.ForecastSection | None) -> list[str]:
     """The report's notes: the source's, the R&D cost's, then what is missing or forecast how."""
     notes = list(sweep.notes) + list(rnd.notes)
+    t = sweep.trials
+    n_unscored = int(((t["state"] == "complete") & ~np.isfinite(t["value"].to_numpy(float))).sum())
+    if n_unscored:
+        notes.append(
+            f"{n_unscored} complete trial(s) have no finite objective value (inf, or none "
+            "recorded): left out of the best trial, importance, variance and expected best"
+        )
     if not sweep.has_energy:
         notes.append("energy, carbon and cost figures are missing: no trial has energy data")
     if fc is None:
