@@ -74,16 +74,25 @@ class _TrialsStudy:
 
 def infer_distribution(values: Sequence[Any]) -> BaseDistribution:
     """A distribution covering ``values``: int / float ranges (log when positive and spread
-    over two decades or more), else categorical.
+    over two decades or more), else categorical. Numbers drawn from a few choices (each seen
+    twice on average, and not every integer of their range) are categorical, as
+    ``suggest_categorical`` / ``tune.choice`` made them: as a range they would be a few spikes
+    in an empty interval, and PED-ANOVA would read the spikes as importance.
 
     >>> infer_distribution([1e-4, 1e-2, 1e-1])
     FloatDistribution(high=0.1, log=True, low=0.0001, step=None)
     >>> infer_distribution(["adam", "sgd"]).choices
     ('adam', 'sgd')
+    >>> infer_distribution([16, 128, 32, 16, 64, 128, 64, 32]).choices
+    (16, 32, 64, 128)
     """
     vals = [v for v in values if v is not None]
     if vals and all(isinstance(v, bool) for v in vals):
         return CategoricalDistribution(sorted(set(vals)))
+    if vals and all(isinstance(v, int | float | np.number) for v in vals) and _choices(vals):
+        return CategoricalDistribution(
+            sorted({v.item() if isinstance(v, np.generic) else v for v in vals})
+        )
     if vals and all(isinstance(v, int | np.integer) for v in vals):
         lo, hi = int(min(vals)), int(max(vals))
         return IntDistribution(lo, hi)
@@ -94,6 +103,16 @@ def infer_distribution(values: Sequence[Any]) -> BaseDistribution:
         return FloatDistribution(low, high, log=log)
     choices = sorted({_hashable(v) for v in vals}, key=str)
     return CategoricalDistribution(choices or [None])
+
+
+def _choices(numbers: list[Any]) -> bool:
+    """Whether ``numbers`` look drawn from a few choices rather than from a range."""
+    distinct = set(numbers)
+    if 2 * len(distinct) > len(numbers):  # a range's draws seldom repeat
+        return False
+    if all(isinstance(v, int | np.integer) for v in distinct):
+        return len(distinct) < int(max(distinct)) - int(min(distinct)) + 1  # not every integer
+    return True
 
 
 def _hashable(value: Any) -> Any:
