@@ -312,6 +312,8 @@ def tables(r: Report) -> list[Table]:
     for imp in r.sensitivity:
         title = f"Importance for {imp.target} ({imp.evaluator}, {imp.n_trials} complete trials)"
         rows = [[k, f"{v:.3f}"] for k, v in imp.importances.items()] or [["(none)", imp.note]]
+        if imp.importances and imp.note:  # e.g. all zero: say why beside them
+            rows.append(["(note)", imp.note])
         out.append((title, ["parameter", "importance"], rows))
     out += _variance_tables(r)
     out.append(

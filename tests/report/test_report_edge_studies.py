@@ -56,3 +56,16 @@ def test_a_ledger_gives_the_importances_optuna_does_for_a_numeric_choice(tmp_pat
     assert from_ledger.target == "objective"
     assert list(from_ledger.importances) == list(from_optuna) == ["x", "batch_size"]
     assert abs(from_ledger.importances["batch_size"] - from_optuna["batch_size"]) < 0.05
+
+
+def test_all_zero_importances_say_why_in_every_format(tmp_path: Path) -> None:
+    # A constant objective: every importance is 0, and they do not sum to 1. JSON carried
+    # the reason; Markdown, text and HTML showed bare zeros.
+    storage = f"sqlite:///{tmp_path / 'const.db'}"
+    study = optuna.create_study(study_name="const", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) * 0 + 1.0, n_trials=8)
+    rep = build_report(load_sweep(storage))
+    imp = rep.sensitivity[0]
+    assert imp.importances == {"x": 0.0} and "did not vary" in imp.note
+    for fmt in ("md", "text", "html"):
+        assert imp.note in render(rep, fmt), fmt
