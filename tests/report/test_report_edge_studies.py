@@ -85,3 +85,11 @@ def test_the_forecast_of_a_large_sweep_stays_small_in_memory() -> None:
         tracemalloc.stop()
     assert f.final is not None and f.low.energy_j < f.total.energy_j < f.high.energy_j
     assert peak < 250e6  # the replicates' indices (96 MB) and a few rows at a time
+
+
+def test_the_schema_page_gives_the_schema_version_the_json_has() -> None:
+    from hpsearch_budget.report._model import SCHEMA_VERSION
+
+    page = Path(__file__).parents[2] / "docs" / "report-schema.md"
+    row = next(ln for ln in page.read_text().splitlines() if ln.startswith("| `schema_version`"))
+    assert row.split("|")[3].split()[0] == str(SCHEMA_VERSION)
