@@ -246,3 +246,41 @@ def test_default_meter_charges_a_worker_its_cpu_share_of_a_machine_wide_rapl_pac
     assert 0.0 < package_j <= 1000.0 / cores * 1.1
     assert row["sources"]["cpu:package-0"] == "measured"
     machine.close()
+
+
+def test_ask_and_tell_trials_are_metered_and_pruned_like_optimize(tmp_path, cpu_meter):
+    """A metered objective is a plain callable: call it on asked trials, tell what it gave."""
+    from hpsearch_budget import Budget
+    from hpsearch_budget.optuna import BudgetPruner
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    budget = Budget(energy_kwh=1.0)
+    wrapped = optuna.pruners.ThresholdPruner(upper=0.5)
+    study = optuna.create_study(
+        study_name="ask-tell",
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        pruner=BudgetPruner(budget, ledger, wrapped=wrapped),
+    )
+
+    def train(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -1, 1)
+        for step in range(3):
+            trial.report(x * x, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x * x
+
+    run = metered(train, ledger, cpu_meter, budget=budget)
+    for x in (0.9, 0.1):
+        study.enqueue_trial({"x": x})
+        trial = study.ask()
+        try:
+            study.tell(trial, run(trial))
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+    rows = ledger.entries(study="ask-tell").set_index("trial_number")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert list(rows["status"]) == ["pruned", "complete"]
+    for t in study.trials:  # written in the commit of Optuna's tell
+        assert t.user_attrs["energy_source"] == "estimated"
+        assert t.user_attrs["energy_kwh"] == pytest.approx(j_to_kwh(rows.loc[t.number, "energy_j"]))
