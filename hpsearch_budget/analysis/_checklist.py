@@ -45,7 +45,9 @@ def checklist(
                 "training_time",
                 "Training time reported",
                 "ok",
-                f"wall-clock time of all {n_trials} trials",
+                f"wall-clock time of all {n_trials} trials"
+                if n_trials != 1
+                else "wall-clock time of the trial",
             )
         )
     else:

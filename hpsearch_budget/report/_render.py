@@ -49,6 +49,11 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
+def _trials(n: int, what: str = "trials") -> str:
+    """``"1 trial"``, ``"3 complete trials"``."""
+    return f"{n} {what[:-1] if n == 1 else what}"
+
+
 def _basis(p: PhaseRow, chosen: int | None) -> str:
     """How a row's energy was obtained; anything not fully measured is called an estimate.
     ``chosen``: the trial final training and seed reruns are projected from (None: none)."""
@@ -211,7 +216,8 @@ def _forecast_tables(r: Report) -> list[Table]:
     ranges: list[tuple[str, ForecastRange | None, list[str]]] = [
         ("to finish the sweep", f.to_finish, unknown),
         ("whole sweep", f.sweep_total, unknown),
-        ("final training", f.final, ["not forecast"] * len(units)),
+        # Not the R&D table's "final" (the chosen trial): the sweep may not have chosen yet.
+        ("final training (median trial)", f.final, ["not forecast"] * len(units)),
         ("seed reruns", f.seeds, ["none asked (--seeds)"] * len(units)),
     ]
     for label, rng, missing in ranges:
@@ -258,7 +264,7 @@ def _variance_rows(v: VarianceSection) -> list[list[str]]:
         rows.append(
             [
                 f"top-{v.top_k} spread",
-                f"{t.n} trials: mean {_n(t.mean, 5)}, std {_n(t.std)}, range "
+                f"{_trials(t.n)}: mean {_n(t.mean, 5)}, std {_n(t.std)}, range "
                 f"{_n(t.min, 5)} to {_n(t.max, 5)}",
             ]
         )
@@ -269,16 +275,17 @@ def _variance_rows(v: VarianceSection) -> list[list[str]]:
 
 def _after_best(c: CarbonAfterBestInfo) -> str:
     """What the sweep spent after its best-so-far came within tolerance of the final best."""
-    spent = (
-        f"{_pct(c.share)} of the sweep's carbon ({_n(c.co2e_kg_after)} of "
-        f"{_n(c.co2e_kg_total)} kg CO2e, estimate)"
-        if c.co2e_kg_total > 0
-        else f"{_pct(c.share)} of the sweep's energy (no carbon recorded)"
-    )
-    return (
-        f"{spent} was spent after trial #{c.reached_at_trial} came within "
-        f"{c.tolerance:.1%} of the final best"
-    )
+    reached = f"trial #{c.reached_at_trial} came within {c.tolerance:.1%} of the final best"
+    if c.share is None:
+        return f"unknown: no energy recorded ({reached})"
+    if c.co2e_kg_total > 0:
+        spent = (
+            f"{_pct(c.share)} of the sweep's carbon ({_n(c.co2e_kg_after)} of "
+            f"{_n(c.co2e_kg_total)} kg CO2e, estimate)"
+        )
+    else:
+        spent = f"{_pct(c.share)} of the sweep's energy (no carbon recorded)"
+    return f"{spent} was spent after {reached}"
 
 
 def _evp_table(v: VarianceSection) -> Table:
@@ -310,7 +317,8 @@ def tables(r: Report) -> list[Table]:
     """The report's tables as (title, header, rows); shared by every renderer."""
     out = [_study_table(r), *_rnd_tables(r), *_forecast_tables(r)]
     for imp in r.sensitivity:
-        title = f"Importance for {imp.target} ({imp.evaluator}, {imp.n_trials} complete trials)"
+        n = _trials(imp.n_trials, "complete trials")
+        title = f"Importance for {imp.target} ({imp.evaluator}, {n})"
         rows = [[k, f"{v:.3f}"] for k, v in imp.importances.items()] or [["(none)", imp.note]]
         if imp.importances and imp.note:  # e.g. all zero: say why beside them
             rows.append(["(note)", imp.note])

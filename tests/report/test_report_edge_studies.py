@@ -93,3 +93,16 @@ def test_the_schema_page_gives_the_schema_version_the_json_has() -> None:
     page = Path(__file__).parents[2] / "docs" / "report-schema.md"
     row = next(ln for ln in page.read_text().splitlines() if ln.startswith("| `schema_version`"))
     assert row.split("|")[3].split()[0] == str(SCHEMA_VERSION)
+
+
+def test_one_complete_trial_reads_as_one_trial_and_no_energy_is_not_a_share(
+    tmp_path: Path,
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    study = optuna.create_study(study_name="one", storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    text = render(build_report(load_sweep(storage)), "text")
+    assert "1 trial:" in text and "1 trials" not in text
+    assert "1 complete trial)" in text
+    assert "n/a of the sweep" not in text and "unknown: no energy recorded" in text
+    assert "of all 1 trials" not in text

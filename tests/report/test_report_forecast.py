@@ -202,7 +202,7 @@ def test_too_few_trials_give_no_final_interval_not_a_narrow_one(tmp_path: Path, 
         assert rng.low.co2e_kg is None and rng.high.co2e_kg is None
     assert any(f"no 90% interval from {n} trial(s)" in note for note in f.notes)
     md = render(rep, "md")
-    assert "| final training | 2 | " in md and "(no interval)" in md
+    assert "| final training (median trial) | 2 | " in md and "(no interval)" in md
     assert json.loads(render(rep, "json"))["forecast"]["final"]["low"]["energy_kwh"] is None
 
 
