@@ -103,7 +103,8 @@ def seed_variance(sweep: Sweep) -> SeedVariance:
         return SeedVariance(
             Spread.of(same["value"].to_numpy(float)),
             "repeated trials",
-            f"{len(same)} complete trials share the chosen configuration's parameters",
+            f"{len(same)} complete trials share the chosen configuration's parameters "
+            "(the best trial among them, picked for its value: the mean leans its way)",
         )
     return SeedVariance(
         None,

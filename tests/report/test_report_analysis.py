@@ -209,6 +209,7 @@ def test_seed_variance_origins() -> None:
     sv = seed_variance(repeated)
     assert sv.origin == "repeated trials" and sv.spread is not None
     assert sv.spread.n == 3 and sv.spread.std == pytest.approx(pd.Series([0.3, 0.2, 0.26]).std())
+    assert "picked for its value" in sv.note  # the best run is among them: a biased mean
     runs = pd.DataFrame({"phase": ["seed", "seed", "final"], "value": [1.0, 2.0, 3.0]})
     led = seed_variance(_sweep([0.5, 0.2], runs=runs))
     assert led.origin == "ledger seed runs" and led.spread is not None and led.spread.mean == 2.0
