@@ -26,8 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, Double, Integer
@@ -77,6 +79,23 @@ _KINDS = tuple(
 )  # fmt: skip
 
 
+#: What a driver hands back for a sound value of a column of each kind (1: double, 2: integer).
+_NUMBER: dict[int, tuple[type, ...]] = {1: (numbers.Real, Decimal), 2: (numbers.Integral,)}
+
+
+def misfit(row: Mapping[str, Any]) -> str | None:
+    """The first numeric column of ``row`` holding something that is not a number of its type
+    (SQLite stores whatever a hand edit writes: ``energy_j = 'abc'``, ``seq = 1.5``), or None.
+    Such a row cannot be hashed as it was written: it was edited."""
+    for column, kind in _KINDS:
+        value = row[column]
+        if value is None or not kind:
+            continue
+        if isinstance(value, bool) or not isinstance(value, _NUMBER[kind]):
+            return column
+    return None
+
+
 def row_hash(row: Mapping[str, Any], prev_hash: str) -> str:
     """sha256 over the previous link and the canonical JSON of every column but the hash."""
     return _sha256(prev_hash + _body(row))
@@ -118,7 +137,7 @@ def _unlinked_finished(row: Mapping[str, Any]) -> bool:
 
 def is_sealed(row: Mapping[str, Any]) -> bool:
     """Whether an unlinked finished row still carries the seal its writer gave it."""
-    return _unlinked_finished(row) and seal(row) == row["row_hash"]
+    return _unlinked_finished(row) and misfit(row) is None and seal(row) == row["row_hash"]
 
 
 # In a sealed row's canonical JSON the chain columns are null. JSON escapes every quote inside
@@ -202,6 +221,29 @@ def verify_study(
 
     Sealed rows waiting for their link (:func:`is_sealed`) are sound; other unlinked ones not.
     """
+    for row in sorted(rows, key=lambda r: int(r["id"])):
+        column = misfit(row)
+        if column is not None:
+            seq = int(row["seq"]) if isinstance(row["seq"], numbers.Integral) else None
+            return Problem(
+                study,
+                "edited",
+                f"study {study!r}: row id {row['id']} holds {row[column]!r} in {column}, "
+                "not a number of that column's type: edited after it was finalised",
+                row["id"],
+                seq,
+            )
+    if head is not None and not (
+        isinstance(head["seq"], numbers.Integral) and not isinstance(head["seq"], bool)
+    ):
+        return Problem(
+            study,
+            "edited",
+            f"study {study!r}: the chain head record holds seq {head['seq']!r}, not a "
+            "number: the head was tampered with",
+            None,
+            None,
+        )
     unchained = [r for r in rows if r["seq"] is None and not is_sealed(r)]
     chained = sorted((r for r in rows if r["seq"] is not None), key=lambda r: r["seq"])
     prev_hash = GENESIS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from hpsearch_budget.ledger import Ledger, _chain, _schema
@@ -193,3 +194,30 @@ def test_link_sealed_refuses_an_edited_or_unfinished_row() -> None:
     assert _chain.link_sealed({**row, "energy_j": 1.0}, 1, _chain.GENESIS) is None
     assert _chain.link_sealed({**row, "status": "running"}, 1, _chain.GENESIS) is None
     assert _chain.link_sealed({**row, "seq": 4}, 1, _chain.GENESIS) is None
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("energy_j", "'abc'"), ("seq", "'x'"), ("seq", "1.5"), ("step", "'ten'")],
+)
+def test_a_value_of_the_wrong_type_is_named_not_a_traceback(
+    sqlite_url: str, column: str, value: str
+) -> None:
+    # SQLite keeps whatever a hand edit writes; verify must name the row, not crash on it
+    # (or, for seq 1.5, hash it as 1 and call the ledger sound).
+    ledger, ids = _ledger_with_rows(sqlite_url)
+    _sql(sqlite_url, f"UPDATE hpaudit_windows SET {column} = {value} WHERE id = :i", i=ids[1])
+    report = ledger.verify()
+    first = report.first
+    assert first is not None and not report.ok
+    assert (first.study, first.kind, first.row_id) == ("victim", "edited", ids[1])
+    assert f"row id {ids[1]}" in first.message and column in first.message
+    assert ledger.verify(study="bystander").ok
+
+
+def test_a_head_of_the_wrong_type_is_named_not_a_traceback(sqlite_url: str) -> None:
+    ledger, _ = _ledger_with_rows(sqlite_url)
+    _sql(sqlite_url, "UPDATE hpaudit_chain_heads SET seq = 'zz' WHERE study = 'victim'")
+    report = ledger.verify()
+    assert report.first is not None and report.first.kind == "edited"
+    assert "chain head" in report.summary() and len(report.problems) == 1
