@@ -14,7 +14,7 @@ import sqlite3
 import time
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +259,16 @@ def lock_reservations(conn: Connection) -> None:
 def lock_schema(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, 0)"), {"a": _LOCK_SCHEMA})
+
+
+def server_clock_offset_s(engine: Engine, local: Callable[[], float]) -> float:
+    """PostgreSQL: how many seconds the server's clock is ahead of ``local`` (Unix seconds),
+    read once, against the midpoint of the round trip."""
+    with engine.connect() as conn:
+        before = local()
+        server = conn.execute(sa.text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+        after = local()
+    return float(server) - (before + after) / 2
 
 
 def describe(url: URL) -> str:

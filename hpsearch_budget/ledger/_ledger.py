@@ -85,7 +85,8 @@ def default_carbon() -> CarbonModel:
 
 
 def _now() -> float:
-    # The ledger's clock, read only in this module: tests replace it to move time by hand.
+    # The machine's clock, read only in this module (through Ledger._time): tests replace it to
+    # move time by hand.
     return time.time()
 
 
@@ -164,12 +165,20 @@ class Ledger:
         self._unlinked: set[str] = set()  # studies whose sealed rows a link failed to chain
         _OPEN.add(self)  # linked and closed at exit if never closed (_close_at_exit)
         self._sqlite_sums = _SqliteSums()  # spent / committed read incrementally (SQLite)
+        # Seconds to add to this machine's clock to read the database server's (PostgreSQL):
+        # every time the ledger writes or compares is on that one clock, so that workers on
+        # machines whose clocks disagree agree on which windows are silent (reaping, committed).
+        self._offset_s = 0.0
         try:
             self._guard(
                 lambda: _open_schema(
                     self._engine, self._parsed, create=create, allow_other_tables=allow_other_tables
                 )
             )
+            if self._pg:
+                self._offset_s = self._guard(
+                    lambda: _engine.server_clock_offset_s(self._engine, _now)
+                )
         except BaseException:
             self.close()
             raise
@@ -228,6 +237,10 @@ class Ledger:
             allow_other_tables=state["allow"],
             create=state["create"],
         )
+
+    def _time(self) -> float:
+        """Now, in Unix seconds on the ledger's clock (the database server's on PostgreSQL)."""
+        return _now() + self._offset_s
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -319,7 +332,7 @@ class Ledger:
         checkpoint_interval_s: float,
     ) -> dict[str, Any]:
         """A new window's row: running, nothing measured yet, at the intensity in force now."""
-        now = _now()
+        now = self._time()
         intensity = self.carbon.footprint(0.0, datetime.fromtimestamp(now, UTC))
         return {
             "study": study,
@@ -384,7 +397,7 @@ class Ledger:
         def insert_reserved() -> tuple[int, bool]:
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
-                    fits = _sqlite_fits(db, amount, limits, _now(), self._sqlite_sums)
+                    fits = _sqlite_fits(db, amount, limits, self._time(), self._sqlite_sums)
                     return _sqlite_insert(db, _reserved(row, amount) if fits else row), fits
             # Durable, like try_reserve: on PostgreSQL the reservation lock and the INSERT
             # share one transaction (the fast engine commits statement by statement).
@@ -392,7 +405,7 @@ class Ledger:
                 _engine.lock_reservations(conn)
                 # The new row adds nothing to spent or committed until it is reserved, so
                 # checking before the INSERT is checking after it.
-                fits = _fits(conn, amount, limits, _now(), self._sqlite_sums)
+                fits = _fits(conn, amount, limits, self._time(), self._sqlite_sums)
                 return self._insert(conn, _reserved(row, amount) if fits else row), fits
 
         window_id, reserved = self._guard(insert_reserved)
@@ -674,7 +687,7 @@ class Ledger:
 
     def _charge(self, row: Mapping[str, Any], m: Measurement) -> dict[str, Any]:
         """The row's new figures after ``m`` (cumulative): charge only the energy added."""
-        now = _now()
+        now = self._time()
         update: dict[str, Any] = {
             "updated_unix_s": now,
             "wall_s": max(float(row["wall_s"]), float(m.wall_s)),
@@ -711,7 +724,7 @@ class Ledger:
 
         def run() -> Cost:
             with _engine.read_txn(self._engine) as conn:
-                return _sums(conn, scope, _now(), self._sqlite_sums)[0]
+                return _sums(conn, scope, self._time(), self._sqlite_sums)[0]
 
         return self._guard(run)
 
@@ -720,7 +733,7 @@ class Ledger:
 
         def run() -> Cost:
             with _engine.read_txn(self._engine) as conn:
-                return _sums(conn, scope, _now(), self._sqlite_sums)[1]
+                return _sums(conn, scope, self._time(), self._sqlite_sums)[1]
 
         return self._guard(run)
 
@@ -742,7 +755,7 @@ class Ledger:
             with _engine.write_txn(self._engine) as conn:
                 _engine.lock_reservations(conn)
                 self._running_row(conn, window_id)
-                if not _fits(conn, amount, checked, _now(), self._sqlite_sums):
+                if not _fits(conn, amount, checked, self._time(), self._sqlite_sums):
                     return False
                 _add_reservation(conn, window_id, amount)
                 self._cache.pop(int(window_id), None)
@@ -758,7 +771,7 @@ class Ledger:
         Its energy stays that of its last checkpoint and still counts as spent. Returns how
         many windows were reaped.
         """
-        t = _now() if now is None else to_unix_s(now)
+        t = self._time() if now is None else to_unix_s(now)
         stale = _reaping.stale(t)
 
         def run() -> int:
@@ -814,7 +827,7 @@ class Ledger:
         if study is not None:
             scope = Scope(study, scope.project, scope.user, scope.since, scope.until)
         rows = self._guard(lambda: _reads.entry_rows(self._engine, scope, open_only=open_only))
-        return _frame(rows, _now())
+        return _frame(rows, self._time())
 
     def verify(self, study: str | None = None) -> VerifyReport:
         """Check every study's hash chain (or one study's); the report names the first bad row.

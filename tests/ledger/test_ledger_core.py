@@ -168,6 +168,32 @@ def test_reap_marks_silent_windows_killed_and_keeps_their_energy(
     assert ledger.verify().ok and ledger.verify().rows == 2
 
 
+def test_a_worker_whose_clock_runs_ahead_neither_reaps_nor_overbooks_live_windows(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers on many machines share one PostgreSQL ledger; their clocks need not agree. A
+    # machine 100 s ahead took every window silent for 90 s (3 intervals of 30 s) on its own
+    # clock for dead: it reaped them and reserved the room their reservations held.
+    limits = [(Scope(study="s"), Cost(1000.0, INF, INF, INF))]
+    here = Ledger(pg_url)
+    live, reserved = here.open_window("s", "s:0", reserve=(Cost(energy_j=500.0), limits))
+    assert reserved
+    here.checkpoint(live, gpu(10.0))
+    with monkeypatch.context() as m:
+        m.setattr(ledger_module, "_now", lambda: time.time() + 100.0)
+        ahead = Ledger(pg_url)
+        other, reserved = ahead.open_window("s", "s:1", reserve=(Cost(energy_j=600.0), limits))
+        assert not reserved  # 500 J of 1000 J are held by the live window
+        assert ahead.committed(Scope(study="s")).energy_j == pytest.approx(490.0)
+        assert ahead.reap() == 0
+        assert ahead.entries().status.tolist() == ["running", "running"]
+        ahead.finalize(other, gpu(1.0), status="pruned")
+        ahead.close()
+    here.checkpoint(live, gpu(20.0))  # still running: not reaped
+    here.finalize(live, gpu(30.0), status="complete")
+    assert here.verify().ok
+
+
 def test_finalising_twice_or_an_unknown_window_fails(sqlite_url: str) -> None:
     ledger = Ledger(sqlite_url)
     w = ledger.open_window("s", "s:0")
