@@ -62,8 +62,9 @@ def resolve_url(url: str | None) -> str:
     return url.strip()
 
 
-def parse_url(url: str) -> URL:
-    """Check the URL names a backend the ledger supports, with a file path that can exist."""
+def parse_url(url: str, *, write: bool = True) -> URL:
+    """Check the URL names a backend the ledger supports, with a file path that can exist.
+    ``write=False`` (a reader): an existing SQLite file need only be readable."""
     try:
         parsed = make_url(url)
     except exc.ArgumentError:
@@ -81,11 +82,11 @@ def parse_url(url: str) -> URL:
         # Same server, the driver this package depends on; other drivers are untested.
         parsed = parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
-        _check_sqlite_path(parsed, url)
+        _check_sqlite_path(parsed, url, write=write)
     return parsed
 
 
-def _check_sqlite_path(parsed: URL, url: str) -> None:
+def _check_sqlite_path(parsed: URL, url: str, *, write: bool) -> None:
     database = parsed.database
     if not database or database == ":memory:":
         raise LedgerError(
@@ -102,10 +103,30 @@ def _check_sqlite_path(parsed: URL, url: str) -> None:
             "create it first"
         )
     target = path if path.exists() else parent
+    if not write:  # a reader (hpaudit verify, a report): a read-only copy will do
+        _check_sqlite_readable(path, parent)
+        return
     if not os.access(target, os.W_OK):
         raise LedgerError(
             f"cannot write ledger {database!r}: {str(target)!r} is not writable; "
             "fix its permissions or choose another path"
+        )
+
+
+def _check_sqlite_readable(path: Path, parent: Path) -> None:
+    """A reader needs the file readable and, for a ledger (WAL mode), its ``-shm`` file
+    beside it, made by SQLite on first read if the folder lets it."""
+    if not path.exists():
+        return  # the caller says there is no ledger there
+    if not os.access(path, os.R_OK):
+        raise LedgerError(
+            f"cannot read ledger {str(path)!r}: it is not readable; fix its permissions"
+        )
+    shm = Path(f"{path}-shm")
+    if not shm.exists() and not os.access(parent, os.W_OK):
+        raise LedgerError(
+            f"cannot read ledger {str(path)!r}: SQLite must create {shm.name!r} beside it and "
+            f"folder {str(parent)!r} is not writable; copy the ledger to a writable folder"
         )
 
 

@@ -134,7 +134,7 @@ class Ledger:
         self.carbon = carbon if carbon is not None else default_carbon()
         self._allow_other_tables = allow_other_tables
         self._create = create
-        self._parsed = _engine.parse_url(self.url)
+        self._parsed = _engine.parse_url(self.url, write=create)
         sqlite_path = str(self._parsed.database)
         if (
             not create

@@ -72,12 +72,25 @@ def _drop_root_file_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def _open_as_a_user(url: str) -> subprocess.CompletedProcess[str]:
-    """``Ledger(url)`` in a child process that file permissions bind, even under root."""
+_VERIFY_LEDGER = """
+import sys
+from hpsearch_budget.errors import LedgerError
+from hpsearch_budget.ledger import Ledger
+try:
+    print(Ledger(sys.argv[1], create=False).verify().summary())
+except LedgerError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+def _open_as_a_user(url: str, script: str = _OPEN_LEDGER) -> subprocess.CompletedProcess[str]:
+    """``Ledger(url)`` (or ``script``) in a child process that file permissions bind, even
+    under root."""
     drop = _drop_root_file_override if os.geteuid() == 0 else None
     try:
         return subprocess.run(
-            [sys.executable, "-c", _OPEN_LEDGER, url],
+            [sys.executable, "-c", script, url],
             preexec_fn=drop,  # only prctl runs between fork and exec
             capture_output=True,
             text=True,
@@ -117,6 +130,44 @@ def test_a_read_only_ledger_file_is_refused_without_change(tmp_path: Path) -> No
         _refused_not_writable(_open_as_a_user(f"sqlite:///{path}"))
         assert _digest(path) == before
     finally:
+        path.chmod(0o600)
+
+
+def _read_only_ledger(path: Path) -> str:
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.finalize(ledger.open_window("s", "s:0"), Measurement(1.0), status="complete")
+    ledger.close()
+    path.chmod(0o400)
+    return _digest(path)
+
+
+def test_a_read_only_ledger_can_still_be_verified(tmp_path: Path) -> None:
+    # Readers (hpaudit verify / show / export, reports) open with create=False: an archived,
+    # read-only copy was refused as "not writable" although they never write.
+    path = tmp_path / "archived.db"
+    before = _read_only_ledger(path)
+    try:
+        done = _open_as_a_user(f"sqlite:///{path}", _VERIFY_LEDGER)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ledger sound: 1 finished rows" in done.stdout
+        assert _digest(path) == before
+    finally:
+        path.chmod(0o600)
+
+
+def test_a_read_only_ledger_in_a_read_only_folder_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "archived.db"
+    _read_only_ledger(path)
+    tmp_path.chmod(0o500)
+    try:
+        done = _open_as_a_user(f"sqlite:///{path}", _VERIFY_LEDGER)
+        assert done.returncode == 3, done.stderr
+        assert "archived.db-shm" in done.stdout and "copy the ledger to a writable folder" in (
+            done.stdout
+        )
+        assert len(done.stdout.strip().splitlines()) == 1
+    finally:
+        tmp_path.chmod(0o700)
         path.chmod(0o600)
 
 
