@@ -51,8 +51,8 @@ def row_cost(row: Mapping[str, Any]) -> Cost:
 
 def entries_frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
     """Rows as the entries() frame. Column-wise, since a report may read 10,000+ rows."""
-    if not rows:
-        return pd.DataFrame(columns=list(ENTRY_COLUMNS))
+    if not rows:  # the same column types as with rows (a caller may use .dt on the times)
+        return _typed(pd.DataFrame(columns=list(ENTRY_COLUMNS)))
     raw = pd.DataFrame.from_records(
         [tuple(r.values()) for r in rows], columns=list(rows[0].keys())
     ).rename(columns=RENAMED)
@@ -64,9 +64,15 @@ def entries_frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
     for col in JSON_COLUMNS:
         raw[col] = [json.loads(x) for x in raw[col]]
     raw["values"] = [json.loads(x) if isinstance(x, str) else None for x in raw["values"]]
-    frame = raw.reindex(columns=list(ENTRY_COLUMNS))
+    return _typed(raw.reindex(columns=list(ENTRY_COLUMNS)))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The entries() frame's times as UTC datetimes, value as float, counters as Int64."""
     for col in ("started_at", "updated_at", "ended_at"):
-        frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True)
+        frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True).astype(
+            "datetime64[ns, UTC]"
+        )
     frame["value"] = frame["value"].astype("float64")
     for col in ("trial_number", "step", "seq"):
         frame[col] = frame[col].astype("Int64")

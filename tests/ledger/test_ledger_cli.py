@@ -172,6 +172,16 @@ def test_ledger_show(filled: str, capsys) -> None:
         assert r["ended_at"] is None or r["ended_at"].endswith("Z")
 
 
+def test_ledger_show_json_of_an_empty_ledger(sqlite_url: str, capsys) -> None:
+    # An empty entries() frame had untyped time columns: .dt raised an AttributeError.
+    Ledger(sqlite_url).close()
+    assert _hpaudit("ledger", "show", "--ledger", sqlite_url, "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    empty = Ledger(sqlite_url).entries()
+    assert list(empty.columns) == list(ENTRY_COLUMNS)
+    assert str(empty.started_at.dtype) == "datetime64[ns, UTC]"
+
+
 def test_ledger_show_piped_keeps_whole_figures(filled: str, capsys) -> None:
     """Piped (no terminal; pytest captures stdout), the table is not squeezed into 80 columns
     with its numbers elided."""
