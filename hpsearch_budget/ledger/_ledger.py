@@ -788,9 +788,16 @@ class Ledger:
                         self._link_sealed,
                     )
                 else:
-                    reaped += _reaping.reap_linked(
-                        self._engine, window_id, study, stale, self._cache
-                    )
+                    try:
+                        reaped += _reaping.reap_linked(
+                            self._engine, window_id, study, stale, self._cache
+                        )
+                    except (TypeError, ValueError):  # SQLite keeps what a hand edit writes
+                        raise LedgerError(
+                            f"window {window_id} cannot be reaped: its row or its study's "
+                            "chain head holds what the ledger never writes (edited by hand); "
+                            "restore the ledger from a backup"
+                        ) from None
             return reaped
 
         self._last_reap = time.monotonic()

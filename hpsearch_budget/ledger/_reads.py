@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
 from hpsearch_budget.budget import Cost
+from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import _chain, _engine, _schema
 from hpsearch_budget.ledger._chain import VerifyReport
 from hpsearch_budget.ledger._scope import Scope
@@ -35,6 +36,14 @@ RENAMED = {
     "values_json": "values",
 }
 
+#: The entries() columns that are float64 (what the ledger writes as double precision).
+_FLOATS = tuple(
+    RENAMED.get(c.name, c.name)
+    for c in W.columns
+    if isinstance(c.type, sa.Double)
+    and RENAMED.get(c.name, c.name) not in ("started_at", "updated_at", "ended_at")
+)
+
 #: Columns stored as JSON text, shown decoded.
 JSON_COLUMNS = ("energy_by_domain", "sources", "devices", "params")
 
@@ -50,7 +59,44 @@ def row_cost(row: Mapping[str, Any]) -> Cost:
 
 
 def entries_frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
-    """Rows as the entries() frame. Column-wise, since a report may read 10,000+ rows."""
+    """Rows as the entries() frame. Column-wise, since a report may read 10,000+ rows.
+    A row edited by hand into something unreadable is a LedgerError naming it."""
+    try:
+        return _entries_frame(rows, now)
+    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+        error = unreadable([dict(r) for r in rows])
+        if error is None:
+            raise
+        raise error from None
+
+
+def unreadable(rows: Sequence[Mapping[str, Any]]) -> LedgerError | None:
+    """The error for the first of ``rows`` holding what the ledger never writes (a number
+    column holding text, a JSON column holding no JSON): an edit by hand. None if none does."""
+    for row in rows:
+        column = _chain.misfit(row) or _not_json(row)
+        if column is not None:
+            return LedgerError(
+                f"ledger row id {row['id']} holds {str(row[column])[:40]!r} in {column}, which "
+                "the ledger never writes: it was edited by hand; restore the ledger from a "
+                "backup (hpaudit verify names edited finished rows)"
+            )
+    return None
+
+
+def _not_json(row: Mapping[str, Any]) -> str | None:
+    """The first JSON column of ``row`` that does not hold JSON, or None."""
+    for name in (*JSON_COLUMNS, "values_json"):
+        if row[name] is None and name == "values_json":  # the one JSON column left empty
+            continue
+        try:
+            json.loads(row[name])
+        except (TypeError, ValueError):
+            return name
+    return None
+
+
+def _entries_frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
     if not rows:  # the same column types as with rows (a caller may use .dt on the times)
         return _typed(pd.DataFrame(columns=list(ENTRY_COLUMNS)))
     raw = pd.DataFrame.from_records(
@@ -68,12 +114,13 @@ def entries_frame(rows: Sequence[RowMapping], now: float) -> pd.DataFrame:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    """The entries() frame's times as UTC datetimes, value as float, counters as Int64."""
+    """The entries() frame's times as UTC datetimes, figures as float, counters as Int64."""
     for col in ("started_at", "updated_at", "ended_at"):
         frame[col] = pd.to_datetime(frame[col].astype("float64"), unit="s", utc=True).astype(
             "datetime64[ns, UTC]"
         )
-    frame["value"] = frame["value"].astype("float64")
+    for col in _FLOATS:
+        frame[col] = frame[col].astype("float64")
     for col in ("trial_number", "step", "seq"):
         frame[col] = frame[col].astype("Int64")
     return frame

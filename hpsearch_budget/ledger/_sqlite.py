@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from hpsearch_budget.budget import Cost
+from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import _schema
 from hpsearch_budget.ledger._checks import within
 from hpsearch_budget.ledger._scope import Scope
@@ -112,18 +113,25 @@ class SqliteSums:
         rows = db.execute(sql, {**params, "low": low}).fetchall()
         spent, committed = list(below), [0.0, 0.0, 0.0, 0.0]
         settled, mark, settling = list(below), low, True
-        for row in rows:
-            running = row[1] == "running"
-            for i in range(4):
-                spent[i] += row[4 + i]
-            if running and row[2] >= now - MISSED_INTERVALS * row[3]:  # alive (_statements)
+        try:
+            for row in rows:
+                running = row[1] == "running"
                 for i in range(4):
-                    committed[i] += max(0.0, row[8 + i] - row[4 + i])
-            settling = settling and not running
-            if settling:  # finished, as is every row before it: below the mark from now on
-                for i in range(4):
-                    settled[i] += row[4 + i]
-                mark = row[0]
+                    spent[i] += row[4 + i]
+                if running and row[2] >= now - MISSED_INTERVALS * row[3]:  # alive (_statements)
+                    for i in range(4):
+                        committed[i] += max(0.0, row[8 + i] - row[4 + i])
+                settling = settling and not running
+                if settling:  # finished, as is every row before it: below the mark from now on
+                    for i in range(4):
+                        settled[i] += row[4 + i]
+                    mark = row[0]
+        except TypeError:  # text where a number belongs: SQLite keeps what a hand edit writes
+            bad = next(r for r in rows if not all(isinstance(v, int | float) for v in r[2:]))
+            raise LedgerError(
+                f"ledger row id {bad[0]} holds text where a number belongs: it was edited by "
+                "hand; restore the ledger from a backup"
+            ) from None
         self._marks[key] = (mark, settled)
         return Cost(*spent), Cost(*committed)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from hpsearch_budget.cli import main
+from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import CODECARBON_COLUMNS, ENTRY_COLUMNS, Ledger, default_carbon
 from hpsearch_budget.meters import Measurement, Source
 from hpsearch_budget.units import j_to_kwh
@@ -170,6 +171,56 @@ def test_ledger_show(filled: str, capsys) -> None:
         started = datetime.fromisoformat(r["started_at"].replace("Z", "+00:00"))
         assert started.tzinfo is not None and r["started_at"].endswith("Z")
         assert r["ended_at"] is None or r["ended_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("edit", "row_id"),
+    [
+        ("UPDATE hpaudit_windows SET energy_j = 'abc' WHERE id = 1", 1),
+        ("UPDATE hpaudit_windows SET params = '{bad' WHERE id = 2", 2),
+        ("UPDATE hpaudit_windows SET checkpoint_interval_s = 'q' WHERE id = 5", 5),
+    ],
+)
+def test_a_row_edited_into_nonsense_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys, edit: str, row_id: int
+) -> None:
+    # SQLite keeps whatever a raw UPDATE writes: show / studies / export died with a
+    # TypeError, ValueError or JSONDecodeError traceback.
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(url)
+    for i in range(4):
+        ledger.finalize(ledger.open_window("s", f"s:{i}"), Measurement(1.0), status="complete")
+    ledger.open_window("s", "s:running", checkpoint_interval_s=3600.0)
+    ledger.close()
+    con = sqlite3.connect(tmp_path / "l.db")
+    con.execute(edit)
+    con.commit()
+    con.close()
+    out = str(tmp_path / "out.csv")
+    for args in (
+        ["ledger", "show"],
+        ["ledger", "studies"],
+        ["export", "--format", "csv", "--out", out],
+    ):
+        assert _hpaudit(*args, "--ledger", url) == 2, args
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"row id {row_id}" in err and "edited by hand" in err
+    if "params" not in edit:  # sums read numbers only
+        with pytest.raises(LedgerError, match=f"row id {row_id}"):
+            Ledger(url).spent()
+
+
+def test_a_reap_under_a_nonsense_chain_head_is_a_ledger_error(sqlite_url: str) -> None:
+    ledger = Ledger(sqlite_url)
+    ledger.finalize(ledger.open_window("s", "s:0"), Measurement(1.0), status="complete")
+    silent = ledger.open_window("s", "s:1", checkpoint_interval_s=1.0)
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE hpaudit_chain_heads SET seq = 'zz'"))
+    engine.dispose()
+    with pytest.raises(LedgerError, match=f"window {silent} cannot be reaped.*edited by hand"):
+        ledger.reap(now=datetime.now(UTC) + timedelta(hours=1))
 
 
 def test_ledger_show_json_of_an_empty_ledger(sqlite_url: str, capsys) -> None:
