@@ -804,7 +804,9 @@ class Ledger:
         return self._guard(run)
 
     def _maybe_reap(self) -> None:
-        if time.monotonic() - self._last_reap < _REAP_EVERY_S:
+        # A reader (create=False: hpaudit verify / show / export, reports) never writes:
+        # entries(), spent() and committed() already treat a silent window as dead.
+        if not self._create or time.monotonic() - self._last_reap < _REAP_EVERY_S:
             return
         try:
             self.reap()

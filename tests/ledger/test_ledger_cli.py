@@ -243,6 +243,33 @@ def test_ledger_show_piped_keeps_whole_figures(filled: str, capsys) -> None:
     assert f"{kwh:.4g}" in out
 
 
+def test_show_studies_and_export_do_not_reap(tmp_path: Path) -> None:
+    # "These commands only read": they reaped (finalised and chained) silent windows.
+    path = tmp_path / "l.db"
+    url = f"sqlite:///{path}"
+    ledger = Ledger(url)
+    ledger.finalize(ledger.open_window("s", "s:0"), Measurement(1.0), status="complete")
+    ledger.open_window("s", "s:dead", checkpoint_interval_s=1.0)
+    ledger.close()
+    con = sqlite3.connect(path)  # its worker died long ago
+    con.execute("UPDATE hpaudit_windows SET updated_unix_s = 0 WHERE id = 2")
+    con.commit()
+    con.close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    before = path.read_bytes()
+    out = str(tmp_path / "out.csv")
+    for args in (
+        ["ledger", "show"],
+        ["ledger", "studies"],
+        ["export", "--format", "csv", "--out", out],
+    ):
+        assert _hpaudit(*args, "--ledger", url) == 0, args
+    assert path.read_bytes() == before
+    assert pd.read_csv(out).status.tolist() == ["complete", "killed"]  # shown killed all the same
+
+
 def test_verify_does_not_write_to_the_ledger(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     ledger = Ledger(f"sqlite:///{path}")
