@@ -163,6 +163,8 @@ def create_engine(parsed: URL, *, durable: bool = True) -> Engine:
                 "a PostgreSQL ledger needs the psycopg driver: "
                 "pip install 'hpsearch_budget[postgres]'"
             ) from None
+        if durable:
+            _durable_commits(engine)
     # A process forked with an open pool must not share its parent's sockets / file handles.
     # (A weak reference: the hook must not keep every engine ever made alive.)
     ref = weakref.ref(engine)
@@ -174,6 +176,22 @@ def create_engine(parsed: URL, *, durable: bool = True) -> Engine:
 
     os.register_at_fork(after_in_child=_forget_parent_connections)
     return engine
+
+
+def _durable_commits(engine: Engine) -> None:
+    """PostgreSQL: the durable engine's commits wait for the WAL flush even where the server
+    or database is set to ``synchronous_commit = off`` (a reservation lost in a server crash
+    frees room other workers may take); a stronger setting (remote_apply, ...) is kept."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute(
+            "SELECT set_config('synchronous_commit', 'on', false) "
+            "WHERE current_setting('synchronous_commit') = 'off'"
+        )
+        cur.close()
+        dbapi_conn.commit()  # a session setting made in a transaction is undone by its rollback
 
 
 def _sqlite_events(engine: Engine, timeout_s: float) -> None:

@@ -9,14 +9,16 @@ clear error, not the ledger.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import threading
 
 import pytest
 import sqlalchemy as sa
 
+from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import LedgerError
-from hpsearch_budget.ledger import Ledger, _engine, _pg
+from hpsearch_budget.ledger import Ledger, Scope, _engine, _pg
 from hpsearch_budget.meters import Measurement
 
 pytestmark = pytest.mark.postgres
@@ -232,3 +234,27 @@ def test_a_worker_that_exits_without_close_links_what_it_left(pg_url: str) -> No
         assert child.wait(timeout=60) == 0
     engine.dispose()
     assert _linked(pg_url, "s") == (1, 1)
+
+
+def test_reservations_stay_durable_where_the_database_turns_synchronous_commit_off(
+    pg_url: str,
+) -> None:
+    # A DBA may set synchronous_commit = off for a sweep database (Optuna's throughput). The
+    # durable engine (reservations, reaps, schema) inherited it: a reservation lost in a
+    # server crash frees room another worker may take.
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        name = sa.engine.make_url(pg_url).database
+        conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    admin.dispose()
+    ledger = Ledger(pg_url)
+    with _engine.write_txn(ledger._engine) as conn:  # what try_reserve and reserve= run in
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    with ledger._held.session() as conn:  # openings and checkpoints may still skip the flush
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    limits = [
+        (Scope(study="s"), Cost(energy_j=10.0, co2e_g=math.inf, usd=math.inf, gpu_s=math.inf))
+    ]
+    _, reserved = ledger.open_window("s", "s:0", reserve=(Cost(energy_j=5.0), limits))
+    assert reserved
+    ledger.close()
