@@ -349,6 +349,13 @@ def translate(error: Exception, url: URL) -> LedgerError:
         return LedgerError(
             f"cannot write ledger {where} ({text}); check the path and its permissions"
         )
+    if url.get_backend_name() == "postgresql" and (
+        "closed the connection" in low or "terminating connection" in low
+    ):  # a server restart, an idle-session timeout: a held or pooled connection is gone
+        return LedgerError(
+            f"lost the connection to PostgreSQL ledger {where} ({text}); the next call "
+            "reconnects: retry it, and check the server if this keeps happening"
+        )
     operational = isinstance(error, (exc.OperationalError, *_DRIVER_OPERATIONAL))
     if operational and url.get_backend_name() == "postgresql":
         return LedgerError(

@@ -132,6 +132,9 @@ def test_a_connection_the_server_dropped_costs_one_error(pg_url: str) -> None:
         except LedgerError as error:
             failures += 1
             assert "\n" not in str(error)
+            # it says what happened and what to do (it once read "database error: server
+            # closed the connection unexpectedly", or sent the user to check the host / port)
+            assert "lost the connection" in str(error) and "retry" in str(error)
     assert failures <= 2  # at most one per held connection (open, finalize)
     _finish(ledger, "s", "s:last")
     ledger.close()
