@@ -85,7 +85,7 @@ def default_carbon() -> CarbonModel:
 
 
 def _now() -> float:
-    # The machine's clock, read only in this module (through Ledger._time): tests replace it to
+    # The machine's clock, read only in this module (through Ledger.now): tests replace it to
     # move time by hand.
     return time.time()
 
@@ -238,7 +238,7 @@ class Ledger:
             create=state["create"],
         )
 
-    def _time(self) -> float:
+    def now(self) -> float:
         """Now, in Unix seconds on the ledger's clock (the database server's on PostgreSQL)."""
         return _now() + self._offset_s
 
@@ -332,7 +332,7 @@ class Ledger:
         checkpoint_interval_s: float,
     ) -> dict[str, Any]:
         """A new window's row: running, nothing measured yet, at the intensity in force now."""
-        now = self._time()
+        now = self.now()
         intensity = self.carbon.footprint(0.0, datetime.fromtimestamp(now, UTC))
         return {
             "study": study,
@@ -397,7 +397,7 @@ class Ledger:
         def insert_reserved() -> tuple[int, bool]:
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
-                    fits = _sqlite_fits(db, amount, limits, self._time(), self._sqlite_sums)
+                    fits = _sqlite_fits(db, amount, limits, self.now(), self._sqlite_sums)
                     return _sqlite_insert(db, _reserved(row, amount) if fits else row), fits
             # Durable, like try_reserve: on PostgreSQL the reservation lock and the INSERT
             # share one transaction (the fast engine commits statement by statement).
@@ -405,7 +405,7 @@ class Ledger:
                 _engine.lock_reservations(conn)
                 # The new row adds nothing to spent or committed until it is reserved, so
                 # checking before the INSERT is checking after it.
-                fits = _fits(conn, amount, limits, self._time(), self._sqlite_sums)
+                fits = _fits(conn, amount, limits, self.now(), self._sqlite_sums)
                 return self._insert(conn, _reserved(row, amount) if fits else row), fits
 
         window_id, reserved = self._guard(insert_reserved)
@@ -687,7 +687,7 @@ class Ledger:
 
     def _charge(self, row: Mapping[str, Any], m: Measurement) -> dict[str, Any]:
         """The row's new figures after ``m`` (cumulative): charge only the energy added."""
-        now = self._time()
+        now = self.now()
         update: dict[str, Any] = {
             "updated_unix_s": now,
             "wall_s": max(float(row["wall_s"]), float(m.wall_s)),
@@ -724,7 +724,7 @@ class Ledger:
 
         def run() -> Cost:
             with _engine.read_txn(self._engine) as conn:
-                return _sums(conn, scope, self._time(), self._sqlite_sums)[0]
+                return _sums(conn, scope, self.now(), self._sqlite_sums)[0]
 
         return self._guard(run)
 
@@ -733,7 +733,7 @@ class Ledger:
 
         def run() -> Cost:
             with _engine.read_txn(self._engine) as conn:
-                return _sums(conn, scope, self._time(), self._sqlite_sums)[1]
+                return _sums(conn, scope, self.now(), self._sqlite_sums)[1]
 
         return self._guard(run)
 
@@ -755,7 +755,7 @@ class Ledger:
             with _engine.write_txn(self._engine) as conn:
                 _engine.lock_reservations(conn)
                 self._running_row(conn, window_id)
-                if not _fits(conn, amount, checked, self._time(), self._sqlite_sums):
+                if not _fits(conn, amount, checked, self.now(), self._sqlite_sums):
                     return False
                 _add_reservation(conn, window_id, amount)
                 self._cache.pop(int(window_id), None)
@@ -771,7 +771,7 @@ class Ledger:
         Its energy stays that of its last checkpoint and still counts as spent. Returns how
         many windows were reaped.
         """
-        t = self._time() if now is None else to_unix_s(now)
+        t = self.now() if now is None else to_unix_s(now)
         stale = _reaping.stale(t)
 
         def run() -> int:
@@ -836,7 +836,7 @@ class Ledger:
         if study is not None:
             scope = Scope(study, scope.project, scope.user, scope.since, scope.until)
         rows = self._guard(lambda: _reads.entry_rows(self._engine, scope, open_only=open_only))
-        return _frame(rows, self._time())
+        return _frame(rows, self.now())
 
     def verify(self, study: str | None = None) -> VerifyReport:
         """Check every study's hash chain (or one study's); the report names the first bad row.

@@ -79,7 +79,9 @@ class LedgerCallback(Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._since = time.time()  # windows opened before this run belong to a crashed run
+        # Windows opened before this run belong to a crashed run: on the ledger's clock (the
+        # database server's on PostgreSQL), which the workers stamp their windows with.
+        self._since = self.ledger.now()
         self._trials: dict[str, str] = {}  # trial id -> study, for trials seen in this run
         self._unmetered_warned = False
 

@@ -183,3 +183,19 @@ def test_a_fractional_gpu_trial_is_charged_its_share_of_the_gpu(monkeypatch):
     used = half.read() - start
     assert used.by_domain == pytest.approx({"gpu:0": 1500.0, "cpu": 50.0})
     assert _TrialRun(spec)._make_meter(["0"], 1.0) is machine  # a whole GPU: its own counter
+
+
+def test_callback_dates_its_run_on_the_ledger_clock_not_the_driver_clock(sqlite_url):
+    """A driver whose clock runs ahead of the database server (PostgreSQL: the ledger's clock)
+    must not take the run's own fresh windows for a crashed run's and kill them."""
+    from types import SimpleNamespace
+
+    ledger = Ledger(sqlite_url)
+    ledger._offset_s = -100.0  # as a PostgreSQL ledger measures it: the server 100 s behind
+    callback = LedgerCallback(ledger, study="skew")
+    callback.setup()
+    window = ledger.open_window("skew", "skew:t1", checkpoint_interval_s=30.0)  # a worker's
+    trial = SimpleNamespace(trial_id="t1", experiment_dir_name="skew")
+    callback.on_trial_start(0, [trial], trial)
+    row = ledger.entries(study="skew").set_index("id").loc[window]
+    assert row["status"] == "running"
