@@ -73,7 +73,18 @@ def next_link(conn: Connection, study: str) -> Link:
         head = conn.execute(HEAD_FOR_UPDATE, {"s": study}).mappings().first()
     if head is None:
         return Link(study, 1, _chain.GENESIS, exists=False)
-    return Link(study, int(head["seq"]) + 1, str(head["head_hash"]), exists=True)
+    return _after_head(study, head["seq"], head["head_hash"])
+
+
+def _after_head(study: str, seq: Any, head_hash: Any) -> Link:
+    """The link after the study's chain head, which must be as the ledger writes it (an
+    integer and a hash; SQLite keeps whatever a hand edit put there)."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(head_hash, str):
+        raise LedgerError(
+            f"study {study!r}: its chain head holds seq {seq!r}, which the ledger never writes "
+            "(edited by hand); run `hpaudit verify` and restore the ledger from a backup"
+        )
+    return Link(study, seq + 1, head_hash, exists=True)
 
 
 def store_head(conn: Connection, link: Link, row_hash: str) -> None:
@@ -91,7 +102,7 @@ def sqlite_next_link(db: sqlite3.Connection, study: str) -> Link:
     head = db.execute(SQLITE_HEAD, {"s": study}).fetchone()
     if head is None:
         return Link(study, 1, _chain.GENESIS, exists=False)
-    return Link(study, int(head[0]) + 1, str(head[1]), exists=True)
+    return _after_head(study, head[0], head[1])
 
 
 def sqlite_store_head(db: sqlite3.Connection, link: Link, row_hash: str) -> None:

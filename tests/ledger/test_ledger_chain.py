@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import Ledger, _chain, _schema
 from hpsearch_budget.ledger._chain import row_hash
 from hpsearch_budget.meters import Measurement
@@ -221,3 +222,15 @@ def test_a_head_of_the_wrong_type_is_named_not_a_traceback(sqlite_url: str) -> N
     report = ledger.verify()
     assert report.first is not None and report.first.kind == "edited"
     assert "chain head" in report.summary() and len(report.problems) == 1
+
+
+@pytest.mark.parametrize("seq", ["'zz'", "1.5"])
+def test_finalising_after_a_head_edited_by_hand_is_a_one_line_error(
+    sqlite_url: str, seq: str
+) -> None:
+    ledger, _ = _ledger_with_rows(sqlite_url)
+    window = ledger.open_window("victim", "victim:late")
+    _sql(sqlite_url, f"UPDATE hpaudit_chain_heads SET seq = {seq} WHERE study = 'victim'")
+    with pytest.raises(LedgerError, match=r"chain head holds seq .*edited by hand.*hpaudit verify"):
+        ledger.finalize(window, Measurement(1.0, {"cpu": 1.0}), status="complete")
+    assert ledger.entries(study="victim").set_index("id").loc[window, "status"] == "running"
