@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -218,7 +219,7 @@ def _fake_rapl(root: Path) -> Path:
 
 
 def test_default_meter_charges_a_worker_its_cpu_share_of_a_machine_wide_rapl_package(
-    sqlite_url, tmp_path, monkeypatch, burn
+    sqlite_url, tmp_path, monkeypatch
 ):
     """Every worker process on a machine reads the same RAPL package: each is charged its
     process tree's CPU time over the machine's cores, not the whole package."""
@@ -232,9 +233,9 @@ def test_default_meter_charges_a_worker_its_cpu_share_of_a_machine_wide_rapl_pac
     monkeypatch.setattr(_metering, "_shared", {})
 
     def objective(trial: optuna.Trial) -> float:
-        # The machine's package spends 1000 J while this trial burns a little CPU.
+        # The machine's package spends 1000 J (other processes) while this trial waits.
         (root / "intel-rapl:0" / "energy_uj").write_text(f"{1000 * 10**6}\n")
-        burn(0.05)
+        time.sleep(0.2)
         return trial.suggest_float("x", 0, 1)
 
     ledger = Ledger(sqlite_url)
@@ -242,8 +243,9 @@ def test_default_meter_charges_a_worker_its_cpu_share_of_a_machine_wide_rapl_pac
     row = ledger.entries(study="rapl").iloc[0]
     package_j = row["energy_by_domain"]["cpu:package-0"]
     cores = os.cpu_count() or 1
-    # One busy thread: at most one core's part of the package (plus the meter's own jitter).
-    assert 0.0 < package_j <= 1000.0 / cores * 1.1
+    # A waiting trial is charged for its process's CPU time alone (its threads, the test
+    # suite's lingering ones too): well under one core's part of the package, not all of it.
+    assert 0.0 <= package_j < 1000.0 / cores
     assert row["sources"]["cpu:package-0"] == "measured"
     machine.close()
 
