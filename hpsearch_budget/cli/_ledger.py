@@ -106,7 +106,7 @@ def studies(ledger: LedgerOption = None) -> None:
             estimated = " (includes estimates)" if (frame.source == "estimated").any() else ""
             # Plain tab-separated lines: easy to read and to cut / awk.
             print(
-                f"{name}\t{len(frame)} windows\t{cost.energy_kwh:.4g} kWh{estimated}\t"
+                f"{name}\t{len(frame)} windows\t{cost.energy_kwh:.4g} kWh (device){estimated}\t"
                 f"{cost.co2e_kg:.4g} kg CO2e{estimated}"  # carbon follows from that energy
             )
 
@@ -134,7 +134,8 @@ def show(
     table = Table()
     for name in ("id", "study", "trial", "phase", "status"):  # in a narrow terminal: wrapped
         table.add_column(name, overflow="fold")
-    for name in ("kWh", "source", "g CO2e", "GPU-h"):  # figures and their labels are never cut
+    # kWh at the devices, before PUE (the report's R&D table shows kWh x PUE).
+    for name in ("kWh (device)", "source", "g CO2e", "GPU-h"):  # figures, labels never cut
         table.add_column(name, no_wrap=True)
     for r in frame.itertuples(index=False):
         table.add_row(

@@ -68,6 +68,7 @@ def test_the_ledger_url_can_come_from_the_environment(filled: str, monkeypatch, 
     assert "cnn\t3 windows" in out and "(includes estimates)" in out
     cnn = next(line for line in out.splitlines() if line.startswith("cnn\t"))
     assert cnn.endswith("kg CO2e (includes estimates)")  # the carbon figure is labelled too
+    assert " kWh (device) (includes estimates)\t" in cnn  # before PUE: the report's is x PUE
 
 
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path: Path, capsys) -> None:
@@ -219,8 +220,9 @@ def test_a_reap_under_a_nonsense_chain_head_is_a_ledger_error(sqlite_url: str) -
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE hpaudit_chain_heads SET seq = 'zz'"))
     engine.dispose()
-    with pytest.raises(LedgerError, match=f"window {silent} cannot be reaped.*edited by hand"):
+    with pytest.raises(LedgerError, match=r"study 's': its chain head holds seq 'zz'.*by hand"):
         ledger.reap(now=datetime.now(UTC) + timedelta(hours=1))
+    assert ledger.entries(study="s").set_index("id").loc[silent, "status"] == "running"
 
 
 def test_ledger_show_json_of_an_empty_ledger(sqlite_url: str, capsys) -> None:
