@@ -11,8 +11,10 @@ Two parts that work alone or together, and with :class:`~hpsearch_budget.optuna.
   :func:`~hpsearch_budget.optuna.promote_at_rung`): an expensive trial must rank higher to go on.
 
 Both read a trial's cost from a user attribute (``energy_kwh`` by default, which
-``hpsearch_budget.optuna.metered`` keeps current; ``co2e_kg`` works too). A trial without it
-is treated as of unknown cost (neutral).
+``hpsearch_budget.optuna.metered`` sets when a trial ends; ``co2e_kg`` works too). A trial
+``metered`` is still running in this process has no such attribute yet: the pruner reads its
+cost so far from its last report instead. A trial without either is treated as of unknown
+cost (neutral).
 
 Example (the objective sets the cost attribute itself here; ``metered`` does it for you):
 
@@ -60,6 +62,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch_budget.budget import Budget
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._cost_aware_rule import promote_at_rung, rungs
 
 # Which Budget limit a cost attribute is measured against.
@@ -258,6 +261,19 @@ def _observed_rates(
     return params, rates
 
 
+def _rate_now(study: Study, trial: FrozenTrial, cost_attr: str) -> float | None:
+    """Cost per step of a trial so far: its ``cost_attr`` attribute, or, for a trial ``metered``
+    is running in this process (the attribute is set only when it ends), its last report's."""
+    rate = cost_rate(trial, cost_attr)
+    if rate is not None or cost_attr not in _ATTR_LIMIT:
+        return rate
+    live = _state.live_trial(study.study_name, trial.number)
+    if live is None:
+        return None
+    cost = float(getattr(live.cost, cost_attr))
+    return cost / trial_steps(trial) if math.isfinite(cost) and cost > 0 else None
+
+
 class CostAwarePruner(BasePruner):
     """Asynchronous successive halving with cost-aware promotion, plus an optional budget pruner.
 
@@ -305,7 +321,7 @@ class CostAwarePruner(BasePruner):
             if value is None:
                 continue
             peers.append(float(value))
-            rate = cost_rate(t, self.cost_attr)
+            rate = _rate_now(study, t, self.cost_attr)
             if rate:
                 peer_rates.append(rate)
         median_rate = float(np.median(peer_rates)) if peer_rates else None
@@ -313,7 +329,7 @@ class CostAwarePruner(BasePruner):
             float(trial.intermediate_values[step]),
             peers,
             maximize=study.direction == StudyDirection.MAXIMIZE,
-            rate=cost_rate(trial, self.cost_attr),
+            rate=_rate_now(study, trial, self.cost_attr),
             median_rate=median_rate,
             reduction_factor=self.reduction_factor,
             cost_exponent=self.cost_exponent,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from hpsearch_budget.budget import Budget
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.optuna import CostAwarePruner, CostAwareSampler, CostModel
+from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.meters import ReplayMeter
+from hpsearch_budget.optuna import CostAwarePruner, CostAwareSampler, CostModel, metered
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -124,3 +129,37 @@ def test_budget_pruner_is_consulted_first() -> None:
     t.report(1.0, 4)  # not a rung: only the budget can prune here
     assert t.should_prune()
     assert budget.calls == 1
+
+
+def _metered_rung_study(tmp_path: Path, dear_s_per_step: float) -> optuna.Study:
+    """11 trials at 1 s per step, then one ranked 4th of 12 at rung 2: each really metered
+    (a replayed 3.6 kW, so 1 s = 1 Wh), nothing setting ``energy_kwh`` but ``metered``."""
+    meter = ReplayMeter(power_w=3600.0)
+
+    def objective(trial: optuna.Trial) -> float:
+        v, sec = trial.suggest_float("v", 0, 100), trial.suggest_float("sec", 0, 100)
+        for step in range(2):
+            meter.advance(sec)
+            trial.report(v * (step + 1) / 2, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return v
+
+    study = optuna.create_study(
+        direction="maximize", pruner=CostAwarePruner(min_resource=2, max_resource=18)
+    )
+    for v in range(1, 12):
+        study.enqueue_trial({"v": float(v), "sec": 1.0})
+    study.enqueue_trial({"v": 8.5, "sec": dear_s_per_step})
+    ledger = Ledger(f"sqlite:///{tmp_path / f'ledger{dear_s_per_step}.db'}")
+    study.optimize(metered(objective, ledger, meter=meter, policy=False), n_trials=12)
+    return study
+
+
+def test_pruner_sees_the_running_metered_trials_cost(tmp_path: Path) -> None:
+    # metered sets energy_kwh only when a trial ends: the pruner must read the judged trial's
+    # cost so far from its reports, or a trial 9x the median cost is judged as plain ASHA.
+    assert _metered_rung_study(tmp_path, 1.0).trials[-1].state == TrialState.COMPLETE
+    dear = _metered_rung_study(tmp_path, 9.0).trials[-1]
+    assert dear.state == TrialState.PRUNED
+    assert dear.user_attrs["energy_kwh"] == pytest.approx(0.018)  # at rung 2
