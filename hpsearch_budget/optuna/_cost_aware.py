@@ -45,6 +45,7 @@ Example (the objective sets the cost attribute itself here; ``metered`` does it 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,7 +202,9 @@ class CostAwareSampler(TPESampler):
         super().__init__(n_ei_candidates=n_ei_candidates, **tpe_kwargs)
         self.cost_attr = cost_attr
         self.alpha = alpha
-        self._study: Study | None = None
+        # The study each thread is sampling for (n_jobs > 1: one sampler, several threads);
+        # a dict, not threading.local, so that the sampler still pickles.
+        self._studies: dict[int, Study] = {}
 
     def cost_weight(self, study: Study) -> float:
         """The current exponent of cost: ``alpha x`` the fraction of the budget left."""
@@ -215,17 +218,18 @@ class CostAwareSampler(TPESampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         # TPE's _sample calls _compute_acquisition_func without the study; keep it at hand.
-        self._study = study
+        thread = threading.get_ident()
+        self._studies[thread] = study
         try:
             return super()._sample(study, trial, search_space)
         finally:
-            self._study = None
+            self._studies.pop(thread, None)
 
     def _compute_acquisition_func(
         self, samples: dict[str, np.ndarray], mpe_below: Any, mpe_above: Any
     ) -> np.ndarray:
         acq = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
-        study = self._study
+        study = self._studies.get(threading.get_ident())
         if study is None:
             return acq
         weight = self.cost_weight(study)

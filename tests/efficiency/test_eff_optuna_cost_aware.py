@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers._tpe.sampler import default_gamma
 from optuna.trial import TrialState
 
 from hpsearch_budget.budget import Budget
@@ -163,3 +165,39 @@ def test_pruner_sees_the_running_metered_trials_cost(tmp_path: Path) -> None:
     dear = _metered_rung_study(tmp_path, 9.0).trials[-1]
     assert dear.state == TrialState.PRUNED
     assert dear.user_attrs["energy_kwh"] == pytest.approx(0.018)  # at rung 2
+
+
+def test_sampler_keeps_the_cost_term_when_threads_sample_at_once() -> None:
+    # n_jobs > 1: one sampler, several threads. Thread A is held inside TPE's sampling (in
+    # its gamma, a TPESampler argument) while thread B samples from start to end; A must
+    # still divide by cost. Large w is better and dearer: TPE alone picks a large w.
+    a_inside, b_done = threading.Event(), threading.Event()
+
+    def gamma(n: int) -> int:
+        if threading.current_thread().name == "A":
+            a_inside.set()
+            b_done.wait(10)
+        return default_gamma(n)
+
+    study = optuna.create_study(sampler=CostAwareSampler(alpha=5.0, seed=0, gamma=gamma))
+    for w in np.exp(np.random.default_rng(0).uniform(0, np.log(1000), 20)):
+        study.enqueue_trial({"w": float(w)})
+        t = study.ask()
+        t.suggest_float("w", 1, 1000, log=True)
+        t.set_user_attr("energy_kwh", t.params["w"] * 1e-3)
+        study.tell(t, -np.log(t.params["w"]))
+    picked: dict[str, float] = {}
+
+    def ask() -> None:
+        picked[threading.current_thread().name] = study.ask().suggest_float("w", 1, 1000, log=True)
+
+    a = threading.Thread(target=ask, name="A")
+    a.start()
+    assert a_inside.wait(10)
+    b = threading.Thread(target=ask, name="B")
+    b.start()
+    b.join(10)
+    b_done.set()
+    a.join(10)
+    assert picked["B"] < 10.0
+    assert picked["A"] < 10.0  # not TPE's own pick (~970 here)
