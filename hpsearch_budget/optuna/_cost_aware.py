@@ -284,7 +284,9 @@ class CostAwarePruner(BasePruner):
     At each rung (``min_resource x reduction_factor**k`` steps done, below ``max_resource``) a
     trial goes on if :func:`~hpsearch_budget.optuna.promote_at_rung` says so against every trial
     that reached the rung. Between rungs nothing is pruned, so a trial is judged only on steps
-    it has actually trained (no rule fires at step 0 unless ``min_resource=1``).
+    it has actually trained (no rule fires at step 0 unless ``min_resource=1``). A trial that
+    does not report every step is judged at its first report past a rung, against the other
+    trials' values at their first reports past it.
 
     Args:
         min_resource: steps done at the first rung. Where the first epochs say little about the
@@ -317,27 +319,48 @@ class CostAwarePruner(BasePruner):
         if self.budget_pruner is not None and self.budget_pruner.prune(study, trial):
             return True
         step = trial.last_step
-        if step is None or step + 1 not in self.rungs:
+        if step is None:
             return False
-        peers, peer_rates = [], []
-        for t in study._get_trials(deepcopy=False, use_cache=False):
-            value = t.intermediate_values.get(step)
-            if value is None:
-                continue
-            peers.append(float(value))
-            rate = _rate_now(study, t, self.cost_attr)
-            if rate:
-                peer_rates.append(rate)
-        median_rate = float(np.median(peer_rates)) if peer_rates else None
-        return not promote_at_rung(
-            float(trial.intermediate_values[step]),
-            peers,
-            maximize=study.direction == StudyDirection.MAXIMIZE,
-            rate=_rate_now(study, trial, self.cost_attr),
-            median_rate=median_rate,
-            reduction_factor=self.reduction_factor,
-            cost_exponent=self.cost_exponent,
-        )
+        # The rungs this report is the first to reach: a trial reporting every k steps (or at
+        # global step numbers) passes a rung without a report exactly there.
+        before = max((s for s in trial.intermediate_values if s < step), default=-1)
+        due = sorted(r for r in self.rungs if before + 1 < r <= step + 1)
+        if not due:
+            return False
+        trials = study._get_trials(deepcopy=False, use_cache=False)
+        rate = _rate_now(study, trial, self.cost_attr)
+        for rung in due:
+            peers, peer_rates = [], []
+            for t in trials:
+                value = _value_at_rung(t, rung)
+                if value is None:
+                    continue
+                peers.append(value)
+                peer_rate = _rate_now(study, t, self.cost_attr)
+                if peer_rate:
+                    peer_rates.append(peer_rate)
+            median_rate = float(np.median(peer_rates)) if peer_rates else None
+            if not promote_at_rung(
+                float(trial.intermediate_values[step]),
+                peers,
+                maximize=study.direction == StudyDirection.MAXIMIZE,
+                rate=rate,
+                median_rate=median_rate,
+                reduction_factor=self.reduction_factor,
+                cost_exponent=self.cost_exponent,
+            ):
+                return True
+        return False
+
+
+def _value_at_rung(trial: FrozenTrial, rung: int) -> float | None:
+    """A trial's value at its first report with at least ``rung`` steps done, or None."""
+    values = trial.intermediate_values
+    value = values.get(rung - 1)
+    if value is None:
+        later = [s for s in values if s >= rung - 1]
+        value = values[min(later)] if later else None
+    return None if value is None else float(value)
 
 
 __all__ = [

@@ -201,3 +201,29 @@ def test_sampler_keeps_the_cost_term_when_threads_sample_at_once() -> None:
     a.join(10)
     assert picked["B"] < 10.0
     assert picked["A"] < 10.0  # not TPE's own pick (~970 here)
+
+
+def test_pruner_judges_trials_that_report_every_few_steps() -> None:
+    # Rungs at 3, 9 and 27 steps done; trials report at steps 4, 9, 14, ... (5, 10, 15, ...
+    # done), never exactly at a rung: each first report past a rung is judged there.
+    pruner = CostAwarePruner(min_resource=3, max_resource=30)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for v in range(1, 12):
+        t = study.ask()
+        for step in range(4, 30, 5):
+            t.report(float(v), step)
+        study.tell(t, float(v))
+
+    def pruned_at(value: float, drop_at: int) -> int | None:
+        t = study.ask()
+        for step in range(4, 30, 5):
+            t.report(value if step < drop_at else 0.0, step)
+            if t.should_prune():
+                study.tell(t, state=TrialState.PRUNED)
+                return step
+        study.tell(t, value)
+        return None
+
+    assert pruned_at(0.5, drop_at=99) == 4  # worst at rung 3 (first report, 5 steps done)
+    assert pruned_at(11.5, drop_at=99) is None  # the best goes on to the end
+    assert pruned_at(11.5, drop_at=9) == 9  # falls to the last at rung 9 (10 steps done)
