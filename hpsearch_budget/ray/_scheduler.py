@@ -68,6 +68,7 @@ class BudgetScheduler(TrialScheduler):
         study: the ledger study; default the Tune experiment name (from the first trial).
             Given, an already spent budget raises ``BudgetExceededError`` right here.
         metric, mode: what "promising" means; default the base scheduler's / TuneConfig's.
+            Given here, they are also the base scheduler's when it has none of its own.
         policy: a lab policy whose caps apply on top (None finds the lab's file once, here;
             False opts out); ``on_exceed = "stop"`` ends the sweep when a cap refuses a
             trial, "warn" logs it once; project, user: for its caps.
@@ -136,6 +137,12 @@ class BudgetScheduler(TrialScheduler):
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         self._metric = self._metric or metric
         self._mode = self._mode or mode
+        # A base without its own (ASHA ranks by them) gets the ones given here, not only
+        # TuneConfig's: else it fails the run at the first result.
+        if self.base.metric is None:
+            metric = metric or self._metric
+        if getattr(self.base, "_mode", None) is None:
+            mode = mode or self._mode
         return self.base.set_search_properties(metric, mode, **spec)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:

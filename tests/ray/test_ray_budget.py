@@ -13,7 +13,13 @@ from hpsearch_budget.budget import Budget
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError
 from hpsearch_budget.ledger import Ledger, Scope
 from hpsearch_budget.meters import Measurement, Source
-from hpsearch_budget.ray import BudgetScheduler, BudgetStopper, LedgerCallback, metered
+from hpsearch_budget.ray import (
+    BudgetScheduler,
+    BudgetStopper,
+    CostAwareASHAScheduler,
+    LedgerCallback,
+    metered,
+)
 from hpsearch_budget.units import j_to_kwh
 
 pytestmark = pytest.mark.ray
@@ -238,3 +244,25 @@ def test_scheduler_refuses_schedulers_that_pause_trials(sqlite_url):
     for base in (HyperBandScheduler(max_t=STEPS), pbt):
         with pytest.raises(HpauditInputError, match=r"pauses trials.*use ASHAScheduler"):
             BudgetScheduler(budget, Ledger(sqlite_url), base=base)
+
+
+def test_scheduler_gives_its_metric_to_a_base_without_one(
+    ray_local, trace, sqlite_url, make_run_config
+):
+    # metric / mode given to the BudgetScheduler only (not TuneConfig): the wrapped cost-aware
+    # ASHA ranks by them too, rather than failing the run at the first result.
+    ledger = Ledger(sqlite_url)
+    base = CostAwareASHAScheduler(max_t=STEPS, min_t=1, reduction_factor=3)
+    scheduler = BudgetScheduler(
+        Budget(energy_kwh=1.0), ledger, base=base, metric="loss", mode="min"
+    )
+    grid = tune.Tuner(
+        metered(_train(trace), ledger, meter=trace.meter),
+        param_space={"q": tune.grid_search([0.0, 0.1, 0.2, 0.3])},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        run_config=make_run_config("forward"),
+    ).fit()
+    assert not grid.errors
+    iterations = {r.config["q"]: r.metrics["training_iteration"] for r in grid}
+    assert iterations[0.0] == STEPS
+    assert iterations[0.3] == 1  # the worst of 4 at rung 1: stopped by the base
