@@ -96,17 +96,23 @@ class CostAwareASHAScheduler(FIFOScheduler):
         if t >= self._max_t:
             self.num_stopped += 1
             return TrialScheduler.STOP
-        value = float(result[self._metric])
-        cost = result.get(self._cost_key)
+        if self._judge(trial_id, t, float(result[self._metric]), result.get(self._cost_key)):
+            return TrialScheduler.CONTINUE
+        self.num_stopped += 1
+        return TrialScheduler.STOP
+
+    def _judge(self, trial_id: str, t: float, value: float, cost: Any) -> bool:
+        """Record a result at every rung ``t`` reaches for the first time (cumulative ``cost``);
+        False if the trial should not go on from one of them."""
         rate = float(cost) / t if cost is not None and t > 0 and math.isfinite(cost) else None
-        action = TrialScheduler.CONTINUE
+        go_on = True
         for rung in self.rungs:
             if rung > t or trial_id in self._recorded[rung]:
                 continue
             peers = self._recorded[rung]
             peers[trial_id] = (value, rate)
             rates = [r for _, r in peers.values() if r]
-            go_on = promote_at_rung(
+            go_on &= promote_at_rung(
                 value,
                 [v for v, _ in peers.values()],
                 maximize=self._mode == "max",
@@ -115,14 +121,15 @@ class CostAwareASHAScheduler(FIFOScheduler):
                 reduction_factor=self._rf,
                 cost_exponent=self._cost_exponent,
             )
-            if not go_on:
-                action = TrialScheduler.STOP
-        if action == TrialScheduler.STOP:
-            self.num_stopped += 1
-        return action
+        return go_on
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
-        pass  # its values at the rungs it passed stay as the bar for later trials
+        # Its values at the rungs it passed stay as the bar for later trials. A result that
+        # ended the trial (a stopper, stop criteria) never came to on_trial_result: record it.
+        metric = self._metric
+        if metric and self._mode and self._time_attr in result and metric in result:
+            t, value = float(result[self._time_attr]), float(result[metric])
+            self._judge(trial.trial_id, t, value, result.get(self._cost_key))
 
     def debug_string(self) -> str:
         sizes = ", ".join(f"{r}: {len(v)}" for r, v in self._recorded.items())

@@ -91,3 +91,33 @@ def test_dear_second_ranked_trial_stops_earlier_than_under_plain_asha(
     # What it saved: 8 iterations of 9 J.
     saved = sum(e for _, e in plain.values()) - sum(e for _, e in aware.values())
     assert saved == pytest.approx(8 * 9.0)
+
+
+def test_results_that_a_stopper_ends_still_count_at_their_rung(
+    ray_local: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three good trials that a stop criterion ends at iteration 1 (Tune gives that result to
+    # on_trial_complete, not on_trial_result), then a bad one: 4 at rung 1, it is the worst.
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    short = [{"name": f"short{i}", "q": 0.9 - i / 10, "j_per_it": 1.0} for i in range(3)]
+    bad = {"name": "bad", "q": 0.1, "j_per_it": 1.0}
+    grid = tune.Tuner(
+        _trainable,
+        param_space={"trial": tune.grid_search([*short, bad])},
+        tune_config=tune.TuneConfig(
+            metric="acc",
+            mode="max",
+            scheduler=CostAwareASHAScheduler(max_t=MAX_T, min_t=1, reduction_factor=3),
+            max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="stopped",
+            storage_path=str(tmp_path),
+            verbose=0,
+            stop=lambda _, r: r["config"]["trial"]["name"] != "bad",
+        ),
+    ).fit()
+    assert not grid.errors
+    iterations = {r.config["trial"]["name"]: r.metrics["training_iteration"] for r in grid}
+    assert iterations == {"short0": 1, "short1": 1, "short2": 1, "bad": 1}
