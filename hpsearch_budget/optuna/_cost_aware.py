@@ -44,6 +44,7 @@ Example (the objective sets the cost attribute itself here; ``metered`` does it 
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -64,7 +65,9 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch_budget.budget import Budget
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.optuna._cost_aware_rule import promote_at_rung, rungs
+from hpsearch_budget.optuna._cost_aware_rule import check_cost_exponent, promote_at_rung, rungs
+
+_log = logging.getLogger(__name__)
 
 # Which Budget limit a cost attribute is measured against.
 _ATTR_LIMIT = {
@@ -168,7 +171,9 @@ class CostAwareSampler(TPESampler):
             summed ``cost_attr`` approaches the matching limit (CArBO's cost cooling). Without
             it ``alpha`` stays fixed.
         cost_attr: the trial user attribute holding the cost spent so far: ``energy_kwh``
-            (default, set by ``metered``), ``co2e_kg``, ``usd`` or ``gpu_hours``.
+            (default, set by ``metered``), ``co2e_kg`` (set by ``metered`` too), ``usd`` or
+            ``gpu_hours`` (set them yourself: ``trial.set_user_attr``; a sampler that finds no
+            finished trial with the attribute logs a warning and samples as plain TPE).
         alpha: weight of log cost against TPE's log density ratio at the start of the sweep.
         n_ei_candidates: candidates drawn per suggestion (more than TPE's 24: the cost term
             needs choice).
@@ -205,6 +210,7 @@ class CostAwareSampler(TPESampler):
         # The study each thread is sampling for (n_jobs > 1: one sampler, several threads);
         # a dict, not threading.local, so that the sampler still pickles.
         self._studies: dict[int, Study] = {}
+        self._warned_no_cost = False
 
     def cost_weight(self, study: Study) -> float:
         """The current exponent of cost: ``alpha x`` the fraction of the budget left."""
@@ -240,9 +246,23 @@ class CostAwareSampler(TPESampler):
             return acq
         model = CostModel(space)
         params, rates = _observed_rates(study, space, self.cost_attr)
+        if not rates:
+            self._warn_no_cost()
         if not model.fit(params, rates):
             return acq
         return acq - weight * model.predict_log(samples)
+
+    def _warn_no_cost(self) -> None:
+        """Once: TPE is sampling after its startup trials, and no finished trial has a cost."""
+        if not self._warned_no_cost:
+            self._warned_no_cost = True
+            _log.warning(
+                "CostAwareSampler: no finished trial has the user attribute %r, so the cost "
+                "term is off (plain TPE): metered() sets energy_kwh and co2e_kg; for another "
+                "cost set it with trial.set_user_attr(%r, cost_so_far)",
+                self.cost_attr,
+                self.cost_attr,
+            )
 
 
 def _distributions(study: Study) -> dict[str, BaseDistribution]:
@@ -311,7 +331,7 @@ class CostAwarePruner(BasePruner):
     ) -> None:
         self.rungs = set(rungs(min_resource, max_resource, reduction_factor))
         self.reduction_factor = reduction_factor
-        self.cost_exponent = cost_exponent
+        self.cost_exponent = check_cost_exponent(cost_exponent)
         self.cost_attr = cost_attr
         self.budget_pruner = budget_pruner
 

@@ -31,6 +31,17 @@ from collections.abc import Sequence
 from hpsearch_budget.errors import HpauditInputError
 
 
+def check_cost_exponent(cost_exponent: float) -> float:
+    """``cost_exponent`` as a float, or a one-line error (negative or NaN inverts the rule)."""
+    value = float(cost_exponent)
+    if not (math.isfinite(value) and value >= 0):
+        raise HpauditInputError(
+            f"cost_exponent must be a finite number >= 0 (0 = plain successive halving), "
+            f"got {cost_exponent!r}"
+        )
+    return value
+
+
 def rungs(min_resource: int, max_resource: int, reduction_factor: int) -> list[int]:
     """Steps done (1-based) at which promotion is decided: ``min_resource x rf**k < max``.
 

@@ -27,7 +27,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.optuna._cost_aware_rule import promote_at_rung, rungs
+from hpsearch_budget.optuna._cost_aware_rule import check_cost_exponent, promote_at_rung, rungs
 
 
 class CostAwareASHAScheduler(FIFOScheduler):
@@ -64,7 +64,7 @@ class CostAwareASHAScheduler(FIFOScheduler):
         self._mode = mode
         self._max_t = max_t
         self._rf = reduction_factor
-        self._cost_exponent = cost_exponent
+        self._cost_exponent = check_cost_exponent(cost_exponent)
         self._cost_key = cost_key
         # rung -> trial_id -> (value, cost per unit of time_attr or None)
         self._recorded: dict[int, dict[str, tuple[float, float | None]]] = {

@@ -227,3 +227,26 @@ def test_pruner_judges_trials_that_report_every_few_steps() -> None:
     assert pruned_at(0.5, drop_at=99) == 4  # worst at rung 3 (first report, 5 steps done)
     assert pruned_at(11.5, drop_at=99) is None  # the best goes on to the end
     assert pruned_at(11.5, drop_at=9) == 9  # falls to the last at rung 9 (10 steps done)
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_a_cost_exponent_that_would_invert_the_rule_is_refused(bad: float) -> None:
+    with pytest.raises(HpauditInputError, match="cost_exponent must be a finite number >= 0"):
+        CostAwarePruner(max_resource=9, cost_exponent=bad)
+    from hpsearch_budget.ray import CostAwareASHAScheduler
+
+    with pytest.raises(HpauditInputError, match="cost_exponent"):
+        CostAwareASHAScheduler(metric="loss", mode="min", cost_exponent=bad)
+
+
+def test_sampler_says_once_when_no_trial_carries_its_cost(caplog) -> None:
+    """cost_attr="usd" under metered (which sets energy_kwh and co2e_kg) was plain TPE,
+    silently."""
+    sampler = CostAwareSampler(cost_attr="usd", n_startup_trials=3, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    with caplog.at_level("WARNING", logger="hpsearch_budget.optuna._cost_aware"):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=8)
+    said = [
+        r for r in caplog.records if "no finished trial has the user attribute 'usd'" in r.message
+    ]
+    assert len(said) == 1 and "plain TPE" in said[0].message
