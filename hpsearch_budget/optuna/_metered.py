@@ -75,7 +75,7 @@ from hpsearch_budget.optuna._objective_checks import (
     check_directions,
     check_result,
 )
-from hpsearch_budget.optuna._trial_run import MeteredTrial, _TrialRun, heartbeat
+from hpsearch_budget.optuna._trial_run import _NOTHING, MeteredTrial, _TrialRun, heartbeat
 from hpsearch_budget.optuna._user_attrs import set_user_attrs
 from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
 
@@ -169,7 +169,10 @@ class MeteredObjective:
             reserve=first,
         )
         window_id, reserved = opened if isinstance(opened, tuple) else (opened, False)
-        token = meter.open()  # after the row exists: a failed open leaves no window behind
+        # The meter window opens once the trial may run (after the row exists: a failed open
+        # leaves no window behind). A trial waiting for room in the budget takes no share of
+        # what the running trials spend (n_jobs > 1): _reserve, then run.start().
+        token = meter.open() if reserved or not budgeted else None
         live = _state.LiveTrial(name, trial.number, window_id)
         if reserved and first is not None:
             live.reserved = first[0]
@@ -182,6 +185,7 @@ class MeteredObjective:
             if budgeted:
                 if not reserved:  # stopped, or no room now: wait for it, or stop the study
                     self._reserve(trial, state, live, project, user)
+                    run.start()
                 # Reports may now skip the ledger while the reservation covers the spend; at
                 # most one checkpoint interval apart (the heartbeat writes silent rows anyway).
                 run.throttle_s = min(self.min_checkpoint_interval_s, self.checkpoint_interval_s)
@@ -221,7 +225,7 @@ class MeteredObjective:
         value = values[0] if values and len(values) == 1 else None
         with run.lock:
             run.closed = True
-            measurement = run.meter.close(run.token)
+            measurement = run.meter.close(run.token) if run.token is not None else _NOTHING
             # Reports the throttle left unwritten go in with the final row: it keeps the last
             # step (and, for a trial without a final value, the last intermediate value).
             cost = self.ledger.finalize(

@@ -14,17 +14,19 @@ from optuna.trial import Trial
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.budget._accounting import fits
+from hpsearch_budget.meters import Measurement
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._metering import SharedMeter
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
-    from hpsearch_budget.meters import Measurement
 
 _log = logging.getLogger(__name__)
 
 #: How long the heartbeat thread waits for a next trial before it exits.
 _LINGER_S = 5.0
+#: What a trial measured before its meter window opened (while it waited for room).
+_NOTHING = Measurement(0.0)
 
 
 class MeteredTrial(Trial):
@@ -73,13 +75,14 @@ class _TrialRun:
         ledger: Ledger,
         meter: SharedMeter,
         live: _state.LiveTrial,
-        token: int,
+        token: int | None,
         interval_s: float,
         state: _state.StudyState,
     ) -> None:
         self.ledger = ledger
         self.meter = meter
         self.live = live
+        #: The meter window (None: not open yet, the trial waits for room in the budget).
         self.token = token
         self.interval_s = interval_s
         self.state = state
@@ -94,12 +97,19 @@ class _TrialRun:
         self.dirty = False  # something was measured or reported since the last write
         self.closed = False
 
+    def start(self) -> None:
+        """Open the meter window of a trial that waited for room in the budget."""
+        with self.lock:
+            if self.token is None:
+                self.token = self.meter.open()
+
     def checkpoint(self, step: int | None, value: float | None, *, force: bool = False) -> Cost:
         """Measure the trial now; write the row if :meth:`_due` (or ``force``)."""
         with self.lock:
             if self.closed:
                 return self.live.cost
-            measurement = self.meter.measure(self.token)
+            token = self.token
+            measurement = _NOTHING if token is None else self.meter.measure(token)
             if step is not None:
                 self.step = int(step)
             if value is not None:
@@ -119,7 +129,7 @@ class _TrialRun:
     def flush(self) -> None:
         """Write what the last reports left unwritten (a no-op when the row is current)."""
         with self.lock:
-            if self.dirty and not self.closed:
+            if self.dirty and not self.closed and self.token is not None:
                 self.live.cost = self._write(self.meter.measure(self.token))
 
     def _due(self, cost: Cost) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import optuna
 import pytest
@@ -329,3 +330,41 @@ def test_no_room_reason_names_the_limit_and_what_is_used(sqlite_url):
     assert index == 0
     assert "of 0.001 kWh: " in why and "0.00075 kWh spent or reserved" in why
     assert "forecast " in why and "0.0005 kWh, estimate" in why
+
+
+def test_a_trial_waiting_for_room_takes_no_share_of_the_running_trials_energy(
+    sqlite_url, replay_meter, spend
+):
+    """n_jobs=2: one trial holds the reservation and runs; the other waits for room in the
+    budget and is then pruned without having run. The runner is charged all it spent; the
+    waiting trial nothing (the process's meter was split with it while it waited)."""
+    step_j, steps = 10.0, 10
+    ledger = Ledger(sqlite_url)
+    study = optuna.create_study(study_name="wait")
+
+    def objective(trial):
+        if trial.number > 0:  # the runner: until the other trial waits, with its row open
+            deadline = time.monotonic() + 20.0
+            while len(ledger.entries(study="wait", open_only=True)) < 2:
+                assert time.monotonic() < deadline, "the second trial never opened its row"
+                time.sleep(0.01)
+        for step in range(steps):
+            spend(step_j / WATTS)
+            time.sleep(0.02)
+            trial.report(float(step), step)
+        return 1.0
+
+    kwargs = {"ledger": ledger, "meter": replay_meter}
+    optimize(study, objective, budget=Budget(energy_kwh=1.0), n_trials=1, **kwargs)
+    # Room for the first trial's 100 J and one more at a time: the second waits, then finds
+    # that after the runner nothing typical fits any more.
+    budget = Budget(energy_kwh=j_to_kwh(2.5 * steps * step_j))
+    optimize(study, objective, budget=budget, n_trials=2, n_jobs=2, **kwargs)
+    rows = ledger.entries(study="wait").set_index("trial_number")
+    ran = [t.number for t in study.trials if t.intermediate_values]
+    waited = [t.number for t in study.trials if not t.intermediate_values]
+    assert len(ran) == 2 and len(waited) == 1, [t.state for t in study.trials]
+    assert rows.loc[ran, "energy_j"].tolist() == [pytest.approx(steps * step_j)] * 2
+    assert rows.loc[waited[0], "energy_j"] == 0.0
+    assert rows.loc[waited[0], "status"] == "pruned"
+    assert study.trials[waited[0]].user_attrs["hpaudit_prune_reason"].startswith("budget")
