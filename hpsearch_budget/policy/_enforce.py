@@ -305,19 +305,29 @@ def _refusal(study: str, status: CapStatus, unit: str, forecast: Cost, over: flo
     spent = in_cap_units(status.spent)[unit]
     committed = in_cap_units(status.committed)[unit]
     left = in_cap_units(status.remaining)[unit]
+    # The study's own budget is not in the policy file, and on_exceed does not apply to it.
+    own = status.kind == "budget"
+    raise_it = (
+        "raise the budget or start a study with a new name"
+        if own
+        else 'raise the cap in the policy file, wait for it to reset, or set on_exceed = "warn"'
+    )
     if left <= 0.0 or f <= left:  # nothing left (or already passed): no forecast can fit
         return (
             f"sweep '{study}' cannot start: the {status.name} ({_fmt(lim, unit)}) is used up"
             f"{_month_note(status)}: {_fmt(spent, unit)} spent and {_fmt(committed, unit)} "
-            f"reserved by running trials; raise the cap in the policy file, wait for it to "
-            f'reset, or set on_exceed = "warn"'
+            f"reserved by running trials; {raise_it}"
         )
     return (
         f"sweep '{study}' would exceed the {status.name} ({_fmt(lim, unit)}) by "
         f"{_fmt(over, unit)}: its forecast is {_fmt(f, unit)} (estimate) but only "
         f"{_fmt(max(left, 0.0), unit)} remain{_month_note(status)} after {_fmt(spent, unit)} "
         f"spent and {_fmt(committed, unit)} reserved by running trials; lower n_trials or the "
-        f'per-trial cost, raise the cap in the policy file, or set on_exceed = "warn"'
+        + (
+            "per-trial cost, or raise the budget"
+            if own
+            else 'per-trial cost, raise the cap in the policy file, or set on_exceed = "warn"'
+        )
     )
 
 

@@ -368,3 +368,21 @@ def test_a_trial_waiting_for_room_takes_no_share_of_the_running_trials_energy(
     assert rows.loc[waited[0], "energy_j"] == 0.0
     assert rows.loc[waited[0], "status"] == "pruned"
     assert study.trials[waited[0]].user_attrs["hpaudit_prune_reason"].startswith("budget")
+
+
+def test_overspent_study_budget_says_to_raise_the_budget_not_a_policy_cap(
+    sqlite_url, replay_meter, spend
+):
+    """A study whose own budget is already overspent is refused with a hint that fits it:
+    there is no policy file, so 'raise the cap in the policy file' / on_exceed do not apply."""
+    study = optuna.create_study(study_name="over")
+    objective = _steps_objective(spend, 3, 0.01)
+    kwargs = {"ledger": sqlite_url, "meter": replay_meter}
+    optimize(study, objective, budget=Budget(energy_kwh=1.0), n_trials=3, **kwargs)
+    tiny = Budget(energy_kwh=j_to_kwh(0.1))  # far below the 1.8 J already spent
+    with pytest.raises(BudgetExceededError, match="study 'over' budget") as error:
+        optimize(study, objective, budget=tiny, n_trials=3, **kwargs)
+    message = str(error.value)
+    assert "\n" not in message and "raise the budget" in message
+    assert "policy file" not in message and "on_exceed" not in message
+    assert len(study.trials) == 3
