@@ -46,7 +46,17 @@ class MeteredTrial(Trial):
         object.__setattr__(self, "_hpaudit", run)
 
     def report(self, value: float, step: int) -> None:
-        super().report(value, step)
+        try:
+            super().report(value, step)
+        except NotImplementedError as exc:  # Optuna has no report for multi-objective studies
+            n = len(self.study.directions)
+            if n < 2:
+                raise
+            raise NotImplementedError(
+                f"trial.report is not supported for multi-objective optimization (the study "
+                f"has {n} objectives; with energy_objective=True energy is one of them): call "
+                f"trial.checkpoint(step) to record the trial's energy at a step instead"
+            ) from exc
         self._hpaudit.checkpoint(step=int(step), value=float(value))
 
     def checkpoint(self, step: int | None = None) -> Cost:

@@ -208,6 +208,25 @@ def test_checkpoint_without_report_for_multi_objective(sqlite_url, replay_meter,
     assert row["value"] is None or math.isnan(row["value"])
 
 
+def test_report_in_an_energy_objective_study_says_to_checkpoint(sqlite_url, replay_meter, spend):
+    """energy_objective=True makes the study multi-objective, where Optuna has no report: the
+    error says what to call instead, in one line; the trial is failed and still charged."""
+    ledger = Ledger(sqlite_url)
+
+    def objective(trial):
+        spend(0.02)
+        trial.report(0.5, 0)
+        return 0.5
+
+    study = optuna.create_study(study_name="mo-report", directions=["minimize", "minimize"])
+    obj = metered(objective, ledger, replay_meter, energy_objective=True)
+    with pytest.raises(NotImplementedError, match=r"trial\.checkpoint\(step\)") as error:
+        study.optimize(obj, n_trials=1)
+    assert "\n" not in str(error.value) and "energy_objective=True" in str(error.value)
+    row = ledger.entries(study="mo-report").iloc[0]
+    assert row["status"] == "failed" and row["energy_j"] == pytest.approx(0.4)
+
+
 def _fake_rapl(root: Path) -> Path:
     """One CPU package in a powercap folder of the real layout (CI has no RAPL)."""
     zone = root / "intel-rapl:0"
