@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from optuna.trial import Trial
+
+_log = logging.getLogger(__name__)
 
 
 def set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
@@ -25,14 +28,35 @@ def set_user_attrs(trial: Trial, attrs: dict[str, Any]) -> None:
     """
     backend = _rdb_backend(trial)
     cached = trial._cached_frozen_trial.user_attrs
+    clash = attrs.keys() & cached
+    if clash:
+        _warn_replaced(trial.study.study_name, clash, cached, attrs)
     # A key the objective already stored is overwritten through the public call instead: the
     # deferred write then only ever INSERTs, with no read before it (rare; one commit more).
-    if backend is not None and not (attrs.keys() & cached) and _deferred.install(backend):
+    if backend is not None and not clash and _deferred.install(backend):
         _deferred.add(backend, trial._trial_id, attrs)
         cached.update(attrs)
         return
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_replaced(study: str, keys: set[str], old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Say once per study and attribute that the objective's own value of it is replaced."""
+    for key in sorted(keys):
+        if old[key] != new[key] and (study, key) not in _warned:
+            _warned.add((study, key))
+            _log.warning(
+                "the objective set the trial user attribute %r (%r), which metered sets to the "
+                "trial's metered figure: its value is replaced; rename yours (e.g. 'my_%s') to "
+                "keep it",
+                key,
+                old[key],
+                key,
+            )
 
 
 def _rdb_backend(trial: Trial) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -225,6 +226,30 @@ def test_report_in_an_energy_objective_study_says_to_checkpoint(sqlite_url, repl
     assert "\n" not in str(error.value) and "energy_objective=True" in str(error.value)
     row = ledger.entries(study="mo-report").iloc[0]
     assert row["status"] == "failed" and row["energy_j"] == pytest.approx(0.4)
+
+
+def test_objective_setting_energy_kwh_itself_is_warned_once(sqlite_url, replay_meter, caplog):
+    """An objective that stores its own energy_kwh (its own meter, say) loses it to metered's
+    figure: that is said once, with the attribute to rename, rather than silently."""
+    ledger = Ledger(sqlite_url)
+
+    def objective(trial):
+        replay_meter.advance(0.05)
+        trial.set_user_attr("energy_kwh", 42.0)
+        trial.set_user_attr("mine", 1)
+        return 1.0
+
+    study = optuna.create_study(
+        study_name="clash", storage=f"sqlite:///{Path(sqlite_url[10:]).parent / 's.db'}"
+    )
+    with caplog.at_level(logging.WARNING, logger="hpsearch_budget.optuna"):
+        study.optimize(metered(objective, ledger, replay_meter), n_trials=2)
+    rows = ledger.entries(study="clash").set_index("trial_number")
+    for t in study.trials:  # the ledger's figure wins, the objective's other attributes stay
+        assert t.user_attrs["energy_kwh"] == pytest.approx(j_to_kwh(rows.loc[t.number, "energy_j"]))
+        assert t.user_attrs["mine"] == 1
+    warned = [r.getMessage() for r in caplog.records if "energy_kwh" in r.getMessage()]
+    assert len(warned) == 1 and "rename" in warned[0] and "\n" not in warned[0]
 
 
 def _fake_rapl(root: Path) -> Path:
