@@ -220,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     history = a.history_trials
     oracle = a.oracle_pool
     if a.quick:
-        tasks, seeds, sizes, history = tasks[:1], [0, 1], [30], min(history, 10)
+        # N = 100 (10 seen, 7 parameters) is the smallest size at which the `sweep` method
+        # fits its own model rather than falling back to the mean: exercise that path too.
+        tasks, seeds, sizes, history = tasks[:1], [0, 1], [30, 100], min(history, 10)
         oracle = min(oracle, 20)
     earlier = other_tasks(a.benchmark, tasks) if history > 0 else []
     if a.quick or a.history_tasks:

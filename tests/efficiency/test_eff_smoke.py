@@ -52,10 +52,21 @@ def test_zeus_quick() -> None:
     assert all(r["spent_energy_j"] <= r["budget_energy_j"] * 1.01 for r in records)
 
 
-def test_forecast_eval_quick(need_yahpo: None) -> None:
-    out = _run("experiments/forecast_eval.py", "--quick")
+def test_forecast_eval_quick(need_yahpo: None, tmp_path: Path) -> None:
+    rows_json = tmp_path / "rows.json"
+    out = _run("experiments/forecast_eval.py", "--quick", "--json", str(rows_json))
     assert out.returncode == 0, out.stderr
     assert "MdAPE" in out.stdout
+    rows = json.loads(rows_json.read_text())
+    assert {r["method"] for r in rows} == {"mean", "sweep", "model", "oracle"}
+
+    def forecasts(method: str, n: int) -> list[float]:
+        return [r["forecast_j"] for r in rows if r["method"] == method and r["n_total"] == n]
+
+    # 3 seen trials: too few for a model of the sweep's own trials, so it is the mean; at 10
+    # seen (7 parameters) `sweep` is TrialCostModel.from_sweep's forecast, not the mean's.
+    assert forecasts("sweep", 30) == forecasts("mean", 30)
+    assert forecasts("sweep", 100) and forecasts("sweep", 100) != forecasts("mean", 100)
 
 
 def test_forecast_adaptive_quick(need_yahpo: None) -> None:
