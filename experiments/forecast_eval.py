@@ -12,7 +12,8 @@ error (MdAPE) and how often the 90% interval covers the truth, for these methods
   trials (else the mean), as ``hpaudit report`` does;
 * ``model``: a :class:`~hpsearch_budget.budget.TrialCostModel` learned from earlier sweeps
   over the same search space on *other* tasks (the lab's history: ``--history-trials``
-  random configurations of every LCBench task not evaluated here), averaged over Optuna's
+  random configurations of every LCBench task neither evaluated here nor a development
+  task), averaged over Optuna's
   own draws from the study's search space; the seen trials only fix the task's scale.
 
     python experiments/forecast_eval.py --out experiments/results/forecast.md
@@ -147,7 +148,7 @@ def summary(rows: list[dict[str, float | str | int | bool]]) -> str:
 
 
 def other_tasks(benchmark: str, exclude: list[str]) -> list[str]:
-    """Every LCBench task not evaluated: the lab's earlier sweeps."""
+    """Every LCBench task neither evaluated nor a development task: the lab's earlier sweeps."""
     if benchmark != "lcbench":
         raise SystemExit("--history needs --benchmark lcbench (Zeus has no shared search space)")
     every = _yahpo_lcbench(str(bench_data_dir() / "yahpo")).instances
