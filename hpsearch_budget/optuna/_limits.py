@@ -75,15 +75,20 @@ class StudyLimits:
         self.project = project
         self.user = user
         self.ttl_s = ttl_s
-        self._accounting: dict[str, Accounting] = {}
+        self._accounting: dict[str, tuple[Accounting, float]] = {}
 
     def _accounting_for(self, study: str) -> Accounting:
-        """The study's spent / committed figures against every limit, built once per study."""
-        acc = self._accounting.get(study)
-        if acc is None:
-            limits = _state.limits_for(study, self.budget, self.policy, self.project, self.user)
-            acc = self._accounting[study] = Accounting(self.ledger, limits, ttl_s=self.ttl_s)
-        return acc
+        """The study's spent / committed figures against every limit, built once per study
+        and again when the calendar month of its monthly caps ends."""
+        from hpsearch_budget.policy._sweep import expired, limits_until
+
+        cached = self._accounting.get(study)
+        if cached is None or expired(cached[1]):
+            named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
+            limits = [(s, c) for s, c, _ in named]
+            cached = Accounting(self.ledger, limits, ttl_s=self.ttl_s), limits_until(named)
+            self._accounting[study] = cached
+        return cached[0]
 
     def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
         """(index, name) of the limit that binds once ``need`` more is spent: the study's

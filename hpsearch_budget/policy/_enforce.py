@@ -38,10 +38,15 @@ class SpendSource(Protocol):
     def committed(self, scope: Scope = ...) -> Cost: ...
 
 
+def _now() -> datetime:
+    """The current time, UTC: the one clock calendar-month caps are read with."""
+    return datetime.now(UTC)
+
+
 def as_utc(now: datetime | None = None) -> datetime:
     """``now`` in UTC: None is the current time, a naive datetime is read as UTC."""
     if now is None:
-        return datetime.now(UTC)
+        return _now()
     if now.tzinfo is None:
         return now.replace(tzinfo=UTC)
     return now.astimezone(UTC)

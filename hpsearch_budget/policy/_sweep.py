@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.policy._enforce import _fmt, in_cap_units
+from hpsearch_budget.policy._enforce import _fmt, as_utc, in_cap_units
 from hpsearch_budget.policy._model import Policy
 
 if TYPE_CHECKING:
@@ -87,6 +87,18 @@ def enforced_limits(
         assert policy is not None
         out.extend(policy.limits_for(study, project, user))
     return out
+
+
+def limits_until(named: Sequence[NamedLimit]) -> float:
+    """When the calendar month of the monthly caps among ``named`` ends (Unix seconds; inf
+    when none is monthly): a sweep still running then must look its limits up again."""
+    ends = [scope.until.timestamp() for scope, _, _ in named if scope.until is not None]
+    return min(ends, default=math.inf)
+
+
+def expired(until: float) -> bool:
+    """Whether the month that :func:`limits_until` returned ``until`` for has ended."""
+    return until != math.inf and as_utc().timestamp() >= until
 
 
 def binding_limit(
@@ -198,7 +210,10 @@ class CapWarner:
         self.study = study
         self.ttl_s = ttl_s
         warn = policy is not None and policy.on_exceed == "warn"
+        self._policy = policy if warn else None
+        self._who = (project, user)
         self.caps = policy.limits_for(study, project, user) if warn and policy else []
+        self._until = limits_until(self.caps)  # then looked up again for the new month
         self._at = -math.inf
 
     def mark(self, name: str | None) -> None:
@@ -209,6 +224,9 @@ class CapWarner:
 
     def check(self, fresh: bool = False) -> list[str]:
         """Log each cap passed for the first time; returns the messages logged now."""
+        if self._policy is not None and expired(self._until):
+            self.caps = self._policy.limits_for(self.study, *self._who)
+            self._until = limits_until(self.caps)
         now = time.monotonic()
         if not self.caps or (not fresh and now - self._at < self.ttl_s):
             return []

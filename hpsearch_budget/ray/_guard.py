@@ -115,6 +115,7 @@ class BudgetGuard:
         self.study: str | None = None
         self.limits: list[tuple[Scope, Cost]] = []
         self.names: list[str] = []  # the limits' names: "project 'nlp' monthly CO2e cap"
+        self._until = math.inf  # when the month of the monthly caps among them ends
         #: on_exceed = "stop": why a policy cap stopped the sweep (no new trial, all stop).
         self.stop_reason: str | None = None
         self.last_refusal: str | None = None  # why the last trial refused no longer fits
@@ -140,14 +141,11 @@ class BudgetGuard:
         """Fix the study (first trial) and refuse to start when the budget is already spent."""
         if self.study == study:
             return
-        from hpsearch_budget.policy._sweep import CapWarner, enforced_limits
+        from hpsearch_budget.policy._sweep import CapWarner
 
         self.study = study
-        named = enforced_limits(study, self.budget.as_cost(), self.policy, self.project, self.user)
-        self.limits = [(scope, limit) for scope, limit, _ in named]
-        self.names = [name for *_, name in named]
+        self._set_limits(study)
         self._warner = CapWarner(self.ledger, self.policy, study, self.project, self.user)
-        self._read_at = -math.inf
         if self.over(fresh=True):
             index, name = self.binding()
             if index == 0:
@@ -163,6 +161,24 @@ class BudgetGuard:
                 f'policy file, wait for it to reset, or set on_exceed = "warn"'
             )
         self._warner.check(fresh=True)
+
+    def _set_limits(self, study: str) -> None:
+        """The limits of ``study``: its budget and the policy's caps of this month."""
+        from hpsearch_budget.policy._sweep import enforced_limits, limits_until
+
+        named = enforced_limits(study, self.budget.as_cost(), self.policy, self.project, self.user)
+        self.limits = [(scope, limit) for scope, limit, _ in named]
+        self.names = [name for *_, name in named]
+        self._until = limits_until(named)
+        self._read_at = -math.inf
+
+    def _current(self) -> None:
+        """Look the limits up again once the calendar month of the monthly caps has ended (a
+        sweep running across it, or restored later): the new month's caps apply."""
+        from hpsearch_budget.policy._sweep import expired
+
+        if self.study is not None and expired(getattr(self, "_until", -math.inf)):
+            self._set_limits(self.study)
 
     def binding(self, need: Cost | None = None) -> tuple[int, str]:
         """(index, name) of the limit that binds once ``need`` more is spent: the study's
@@ -194,6 +210,7 @@ class BudgetGuard:
         return self.last_refusal or "its forecast no longer fits the budget"
 
     def _read(self, fresh: bool) -> list[tuple[Cost, Cost]]:
+        self._current()
         if fresh or time.monotonic() - self._read_at > self.ttl_s:
             self._used = [(self.ledger.spent(s), self.ledger.committed(s)) for s, _ in self.limits]
             self._read_at = time.monotonic()
@@ -243,6 +260,7 @@ class BudgetGuard:
                 f"{who} budgets study {self.study!r} but the trial writes to study "
                 f"{reported!r}; pass the same study= to metered() and to {who}"
             )
+        self._current()  # a new calendar month: reserve under its caps
         w = self._window(trial_id, window_id, result)
         w.steps = int(result.get("training_iteration", w.base_steps + w.steps + 1)) - w.base_steps
         w.cost = result_cost(result)
