@@ -11,8 +11,9 @@ import typer
 from hpsearch_budget.cli._common import OutputFormat, fail, print_json
 
 _ON_EXCEED = {
-    "prune": "prune the running trial that would exceed a cap",
-    "stop": "stop the sweep: no new trial starts, running ones finish",
+    "prune": "prune the least promising running trials that would exceed a cap; no new "
+    "trial starts",
+    "stop": "stop the sweep: no new trial starts, running trials stop at their next report",
     "warn": "log a warning and go on",
 }
 _UNITS = {"co2e_kg": "kg CO2e", "energy_kwh": "kWh", "usd": "USD", "gpu_hours": "GPU-h"}

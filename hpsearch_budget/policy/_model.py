@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from hpsearch_budget.ledger import Scope
     from hpsearch_budget.policy._enforce import Admission, SpendSource
 
-#: What an integration does when a cap would be exceeded: ``prune`` the running trial,
-#: ``stop`` the sweep (no new trial starts, running ones finish), or only ``warn``.
+#: What an integration does when a cap would be exceeded: ``prune`` the least promising
+#: running trials (no new trial starts), ``stop`` the sweep (no new trial starts, running
+#: trials stop at their next report), or only ``warn``.
 OnExceed = Literal["prune", "stop", "warn"]
 
 #: Cap fields in the order reports show them, with the word a cap's name uses.

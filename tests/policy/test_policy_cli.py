@@ -179,3 +179,19 @@ def test_budget_status_bad_input_exits_2_without_creating_a_ledger(capsys, tmp_p
     code, _, err = run(capsys, "budget", "status", "--ledger", f"sqlite:///{missing}")
     assert code == 2 and "caps.project.co2e_kg: must be >= 0" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("on_exceed", "words"),
+    [
+        ("stop", "no new trial starts, running trials stop at their next report"),
+        ("prune", "prune the least promising running trials that would exceed a cap"),
+    ],
+)
+def test_check_says_what_on_exceed_does_to_running_trials(capsys, tmp_path, on_exceed, words):
+    # "stop" prunes every running trial at its next report (test_policy_integration_optuna),
+    # so the summary must not tell the lab that running trials finish.
+    (tmp_path / "hpaudit.toml").write_text(f'on_exceed = "{on_exceed}"\n')
+    code, out, _ = run(capsys, "policy", "check")
+    assert code == 0 and f"on_exceed: {on_exceed} (" in out and words in out
+    assert "running ones finish" not in out
