@@ -82,7 +82,7 @@ def check(
     co2e_kg, energy_kwh, usd and/or gpu_hours (or one string such as "50 kg CO2e");
     \\[reporting] seeds, sensitivity, variance. Unknown keys are errors.
     """
-    from hpsearch_budget.policy import InvalidPolicyError, find_policy, read_policy
+    from hpsearch_budget.policy import InvalidPolicyError, find_policy, load_policy, read_policy
 
     path = file if file is not None else find_policy()
     if path is None:
@@ -92,7 +92,8 @@ def check(
         )
         return
     try:
-        policy = read_policy(path)
+        # Found, not given: load_policy says when $HPAUDIT_POLICY names a missing file.
+        policy = read_policy(path) if file is not None else load_policy()
     except InvalidPolicyError as exc:
         if output == OutputFormat.json:  # the problems as data too, for scripts and CI checks
             print_json({"valid": False, "file": exc.origin, "problems": _problems(exc)})

@@ -195,3 +195,14 @@ def test_check_says_what_on_exceed_does_to_running_trials(capsys, tmp_path, on_e
     code, out, _ = run(capsys, "policy", "check")
     assert code == 0 and f"on_exceed: {on_exceed} (" in out and words in out
     assert "running ones finish" not in out
+
+
+def test_check_names_hpaudit_policy_when_the_file_it_names_is_missing(
+    capsys, tmp_path, monkeypatch
+):
+    missing = tmp_path / "lab" / "policy.toml"
+    monkeypatch.setenv("HPAUDIT_POLICY", str(missing))
+    code, out, err = run(capsys, "policy", "check")
+    assert code == 2 and out == ""
+    assert f"{missing}: no such file (named by $HPAUDIT_POLICY)" in err
+    assert "fix $HPAUDIT_POLICY, or unset it" in err and "leave it out" not in err
