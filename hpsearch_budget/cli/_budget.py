@@ -46,7 +46,7 @@ def _open_ledger(url: str | None) -> Ledger:
     try:
         parsed = make_url(resolved)
     except Exception:  # the Ledger says what is wrong with the URL, in one line
-        return Ledger(resolved)
+        return Ledger(resolved, create=False)
     database = parsed.database or ""
     is_file_db = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
     if is_file_db and not Path(database).is_file():
@@ -54,7 +54,8 @@ def _open_ledger(url: str | None) -> Ledger:
             f"no ledger at {database}: pass --ledger URL (or set $HPAUDIT_LEDGER) "
             "to the ledger your sweeps write to"
         )
-    return Ledger(resolved)
+    # create=False: no schema written into an empty (or mistyped) PostgreSQL database either
+    return Ledger(resolved, create=False)
 
 
 def _weakest(frame: pd.DataFrame) -> str | None:

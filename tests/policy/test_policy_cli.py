@@ -206,3 +206,16 @@ def test_check_names_hpaudit_policy_when_the_file_it_names_is_missing(
     assert code == 2 and out == ""
     assert f"{missing}: no such file (named by $HPAUDIT_POLICY)" in err
     assert "fix $HPAUDIT_POLICY, or unset it" in err and "leave it out" not in err
+
+
+def test_budget_status_never_writes_a_ledger_into_an_empty_postgresql_database(capsys, pg_url):
+    import sqlalchemy
+
+    code, out, err = run(capsys, "budget", "status", "--ledger", pg_url)
+    assert code == 2 and out == "" and "holds no hpaudit ledger" in err
+    assert len(err.strip().splitlines()) == 1
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        assert sqlalchemy.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
