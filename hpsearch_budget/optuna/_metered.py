@@ -65,7 +65,7 @@ import optuna
 from optuna.trial import Trial
 
 from hpsearch_budget.budget import Budget, Cost
-from hpsearch_budget.budget._accounting import Accounting, fits
+from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._limits import require_budget, spent_label
@@ -417,10 +417,13 @@ def _no_room_reason(
     used = accounting.used_by_limit()
     limits = [c for _, c, _ in named]
     index, name = binding_limit([n for *_, n in named], limits, used, amount)
+    of = f"the {name} of {limits[index].describe_limit()}"
+    spent = f"{used[index].describe()} spent or reserved{spent_label(study)}"
+    if used_fraction(used[index], limits[index]) >= 1.0:  # no forecast needed to say why
+        return index, f"budget: {of} is spent: {spent}"
     return index, (
         f"budget: a typical trial (forecast {amount.describe()}, estimate) does not fit what "
-        f"is left of the {name} of {limits[index].describe_limit()}: "
-        f"{used[index].describe()} spent or reserved{spent_label(study)}"
+        f"is left of {of}: {spent}"
     )
 
 

@@ -330,6 +330,14 @@ def test_no_room_reason_names_the_limit_and_what_is_used(sqlite_url):
     assert index == 0
     assert "of 0.001 kWh: " in why and "0.00075 kWh spent or reserved" in why
     assert "forecast " in why and "0.0005 kWh, estimate" in why
+    # Once the limit is spent, the forecast (0 with no finished trial) says nothing: it is not
+    # "a typical trial (forecast 0 kWh) does not fit" but that the budget is spent.
+    w = ledger.open_window("s", "s:1")
+    ledger.finalize(w, Measurement(1.0, {"cpu": 900.0}), status="complete")  # 1 Wh in all
+    index, why = _no_room_reason(named, acc, Cost(), optuna.create_study())
+    assert why.startswith("budget: the study 's' budget of 0.001 kWh is spent: ")
+    assert "0.001 kWh spent or reserved" in why
+    assert "forecast" not in why
 
 
 def test_a_trial_waiting_for_room_takes_no_share_of_the_running_trials_energy(
