@@ -225,6 +225,10 @@ class CapWarner:
     def check(self, fresh: bool = False) -> list[str]:
         """Log each cap passed for the first time; returns the messages logged now."""
         if self._policy is not None and expired(self._until):
+            # A new month: its monthly caps are new caps, to be warned about once again.
+            monthly = {name for scope, _, name in self.caps if scope.since is not None}
+            with _lock:
+                _warned.get((self.ledger.url, self.study), set()).difference_update(monthly)
             self.caps = self._policy.limits_for(self.study, *self._who)
             self._until = limits_until(self.caps)
         now = time.monotonic()

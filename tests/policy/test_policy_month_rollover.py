@@ -115,3 +115,18 @@ def test_warn_watches_the_new_months_cap(sqlite_url, clock):
     _spend(sqlite_url, "other", 120.0)  # February's cap passed
     (message,) = warner.check()
     assert "passed the user 'ana' monthly energy cap" in message
+
+
+def test_warn_warns_again_when_the_new_month_passes_its_cap(sqlite_url, clock):
+    """A cap warned about in January is a new cap in February: passing it warns again."""
+    from hpsearch_budget.policy._sweep import CapWarner
+
+    warner = CapWarner(Ledger(sqlite_url), _policy("warn"), "s2", user="ana", ttl_s=0.0)
+    _spend(sqlite_url, "other", 120.0)  # January's cap passed
+    assert len(warner.check()) == 1
+    assert warner.check() == []  # once per cap
+    clock["t"] = FEB_START
+    assert warner.check() == []  # nothing spent in February yet
+    _spend(sqlite_url, "other", 120.0)  # February's cap passed
+    (message,) = warner.check()
+    assert "passed the user 'ana' monthly energy cap" in message
