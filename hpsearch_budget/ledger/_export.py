@@ -3,8 +3,10 @@
 The file is written next to its destination under a temporary name and renamed into place, so
 a reader (or a crash) never sees half a file and an existing file is replaced whole or not at all.
 
-CodeCarbon layout: one row per window, with the columns of CodeCarbon's ``emissions.csv`` (v2)
-so dashboards built for it can read a sweep. Filled: ``timestamp`` (window end, UTC),
+CodeCarbon layout: one row per window, with the columns of CodeCarbon's ``emissions.csv``, in
+its order (``EmissionsData`` of CodeCarbon 3.3.2, which added ``water_consumed``, the
+``*_utilization_percent`` columns, ``ram_used_gb`` and ``wue`` to v2's), so dashboards and
+scripts built for it can read a sweep. Filled: ``timestamp`` (window end, UTC),
 ``project_name`` (project, else study), ``run_id`` (trial key), ``experiment_id`` (study),
 ``duration`` (s), ``emissions`` (kg CO2e), ``emissions_rate`` (kg/s), ``cpu_energy`` /
 ``gpu_energy`` / ``ram_energy`` (from the ``cpu*`` / ``gpu*`` / ``ram`` and ``dram*`` domains),
@@ -13,7 +15,8 @@ so dashboards built for it can read a sweep. Filled: ``timestamp`` (window end, 
 kWh *including PUE*, as CodeCarbon writes them (its tracker multiplies each component's energy
 by its ``pue`` before adding it up), so ``cpu + gpu + ram`` adds up to ``energy_consumed`` when
 every domain is one of those three.
-Columns the ledger does not know (power draw, location, hardware models) are left empty.
+Columns the ledger does not know (power draw, water, utilisation, location, hardware models)
+are left empty.
 CodeCarbon has no column for how energy was obtained, so one is added last,
 ``hpaudit_energy_source`` (``measured``, ``estimated``, ...): an estimate stays labelled as one
 in every export (readers of CodeCarbon's files select their columns by name).
@@ -41,10 +44,11 @@ ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
 CODECARBON_COLUMNS = (
     "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
     "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
-    "ram_energy", "energy_consumed", "country_name", "country_iso_code", "region",
-    "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version", "cpu_count",
-    "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude", "ram_total_size",
-    "tracking_mode", "on_cloud", "pue",
+    "ram_energy", "energy_consumed", "water_consumed", "country_name", "country_iso_code",
+    "region", "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
+    "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
+    "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
+    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
     "hpaudit_energy_source",
 )  # fmt: skip
 

@@ -135,6 +135,32 @@ def test_export_codecarbon_fills_what_it_can(filled: str, tmp_path: Path) -> Non
     assert row.hpaudit_energy_source == "estimated"  # GPU measured, CPU and RAM estimated
 
 
+#: The header CodeCarbon 3.3.2 writes: the fields of its EmissionsData, in order
+#: (codecarbon/output_methods/emissions_data.py; FileOutput writes them as they are).
+_CODECARBON_3_3_2_HEADER = [
+    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
+    "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
+    "ram_energy", "energy_consumed", "water_consumed", "country_name", "country_iso_code",
+    "region", "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
+    "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
+    "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
+    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
+]  # fmt: skip
+
+
+def test_export_codecarbon_has_codecarbon_3_columns_in_order(filled: str, tmp_path: Path) -> None:
+    # a script or dashboard reading CodeCarbon 3.x files (table.water_consumed, .wue, ...) reads
+    # ours too: every CodeCarbon column, in its order, then our one extra column
+    out = tmp_path / "emissions.csv"
+    assert _hpaudit("export", "--ledger", filled, "--format", "codecarbon",
+                    "--out", str(out)) == 0  # fmt: skip
+    header = out.read_text().splitlines()[0].split(",")
+    assert header == [*_CODECARBON_3_3_2_HEADER, "hpaudit_energy_source"]
+    table = pd.read_csv(out)
+    unknown = ["water_consumed", "cpu_utilization_percent", "ram_used_gb", "wue"]
+    assert table[unknown].isna().all().all()  # not known to the ledger: empty, not 0
+
+
 def test_export_replaces_a_file_whole_or_not_at_all(
     filled: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
