@@ -79,7 +79,7 @@ def codecarbon_frame(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             {
                 "timestamp": ended.strftime("%Y-%m-%dT%H:%M:%S"),
-                "project_name": r.project if r.project else r.study,
+                "project_name": _text(r.project) or r.study,
                 "run_id": r.trial_key,
                 "experiment_id": r.study,
                 "duration": r.wall_s,
@@ -92,10 +92,15 @@ def codecarbon_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 "gpu_count": len(r.devices),
                 "tracking_mode": "process",
                 "pue": r.pue,
-                "hpaudit_energy_source": r.source or "none",
+                "hpaudit_energy_source": _text(r.source) or "none",
             }
         )
     return pd.DataFrame.from_records(rows, columns=list(CODECARBON_COLUMNS))
+
+
+def _text(value: object) -> str | None:
+    """A text cell, or None when missing: pandas' string columns hold NaN (truthy) there."""
+    return None if value is None or pd.isna(value) else str(value)  # type: ignore[call-overload]
 
 
 def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> int:

@@ -161,6 +161,18 @@ def test_export_codecarbon_has_codecarbon_3_columns_in_order(filled: str, tmp_pa
     assert table[unknown].isna().all().all()  # not known to the ledger: empty, not 0
 
 
+def test_export_codecarbon_fills_missing_project_and_source(filled: str, tmp_path: Path) -> None:
+    # mlp:0 has no project and no energy source; next to cnn's rows pandas reads them as NaN
+    # (truthy), which left project_name and hpaudit_energy_source empty
+    out = tmp_path / "emissions.csv"
+    assert _hpaudit("export", "--ledger", filled, "--format", "codecarbon",
+                    "--out", str(out)) == 0  # fmt: skip
+    table = pd.read_csv(out).set_index("run_id")
+    assert table.loc["mlp:0", "project_name"] == "mlp"  # project, else study
+    assert table.loc["mlp:0", "hpaudit_energy_source"] == "none"
+    assert table.loc["cnn:0", "project_name"] == "lab"
+
+
 def test_export_replaces_a_file_whole_or_not_at_all(
     filled: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
