@@ -140,7 +140,7 @@ def show(
     for r in frame.itertuples(index=False):
         table.add_row(
             str(r.id), r.study, r.trial_key, r.phase, r.status, f"{j_to_kwh(r.energy_j):.4g}",
-            str(r.source or "-"), f"{r.co2e_g:.4g}", f"{s_to_hours(r.gpu_s):.3g}",
+            str(_plain(r.source) or "-"), f"{r.co2e_g:.4g}", f"{s_to_hours(r.gpu_s):.3g}",
         )  # fmt: skip
     console.print(table)
     if (frame.source == "estimated").any():

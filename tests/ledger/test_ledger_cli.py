@@ -212,6 +212,13 @@ def test_ledger_show(filled: str, capsys) -> None:
         assert r["ended_at"] is None or r["ended_at"].endswith("Z")
 
 
+def test_ledger_show_marks_a_missing_source_with_a_dash(filled: str, capsys) -> None:
+    # mlp:0 has no energy source; next to cnn's rows pandas holds NaN there, shown as "nan"
+    assert _hpaudit("ledger", "show", "--ledger", filled) == 0
+    mlp = next(line for line in capsys.readouterr().out.splitlines() if "mlp:0" in line)
+    assert "nan" not in mlp and " - " in mlp
+
+
 @pytest.mark.parametrize(
     ("edit", "row_id"),
     [
