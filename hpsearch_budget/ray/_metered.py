@@ -37,6 +37,7 @@ Example (``ray.init()`` first; the ledger URL must be reachable from every node)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -100,7 +101,8 @@ def metered(
     Args:
         trainable: ``def train(config): ...`` reporting with ``ray.tune.report`` (generator
             and returning functions work too). Wrap the function itself, then apply
-            ``tune.with_parameters`` / ``tune.with_resources`` outside or inside: both work.
+            ``tune.with_parameters`` / ``tune.with_resources`` outside or inside: both work
+            (``with_parameters`` outside passes its data on to ``trainable`` as keywords).
         ledger: a :class:`~hpsearch_budget.ledger.Ledger`, or its URL; ``None`` reads
             ``$HPAUDIT_LEDGER`` (else ``sqlite:///hpaudit.db``) here, on the driver. A relative
             SQLite path is made absolute here, since Ray runs trials in their own folders.
@@ -139,8 +141,10 @@ def metered(
         checkpoint_interval_s=float(checkpoint_interval_s),
     )
 
-    def metered_trainable(config: dict[str, Any]) -> None:
-        _TrialRun(spec).run(trainable, config)
+    def metered_trainable(config: dict[str, Any], **data: Any) -> None:
+        # tune.with_parameters applied outside calls this with its data as keywords.
+        fn = functools.partial(trainable, **data) if data else trainable
+        _TrialRun(spec).run(fn, config)
 
     # Ray names trials after the function and reads these attributes (with_resources,
     # mixins); the metered mixin makes the actor wait for the final ledger write.
@@ -184,7 +188,8 @@ def _check_function(trainable: object) -> None:
         raise HpauditInputError(
             f"a Ray Tune function trainable takes exactly one argument, `config`; "
             f"{getattr(trainable, '__name__', trainable)!r} takes {len(positional)} "
-            "required positional arguments; pass extra data with tune.with_parameters"
+            "required positional arguments; give the extra ones a default, or pass them with "
+            "tune.with_parameters inside: metered(tune.with_parameters(train, data=...))"
         )
 
 

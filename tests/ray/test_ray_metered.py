@@ -124,6 +124,34 @@ def test_generator_and_returning_trainables_are_metered(
     assert grid[0].metrics["energy_j"] == 4.0 and grid[0].metrics["score"] == 3
 
 
+@pytest.mark.parametrize("outside", [True, False])
+def test_with_parameters_and_with_resources_in_either_order(
+    outside, ray_local, trace, sqlite_url, make_run_config
+):
+    """The docstring's promise: tune.with_parameters / tune.with_resources outside or inside."""
+    ledger = Ledger(sqlite_url)
+
+    def train(config, joules=0.0):
+        trace.burn(joules)
+        tune.report({"loss": joules})
+
+    if outside:
+        trainable = tune.with_resources(
+            tune.with_parameters(metered(train, ledger, meter=trace.meter), joules=2.0),
+            {"cpu": 1},
+        )
+    else:
+        trainable = metered(
+            tune.with_resources(tune.with_parameters(train, joules=2.0), {"cpu": 1}),
+            ledger,
+            meter=trace.meter,
+        )
+    grid = tune.Tuner(trainable, run_config=make_run_config("wp")).fit()
+    assert not grid.errors
+    assert grid[0].metrics["loss"] == 2.0 and grid[0].metrics["energy_j"] == 2.0
+    assert ledger.entries("wp")["energy_j"].tolist() == [2.0]
+
+
 class NotAFunction(tune.Trainable):
     def step(self):
         return {"x": 1}
