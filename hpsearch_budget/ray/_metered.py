@@ -478,9 +478,10 @@ def _gpu_share(ctx: Any, n_gpus: int) -> float:
 
 
 def _trial_number(trial_id: str) -> int | None:
-    # Ray trial ids end in the trial's index: "4e8a1_00003".
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    # Ray trial ids end in the trial's index: "4e8a1_00003". A search algorithm's trials have
+    # 8 hex digits and no index ("8cee68a7"), which are sometimes all decimal digits.
+    _, sep, tail = trial_id.rpartition("_")
+    return int(tail) if sep and tail.isdigit() else None
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:

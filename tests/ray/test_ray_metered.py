@@ -213,6 +213,15 @@ def test_a_fractional_gpu_trial_is_charged_its_share_of_the_gpu(monkeypatch):
     assert _TrialRun(spec)._make_meter(["0"], 1.0) is machine  # a whole GPU: its own counter
 
 
+def test_trial_number_is_the_index_of_a_variant_generator_id_only():
+    from hpsearch_budget.ray._metered import _trial_number
+
+    assert _trial_number("4e8a1_00003") == 3
+    assert _trial_number("8cee68a7") is None  # a search algorithm's id (OptunaSearch): no index
+    # ...whose 8 hex digits are all decimal for about 1 trial in 43: not an index either
+    assert _trial_number("12345678") is None
+
+
 def test_callback_dates_its_run_on_the_ledger_clock_not_the_driver_clock(sqlite_url):
     """A driver whose clock runs ahead of the database server (PostgreSQL: the ledger's clock)
     must not take the run's own fresh windows for a crashed run's and kill them."""
