@@ -70,11 +70,16 @@ def load_ledger(
 
 
 def _ledger_trials(tuning: pd.DataFrame) -> pd.DataFrame:
-    """The tuning rows as trial columns; a row without a trial number is numbered by position."""
+    """The tuning rows as trial columns; a row without a trial number is numbered by position.
+
+    The windows of one trial (one ``trial_key``: a Ray trial retried after a failure, or
+    restarted by ``Tuner.restore``) are one trial: costs summed, the fate and value its last
+    window's."""
     numbers = tuning["trial_number"]
     fallback = pd.Series(np.arange(len(tuning)), index=tuning.index)
-    return pd.DataFrame(
+    rows = pd.DataFrame(
         {
+            "trial_key": tuning["trial_key"],
             "number": numbers.fillna(fallback).astype("int64"),
             "state": tuning["status"],
             "value": tuning["value"],
@@ -89,6 +94,18 @@ def _ledger_trials(tuning: pd.DataFrame) -> pd.DataFrame:
             **{c: tuning[c] for c in _COST_COLS},
         }
     )
+    if not rows["trial_key"].duplicated().any():
+        return rows.drop(columns="trial_key")
+    per = rows.groupby("trial_key", sort=False)
+    # first: the row's own, where first / last would skip a missing value of the window
+    out = per.nth(0).set_index("trial_key")
+    last = per.nth(-1).set_index("trial_key")
+    out["state"], out["value"] = last["state"], last["value"]
+    out["ended_at"] = last["ended_at"]
+    for col in ("steps", "wall_s", "energy_j", "co2e_g", "usd", "gpu_s"):
+        out[col] = per[col].sum(min_count=1)
+    out["energy_source"] = per["energy_source"].agg(_weakest)
+    return out.reset_index(drop=True)
 
 
 def _runs(e: pd.DataFrame) -> pd.DataFrame:

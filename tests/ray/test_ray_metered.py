@@ -100,6 +100,49 @@ def test_errored_trial_is_recorded_and_charged(ray_local, trace, sqlite_url, mak
     assert ledger.spent(Scope(study="err")).energy_j == pytest.approx(trace.total()) == 35.0
 
 
+def test_retried_trial_charges_every_attempt_once_and_reports_as_one_trial(
+    ray_local, trace, sqlite_url, tmp_path, make_run_config
+):
+    ledger = Ledger(sqlite_url)
+    attempts = tmp_path / "attempts"
+
+    def train(config):
+        n = int(attempts.read_text()) if attempts.exists() else 0
+        attempts.write_text(str(n + 1))
+        for step in range(3):
+            trace.burn(5.0)
+            if n < 2 and step == 1:
+                raise RuntimeError(f"attempt {n} diverged")
+            tune.report({"loss": 1.0 + n})
+
+    grid = tune.Tuner(
+        metered(train, ledger, meter=trace.meter, metric="loss"),
+        run_config=make_run_config(
+            "retry",
+            callbacks=[LedgerCallback(ledger)],
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
+    ).fit()
+    assert not grid.errors
+    rows = ledger.entries("retry")
+    assert rows["status"].tolist() == ["failed", "failed", "complete"]  # a window per attempt
+    assert rows["trial_key"].nunique() == 1
+    assert rows["energy_j"].tolist() == [10.0, 10.0, 15.0]
+    assert ledger.spent(Scope(study="retry")).energy_j == pytest.approx(trace.total()) == 35.0
+
+    # The report says the same from the Ray folder and from the ledger alone: one trial, that
+    # completed, costing all its attempts (not its first failed attempt's 10 J).
+    from hpsearch_budget.report import build_report, load_sweep
+
+    for source, ledger_url in ((grid.experiment_path, sqlite_url), (sqlite_url, None)):
+        sweep = load_sweep(source, ledger=ledger_url, direction="minimize")
+        assert len(sweep.trials) == 1, source
+        trial = sweep.trials.iloc[0]
+        assert trial["state"] == "complete" and trial["value"] == 3.0
+        assert trial["energy_j"] == 35.0
+        assert build_report(sweep).rnd.phases[1].energy_kwh == pytest.approx(35.0 / 3.6e6)
+
+
 def test_generator_and_returning_trainables_are_metered(
     ray_local, trace, sqlite_url, make_run_config
 ):
