@@ -83,6 +83,12 @@ _KINDS = tuple(
 _NUMBER: dict[int, tuple[type, ...]] = {1: (numbers.Real, Decimal), 2: (numbers.Integral,)}
 
 
+def is_seq(value: Any) -> bool:
+    """Whether ``value`` is a chain position as the ledger writes it (an integer, not a bool:
+    SQLite keeps whatever a hand edit writes, ``'zz'`` or ``1.5``)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def misfit(row: Mapping[str, Any]) -> str | None:
     """The first numeric column of ``row`` holding something that is not a number of its type
     (SQLite stores whatever a hand edit writes: ``energy_j = 'abc'``, ``seq = 1.5``), or None.
@@ -224,7 +230,7 @@ def verify_study(
     for row in sorted(rows, key=lambda r: int(r["id"])):
         column = misfit(row)
         if column is not None:
-            seq = int(row["seq"]) if isinstance(row["seq"], numbers.Integral) else None
+            seq = int(row["seq"]) if is_seq(row["seq"]) else None
             return Problem(
                 study,
                 "edited",
@@ -233,9 +239,7 @@ def verify_study(
                 row["id"],
                 seq,
             )
-    if head is not None and not (
-        isinstance(head["seq"], numbers.Integral) and not isinstance(head["seq"], bool)
-    ):
+    if head is not None and not is_seq(head["seq"]):
         return Problem(
             study,
             "edited",

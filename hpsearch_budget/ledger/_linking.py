@@ -79,12 +79,12 @@ def next_link(conn: Connection, study: str) -> Link:
 def _after_head(study: str, seq: Any, head_hash: Any) -> Link:
     """The link after the study's chain head, which must be as the ledger writes it (an
     integer and a hash; SQLite keeps whatever a hand edit put there)."""
-    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(head_hash, str):
+    if not _chain.is_seq(seq) or not isinstance(head_hash, str):
         raise LedgerError(
             f"study {study!r}: its chain head holds seq {seq!r}, which the ledger never writes "
             "(edited by hand); run `hpaudit verify` and restore the ledger from a backup"
         )
-    return Link(study, seq + 1, head_hash, exists=True)
+    return Link(study, int(seq) + 1, head_hash, exists=True)
 
 
 def store_head(conn: Connection, link: Link, row_hash: str) -> None:

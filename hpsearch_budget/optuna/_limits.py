@@ -24,6 +24,13 @@ from hpsearch_budget.budget._accounting import Accounting
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.meters.base import Source, weakest
 from hpsearch_budget.optuna import _state
+from hpsearch_budget.policy._sweep import (
+    binding_limit,
+    expired,
+    limits_until,
+    open_ledger,
+    resolve_policy,
+)
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -66,8 +73,6 @@ class StudyLimits:
         user: str | None = None,
         ttl_s: float = 1.0,
     ) -> None:
-        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
-
         self.budget = require_budget(budget)
         # The lab's policy file is found once, here: a malformed one fails before any trial.
         self.policy = resolve_policy(policy)
@@ -80,8 +85,6 @@ class StudyLimits:
     def _accounting_for(self, study: str) -> Accounting:
         """The study's spent / committed figures against every limit, built once per study
         and again when the calendar month of its monthly caps ends."""
-        from hpsearch_budget.policy._sweep import expired, limits_until
-
         cached = self._accounting.get(study)
         if cached is None or expired(cached[1]):
             named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
@@ -93,8 +96,6 @@ class StudyLimits:
     def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
         """(index, name) of the limit that binds once ``need`` more is spent: the study's
         budget (index 0) or a policy cap."""
-        from hpsearch_budget.policy._sweep import binding_limit
-
         named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
         return binding_limit(
             [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), need

@@ -14,7 +14,9 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from hpsearch_budget.attribution import ProcessShareMeter
 from hpsearch_budget.meters import Measurement, Meter, Reading, Source
+from hpsearch_budget.meters import shared_meter as machine_meter
 
 
 @dataclass
@@ -109,15 +111,11 @@ def _process_meter() -> Meter:
     """The process's default meter, as this worker's part of the machine when it reads
     machine-wide counters (RAPL): other workers on the machine pay their own part."""
     global _process
-    from hpsearch_budget.attribution import ProcessShareMeter
-    from hpsearch_budget.meters import shared_meter as default_shared
-
-    machine = default_shared()
+    machine = machine_meter()
     with _shared_lock:
         inner = _process.meter if isinstance(_process, ProcessShareMeter) else _process
         if _process is None or inner is not machine:
-            share = ProcessShareMeter.needed(machine)
-            _process = ProcessShareMeter(machine) if share else machine
+            _process = ProcessShareMeter(machine) if ProcessShareMeter.needed(machine) else machine
         return _process
 
 
