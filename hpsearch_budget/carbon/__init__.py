@@ -6,6 +6,7 @@
 1.1
 """
 
+from hpsearch_budget.carbon._holding import HoldingIntensity
 from hpsearch_budget.carbon._model import (
     DEFAULT_PUE,
     CarbonModel,
@@ -36,6 +37,7 @@ __all__ = [
     "CarbonModel",
     "ElectricityPrice",
     "Footprint",
+    "HoldingIntensity",
     "Intensity",
     "IntensityProvider",
     "PriceRange",

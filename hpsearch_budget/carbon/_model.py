@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hpsearch_budget.carbon.intensity import IntensityProvider, StaticIntensity
+from hpsearch_budget.carbon.intensity import Intensity, IntensityProvider, StaticIntensity
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.units import j_to_kwh
 
@@ -54,8 +54,10 @@ class CarbonModel:
             )
 
     def footprint(self, energy_j: float, when: datetime | None = None) -> Footprint:
-        when = when or datetime.now(UTC)
-        intensity = self.intensity.at(when)
+        return self.charge(energy_j, self.intensity.at(when or datetime.now(UTC)))
+
+    def charge(self, energy_j: float, intensity: Intensity) -> Footprint:
+        """The footprint of ``energy_j`` at a given ``intensity`` (this model's PUE, price)."""
         kwh = j_to_kwh(energy_j) * self.pue
         return Footprint(
             energy_j=energy_j,

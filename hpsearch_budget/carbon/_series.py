@@ -4,7 +4,9 @@ The file has two columns, ``UTC timestamp,g_per_kwh`` (an optional header line i
 Timestamps are ISO 8601; those without an offset are read as UTC, those with one are converted.
 The series is step-wise: each value holds from its timestamp until the next one, and the last
 value holds for as long as the interval before it (hourly data covers its last hour). Looking up
-a time outside that span is an error rather than a silent extrapolation.
+a time outside that span is an error rather than a silent extrapolation. (A ledger charging a
+sweep that outlives the file holds the last value instead, labelled as held: see
+:class:`~hpsearch_budget.carbon.HoldingIntensity`.)
 
 >>> import tempfile, pathlib
 >>> from datetime import UTC, datetime
@@ -50,15 +52,15 @@ class TimeSeriesIntensity:
         object.__setattr__(self, "times", tuple(_utc(t) for t in self.times))
         object.__setattr__(self, "values_g_per_kwh", tuple(map(float, self.values_g_per_kwh)))
         if any(not (math.isfinite(v) and v >= 0) for v in self.values_g_per_kwh):
-            raise HpauditInputError(f"time series {self.source}: values must be numbers >= 0")
+            raise HpauditInputError(f"{self.source}: values must be numbers >= 0")
         if len(self.times) != len(self.values_g_per_kwh):
             raise HpauditInputError("time series: need one g/kWh value per timestamp")
         if not self.times:
-            raise HpauditInputError(f"time series {self.source}: no data rows; {_ROW_HINT}")
+            raise HpauditInputError(f"{self.source}: no data rows; {_ROW_HINT}")
         for earlier, later in zip(self.times, self.times[1:], strict=False):
             if not later > earlier:
                 raise HpauditInputError(
-                    f"time series {self.source}: timestamps must increase strictly, "
+                    f"{self.source}: timestamps must increase strictly, "
                     f"but {later.isoformat()} follows {earlier.isoformat()}; sort the file "
                     "and drop duplicates"
                 )
@@ -95,7 +97,7 @@ class TimeSeriesIntensity:
         inside = start <= when < end or when == self.times[-1]
         if not inside:
             raise HpauditInputError(
-                f"time series {self.source} covers {start.isoformat()} to {end.isoformat()}, "
+                f"{self.source} covers {start.isoformat()} to {end.isoformat()}, "
                 f"not {when.isoformat()}; extend the file or pass a static intensity"
             )
         i = bisect.bisect_right(self.times, when) - 1

@@ -23,7 +23,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
 from hpsearch_budget.budget import Cost
-from hpsearch_budget.carbon import CarbonModel, default_carbon_model
+from hpsearch_budget.carbon import CarbonModel, Footprint, HoldingIntensity, default_carbon_model
 from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import _chain, _engine, _held, _linking, _pg, _reads, _reaping, _schema
 from hpsearch_budget.ledger._chain import VerifyReport
@@ -132,6 +132,7 @@ class Ledger:
     ) -> None:
         self.url = _engine.resolve_url(url)
         self.carbon = carbon if carbon is not None else default_carbon()
+        self._intensity = HoldingIntensity(self.carbon.intensity)  # see footprint()
         self._allow_other_tables = allow_other_tables
         self._create = create
         self._parsed = _engine.parse_url(self.url, write=create)
@@ -242,6 +243,16 @@ class Ledger:
         """Now, in Unix seconds on the ledger's clock (the database server's on PostgreSQL)."""
         return _now() + self._offset_s
 
+    def footprint(self, energy_j: float, when_unix_s: float) -> Footprint:
+        """What ``energy_j`` spent at ``when_unix_s`` costs, as this ledger charges it: at the
+        intensity in force then, or, while the carbon model's provider fails (a time series
+        that ended, a live source that is down), at its last good value, labelled as held
+        (:class:`~hpsearch_budget.carbon.HoldingIntensity`): a sweep never stops for it."""
+        holder = self._intensity
+        if holder.provider is not self.carbon.intensity:  # ``carbon`` was replaced
+            holder = self._intensity = HoldingIntensity(self.carbon.intensity)
+        return self.carbon.charge(energy_j, holder.at(datetime.fromtimestamp(when_unix_s, UTC)))
+
     # -- writing ----------------------------------------------------------------------------
 
     @overload
@@ -333,7 +344,7 @@ class Ledger:
     ) -> dict[str, Any]:
         """A new window's row: running, nothing measured yet, at the intensity in force now."""
         now = self.now()
-        intensity = self.carbon.footprint(0.0, datetime.fromtimestamp(now, UTC))
+        intensity = self.footprint(0.0, now)
         return {
             "study": study,
             "trial_key": trial_key,
@@ -697,7 +708,7 @@ class Ledger:
         delta_j = m.energy_j - float(row["energy_j"])
         if delta_j <= 0.0:  # nothing new (or a meter that restarted): keep what was charged
             return update
-        fp = self.carbon.footprint(delta_j, datetime.fromtimestamp(now, UTC))
+        fp = self.footprint(delta_j, now)
         energy_j = float(row["energy_j"]) + delta_j
         co2e_g = float(row["co2e_g"]) + fp.co2e_g
         kwh = j_to_kwh(energy_j) * fp.pue

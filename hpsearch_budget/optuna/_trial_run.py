@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from optuna.trial import Trial
@@ -163,7 +162,7 @@ class _TrialRun:
         delta_j = measurement.energy_j - self.written.energy_j
         if delta_j <= 0.0:
             return self.written
-        fp = self.ledger.carbon.footprint(delta_j, datetime.now(UTC))
+        fp = self.ledger.footprint(delta_j, self.ledger.now())
         w = self.written
         return Cost(w.energy_j + delta_j, w.co2e_g + fp.co2e_g, w.usd + fp.usd, w.gpu_s)
 

@@ -236,3 +236,47 @@ def test_default_carbon_model() -> None:
     assert f.co2e_g == pytest.approx(1.58 * 475.0)
     assert f.usd == pytest.approx(1.58 * electricity_price().usd_per_kwh)  # the shipped US price
     assert "IEA" in f.intensity_source
+
+
+# --- a provider that fails while a sweep runs ---------------------------------------------------
+
+
+def test_holding_keeps_the_last_good_value_labelled_once_the_provider_fails(tmp_path: Path) -> None:
+    from hpsearch_budget.carbon import HoldingIntensity
+
+    series = TimeSeriesIntensity.from_csv(
+        _write(tmp_path, "2025-03-01T00:00Z,300\n2025-03-01T01:00Z,200\n")
+    )
+    held = HoldingIntensity(series)
+    assert held.at(T0).g_per_kwh == 300 and held.at(T0).label == "time series grid.csv (2025)"
+    inside = held.at(T0 + timedelta(minutes=90))
+    after = held.at(T0 + timedelta(hours=3))  # the file ended at 02:00
+    assert (inside.g_per_kwh, after.g_per_kwh) == (200, 200)
+    assert after.label == "time series grid.csv (2025), held: provider failed"
+
+
+def test_holding_raises_when_the_provider_never_answered(tmp_path: Path) -> None:
+    from hpsearch_budget.carbon import HoldingIntensity
+
+    series = TimeSeriesIntensity.from_csv(_write(tmp_path, "2025-03-01T00:00Z,300\n"))
+    with pytest.raises(HpauditInputError, match=r"^time series grid\.csv covers"):
+        HoldingIntensity(series).at(T0 + timedelta(days=1))
+
+
+def test_holding_a_live_source_that_goes_down_and_comes_back() -> None:
+    from hpsearch_budget.carbon import HoldingIntensity
+
+    down = {"now": False}
+
+    def live(when: datetime) -> float:
+        if down["now"]:
+            raise ConnectionError("grid API unreachable")
+        return 100.0 + when.hour
+
+    held = HoldingIntensity(CallableIntensity(live, "grid API"))
+    assert held.at(T0).g_per_kwh == 100.0
+    down["now"] = True
+    assert held.at(T0 + timedelta(hours=5)).g_per_kwh == 100.0  # the last good value
+    down["now"] = False
+    back = held.at(T0 + timedelta(hours=5))
+    assert (back.g_per_kwh, back.label) == (105.0, "grid API (2025)")
