@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hpsearch_budget.errors import MeterError
+
 
 class Source(StrEnum):
     """How an energy figure was obtained, from most to least trustworthy."""
@@ -37,6 +39,23 @@ def weakest(sources: Mapping[str, Source] | list[Source]) -> Source | None:
     return max(values, key=lambda s: _SOURCE_RANK[Source(s)])
 
 
+def _difference(domain: str, end_j: float, begin_j: float) -> float:
+    """Joules of one domain between two readings.
+
+    A NaN or infinite difference is a broken counter, not zero energy: clamping it to 0 J (as a
+    counter that went backwards is) would report a confident zero, and carrying NaN on would
+    fail later in attribution or the ledger with no word of which domain broke. So it stops here.
+    """
+    joules = end_j - begin_j
+    if not math.isfinite(joules):
+        raise MeterError(
+            f"meter domain {domain!r} read {begin_j!r} J then {end_j!r} J: its counter is "
+            "broken, so this window's energy is unknown; fix the meter's read() or leave the "
+            "domain out of domains()"
+        )
+    return max(0.0, joules)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """Cumulative energy per domain at one instant.
@@ -50,7 +69,9 @@ class Reading:
 
     def __sub__(self, earlier: Reading) -> Measurement:
         domains = set(self.energy_j) & set(earlier.energy_j)
-        by_domain = {d: max(0.0, self.energy_j[d] - earlier.energy_j[d]) for d in sorted(domains)}
+        by_domain = {
+            d: _difference(d, self.energy_j[d], earlier.energy_j[d]) for d in sorted(domains)
+        }
         return Measurement(
             wall_s=max(0.0, self.time_s - earlier.time_s),
             by_domain=by_domain,

@@ -203,3 +203,42 @@ def test_default_meter_combines_gpu_rapl_and_estimate(fake_nvml: Any, powercap: 
 def test_composite_rejects_overlapping_domains() -> None:
     with pytest.raises(MeterError, match="same domains"):
         CompositeMeter([ReplayMeter(1.0, domain="gpu:0"), ReplayMeter(2.0, domain="gpu:0")])
+
+
+class _BrokenCounterMeter(ReplayMeter):
+    """A replay meter whose ``ram`` counter breaks (reads NaN) after ``advance``: a stand-in
+    for a hardware counter that returns garbage."""
+
+    def read(self) -> Any:
+        r = super().read()
+        broken = {
+            d: (math.nan if d == "ram" and r.time_s > 0 else j) for d, j in r.energy_j.items()
+        }
+        return type(r)(r.time_s, broken, r.sources)
+
+
+def test_a_nan_counter_is_a_clear_error_not_zero_joules() -> None:
+    from hpsearch_budget.attribution import Attributor
+
+    meter = _BrokenCounterMeter(power_w={"gpu:0": 100.0, "ram": 5.0})
+    broken = r"domain 'ram' read 0\.0 J then nan J.*broken"
+    with pytest.raises(MeterError, match=broken), measure(meter):
+        meter.advance(2.0)
+    # The attributor subtracts readings too: the same error,
+    # not a ValueError from rounding NaN or a ledger refusal naming no meter.
+    meter = _BrokenCounterMeter(power_w={"gpu:0": 100.0, "ram": 5.0})
+    att = Attributor(meter)
+    att.start("a", cpu_s=lambda: 0.0, gpus={"gpu:0": 1.0})
+    meter.advance(1.0)
+    with pytest.raises(MeterError, match="'ram'"):
+        att.stop("a")
+
+
+def test_an_infinite_counter_difference_is_an_error_and_a_reset_counter_still_clamps() -> None:
+    from hpsearch_budget.meters import Reading
+
+    src = {"gpu:0": Source.MEASURED}
+    with pytest.raises(MeterError, match="'gpu:0'"):
+        _ = Reading(1.0, {"gpu:0": math.inf}, src) - Reading(0.0, {"gpu:0": 5.0}, src)
+    backwards = Reading(1.0, {"gpu:0": 3.0}, src) - Reading(0.0, {"gpu:0": 5.0}, src)
+    assert backwards.by_domain == {"gpu:0": 0.0}
