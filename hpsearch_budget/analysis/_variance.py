@@ -1,8 +1,9 @@
 """How much a sweep's result varies: seed reruns, the top-k spread, carbon after the best.
 
 Strubell et al. and Dodge et al. both ask for the variance behind a reported number. A sweep
-often holds it already: repeated runs of the chosen configuration (ledger rows of phase
-``seed``, or trials with identical parameters), and the spread of the best trials.
+often holds it already: repeated runs of the chosen configuration (the ledger's complete
+``final`` training and ``seed`` reruns, or trials with identical parameters), and the spread of
+the best trials.
 """
 
 from __future__ import annotations
@@ -69,11 +70,42 @@ def _params_key(params: object) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
+def _values(runs: pd.DataFrame, phase: str) -> np.ndarray:
+    """Objective values of the complete ``phase`` runs (a failed or killed run's last value is
+    of a model trained part way, not a seed draw; runs built with no status column count)."""
+    done = runs["status"] == "complete" if "status" in runs.columns else True
+    rows = runs[(runs["phase"] == phase) & done]
+    values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(float)
+    return values[np.isfinite(values)]
+
+
+def _seed_runs(runs: pd.DataFrame) -> SeedVariance | None:
+    """The spread over the ledger's seed draws of the final-training setup, or None.
+
+    A seed rerun repeats the final training with another seed (DESIGN: final training + seed
+    reruns), so the final training is one more draw of the same distribution and counts with
+    them. Final rows alone are not seed variance: several of them are a retraining after a
+    crash, or final trainings of different configurations.
+    """
+    if not len(runs):
+        return None
+    finals, seeds = _values(runs, "final"), _values(runs, "seed")
+    if seeds.size == 0 or finals.size + seeds.size < 2:
+        return None
+    return SeedVariance(
+        Spread.of(np.concatenate([finals, seeds])),
+        "ledger seed runs",
+        f"{finals.size} final training and {seeds.size} seed reruns of the chosen "
+        "configuration (complete runs only)",
+    )
+
+
 def seed_variance(sweep: Sweep) -> SeedVariance:
     """Spread of the best configuration over its repeated runs.
 
-    Ledger rows of phase ``seed`` (or ``final``) with an objective value come first; otherwise
-    complete trials whose parameters equal the best trial's are treated as seed repeats.
+    The final training and its seed reruns recorded in the ledger come first (see
+    :func:`_seed_runs`); otherwise complete trials whose parameters equal the best trial's are
+    treated as seed repeats.
 
     >>> sw = Sweep.from_records("s", [
     ...     {"number": i, "value": v, "params": {"lr": lr}}
@@ -86,16 +118,9 @@ def seed_variance(sweep: Sweep) -> SeedVariance:
     best = sweep.best_trial()
     if best is None:
         return SeedVariance(None, "", "no complete trial, so no chosen configuration")
-    runs = sweep.runs
-    if len(runs):
-        vals = pd.to_numeric(runs.loc[runs["phase"].isin(["seed", "final"]), "value"], "coerce")
-        vals = vals[np.isfinite(vals.to_numpy(float))]
-        if len(vals) >= 2:
-            return SeedVariance(
-                Spread.of(vals.to_numpy(float)),
-                "ledger seed runs",
-                f"{len(vals)} recorded final/seed runs of the chosen configuration",
-            )
+    recorded = _seed_runs(sweep.runs)
+    if recorded is not None:
+        return recorded
     complete = sweep.complete
     key = _params_key(best["params"])
     same = complete[[_params_key(p) == key for p in complete["params"]]]

@@ -255,3 +255,42 @@ def test_final_and_seed_runs_come_from_the_ledger(tmp_path: Path) -> None:
     assert [p.energy_j for p in r.phases] == pytest.approx([300.0, 300.0, 900.0])
     sv = seed_variance(sw)
     assert sv.origin == "ledger seed runs" and sv.spread is not None and sv.spread.n == 3
+
+
+def test_seed_variance_uses_complete_final_and_seed_runs_never_finals_alone(
+    tmp_path: Path,
+) -> None:
+    from hpsearch_budget.analysis import seed_variance
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement, Source
+
+    def ledger_with(study: str, rows: list[tuple[str, str, float]]) -> str:
+        url = f"sqlite:///{tmp_path / study}.db"
+        led = Ledger(url)
+        tuning = [("tuning", "complete", 0.5), ("tuning", "complete", 0.3)]
+        for k, (phase, status, value) in enumerate(tuning + rows):
+            number = k if phase == "tuning" else None
+            key, params = f"{study}:{k}", {"lr": k}  # no two trials repeat a configuration
+            w = led.open_window(study, key, phase=phase, trial_number=number, params=params)
+            m = Measurement(10.0, {"cpu": 100.0}, {"cpu": Source.ESTIMATED})
+            led.finalize(w, m, status=status, value=value)
+        led.close()
+        return url
+
+    # A final training that crashed part way (0.9) and its rerun, a seed rerun killed part way
+    # (0.8): neither partial value is a seed draw.
+    url = ledger_with(
+        "mixed",
+        [("final", "failed", 0.9), ("final", "complete", 0.29), ("seed", "killed", 0.8),
+         ("seed", "complete", 0.31), ("seed", "complete", 0.27)],
+    )  # fmt: skip
+    sv = seed_variance(load_sweep(url, direction="minimize"))
+    assert sv.origin == "ledger seed runs" and sv.spread is not None
+    assert (sv.spread.n, sv.spread.max) == (3, 0.31)
+    assert sv.spread.mean == pytest.approx(0.29)
+    assert "1 final training and 2 seed reruns" in sv.note
+    # Two final trainings and no seed rerun: not a seed variance (a retraining, or finals of
+    # two configurations), so the report asks for seed reruns.
+    url = ledger_with("finals", [("final", "complete", 0.29), ("final", "complete", 0.35)])
+    sv = seed_variance(load_sweep(url, direction="minimize"))
+    assert sv.spread is None and "ledger phase 'seed'" in sv.note
