@@ -12,7 +12,8 @@ workers. The callback, on the driver, closes what a worker could not:
 * at the end of the experiment, any window of this run still open after ``finalize_timeout_s``
   is closed as ``killed``.
 
-It also warns when results carry no energy figures (an unmetered trainable) and logs the
+It also warns when results carry no energy figures (an unmetered trainable) or no number
+under ``metered(metric=...)`` (once per experiment, naming the keys reported), and logs the
 experiment's total at the end. It is idempotent: calling any hook twice changes nothing.
 
 Example::
@@ -40,6 +41,7 @@ from ray.tune import Callback
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.meters import Measurement, Source
 from hpsearch_budget.ray._compat import ensure_trial_dir
+from hpsearch_budget.ray._metered import METRIC_MISSING_KEY
 from hpsearch_budget.units import g_to_kg, j_to_kwh
 
 if TYPE_CHECKING:
@@ -84,6 +86,7 @@ class LedgerCallback(Callback):
         self._since = self.ledger.now()
         self._trials: dict[str, str] = {}  # trial id -> study, for trials seen in this run
         self._unmetered_warned = False
+        self._metric_warned = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -114,6 +117,7 @@ class LedgerCallback(Callback):
                 "hpsearch_budget.ray.metered(train, ledger) to meter it",
                 trial.trial_id,
             )
+        self._warn_metric_missing(trial, result)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
         self._on_failure(trial)
@@ -136,6 +140,22 @@ class LedgerCallback(Callback):
 
     def _study(self, trial: Trial) -> str:
         return self.study or trial.experiment_dir_name
+
+    def _warn_metric_missing(self, trial: Trial, result: dict) -> None:
+        # Tune refuses a TuneConfig metric a result lacks; metered(metric=) only fills the
+        # ledger's objective value, so a typo there would leave it empty without a word.
+        missing = result.get(METRIC_MISSING_KEY)
+        if not isinstance(missing, dict) or self._metric_warned:
+            return
+        self._metric_warned = True
+        _log.warning(
+            "hpaudit: metered(metric=%r): trial %s reported no number under that key (it "
+            "reported %s), so its ledger window has no objective value; pass metric= one of "
+            "the reported keys",
+            missing.get("metric"),
+            trial.trial_id,
+            ", ".join(map(repr, missing.get("reported") or [])) or "no keys",
+        )
 
     def _on_failure(self, trial: Trial) -> None:
         # The worker finalises its window before raising; one still running means the worker

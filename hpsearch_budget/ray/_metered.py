@@ -18,6 +18,9 @@ Every reported result gains these keys (see ``docs/ray-cluster.md``)::
     energy_source                  measured | integrated | estimated | replayed (weakest domain)
     hpaudit_window, hpaudit_study  the ledger window id and study
 
+and, while ``metric=`` names no number reported so far, ``hpaudit_metric_missing`` (the metric
+and the keys reported): :class:`~hpsearch_budget.ray.LedgerCallback` warns of it once.
+
 A ledger the worker cannot reach fails the trial with the ledger's message: a trial never runs
 unmetered.
 
@@ -70,6 +73,10 @@ RESULT_KEYS = (
     "hpaudit_window",
     "hpaudit_study",
 )
+
+#: Added to a result while ``metered(metric=...)`` has no number to store as the window's
+#: objective value: ``{"metric": name, "reported": [the keys the trainable reported]}``.
+METRIC_MISSING_KEY = "hpaudit_metric_missing"
 
 #: A callable that builds the meter of a trial from the GPU ids Ray assigned to it.
 MeterFactory = Callable[[Sequence[str]], "Meter"]
@@ -395,6 +402,10 @@ class _TrialRun:
             hpaudit_window=self.state.window,
             hpaudit_study=self.study,
         )
+        if self.spec.metric and self.state.value is None:
+            # The driver's LedgerCallback warns once per experiment: only here are the keys
+            # the trainable reported known apart from Tune's and ours.
+            out[METRIC_MISSING_KEY] = {"metric": self.spec.metric, "reported": sorted(metrics)}
         return out
 
     def _heartbeat(self) -> None:

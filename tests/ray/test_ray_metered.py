@@ -77,6 +77,37 @@ def test_results_carry_energy_and_match_the_ledger(ray_local, trace, sqlite_url,
     assert report.study.best_params == {"watts": 10.0}  # lower loss: the 10 W trial
 
 
+def test_a_metric_never_reported_is_warned_once_naming_the_reported_keys(
+    ray_local, trace, sqlite_url, make_run_config, caplog
+):
+    ledger = Ledger(sqlite_url)
+
+    def train(config):
+        for step in range(2):
+            trace.burn(1.0)
+            tune.report({"accuracy": config["x"] * (step + 1), "epoch": step})
+
+    def fit(name, metric):
+        tuner = tune.Tuner(
+            metered(train, ledger, meter=trace.meter, metric=metric),
+            param_space={"x": tune.grid_search([1.0, 2.0])},
+            run_config=make_run_config(name, callbacks=[LedgerCallback(ledger)]),
+        )
+        assert not tuner.fit().errors
+        return [r for r in caplog.records if "reported no number" in r.getMessage()]
+
+    caplog.set_level("WARNING", logger="hpsearch_budget.ray")
+    warned = fit("typo", "acc")  # a typo: the trainable reports "accuracy"
+    assert len(warned) == 1  # once per experiment, not per trial or per result
+    message = warned[0].getMessage()
+    assert "metric='acc'" in message and "'accuracy', 'epoch'" in message
+    assert "\n" not in message
+    assert ledger.entries("typo")["value"].isna().all()  # what the warning is about
+    caplog.clear()
+    assert fit("right", "accuracy") == []  # the metric reported: no warning, values stored
+    assert sorted(ledger.entries("right")["value"]) == [2.0, 4.0]
+
+
 def test_errored_trial_is_recorded_and_charged(ray_local, trace, sqlite_url, make_run_config):
     ledger = Ledger(sqlite_url)
 
