@@ -9,7 +9,9 @@ trial's fate: ``complete``, ``pruned``, ``failed`` (a failing objective is still
 ``energy_kwh``, ``co2e_kg`` and ``energy_source``, and ``hpaudit_prune_reason`` when pruned:
 they show in optuna-dashboard and ``trials_dataframe()``. (Its ledger row is the one with
 ``trial_key`` ``"<study_name>:<number>"``; every attribute more costs Optuna ~0.25 ms per trial
-to load back, which is why there is no row id among them.)
+to load back, which is why there is no row id among them.) A retry that Optuna's
+``RetryFailedTrialCallback`` enqueued for a dead worker's trial writes its window under the
+first attempt's ``trial_key`` (``trial_number`` stays its own): one trial, a window per attempt.
 
 With a ``budget`` the trial first reserves its forecast cost atomically in the ledger
 (in the transaction that opens its row, :meth:`Ledger.open_window` with ``reserve=``; later
@@ -75,6 +77,7 @@ from hpsearch_budget.optuna._objective_checks import (
     check_directions,
     check_result,
 )
+from hpsearch_budget.optuna._retry import first_attempt
 from hpsearch_budget.optuna._trial_run import _NOTHING, MeteredTrial, _TrialRun, heartbeat
 from hpsearch_budget.optuna._user_attrs import set_user_attrs
 from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
@@ -160,7 +163,7 @@ class MeteredObjective:
         first = self._first_reservation(state, name, project, user) if budgeted else None
         opened = self.ledger.open_window(
             name,
-            f"{name}:{trial.number}",
+            f"{name}:{first_attempt(trial)}",  # a heartbeat retry joins its first attempt
             trial_number=trial.number,
             params=dict(trial.params),
             project=project,

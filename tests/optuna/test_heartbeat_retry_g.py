@@ -1,0 +1,69 @@
+"""A worker killed (SIGKILL) mid-trial on a SQLite RDBStorage with heartbeats: Optuna fails
+its trial and RetryFailedTrialCallback enqueues a retry, which a second worker runs. The
+retry's ledger window carries the first attempt's trial_key, so the ledger report counts one
+trial charged for both attempts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpsearch_budget.ledger import Ledger
+from hpsearch_budget.report import load_sweep
+
+WORKER = Path(__file__).with_name("retry_worker_g.py")
+
+
+def _worker(storage: str, ledger_url: str, mode: str) -> subprocess.Popen[bytes]:
+    args = [sys.executable, str(WORKER), storage, ledger_url, "s", mode]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    ledger = Ledger(ledger_url)
+
+    first = _worker(storage, ledger_url, "hang")
+    deadline = time.monotonic() + 120
+    while True:  # trial 0 is under way and has checkpointed its first report
+        rows = ledger.entries(study="s")
+        if not rows.empty and (rows["energy_j"] > 0).any():
+            break
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    time.sleep(3)  # past the grace period: the next worker fails trial 0 and runs its retry
+
+    second = _worker(storage, ledger_url, "run")
+    out, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, out.decode()
+
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].system_attrs["failed_trial"] == 0  # Optuna's own link
+
+    rows = ledger.entries(study="s").sort_values("id")
+    assert list(rows["trial_key"]) == ["s:0", "s:0"]  # the retry joins its first attempt
+    assert list(rows["trial_number"]) == [0, 1]  # each row keeps its Optuna number
+    dead, retry = rows.iloc[0], rows.iloc[1]
+    assert dead["status"] == "running" and retry["status"] == "complete"
+    assert dead["energy_j"] > 0 and retry["energy_j"] > 0
+
+    sweep = load_sweep(ledger_url, direction="maximize")
+    assert len(sweep.trials) == 1  # one trial, tried twice
+    trial = sweep.trials.iloc[0]
+    assert trial["number"] == 0 and trial["state"] == "complete"
+    assert trial["value"] == pytest.approx(trials[1].value)
+    assert trial["energy_j"] == pytest.approx(dead["energy_j"] + retry["energy_j"])
