@@ -84,14 +84,14 @@ def check(
     """
     from hpsearch_budget.policy import InvalidPolicyError, find_policy, load_policy, read_policy
 
-    path = file if file is not None else find_policy()
-    if path is None:
-        fail(
-            "no policy file found: create hpaudit.toml (or a [tool.hpaudit] table in "
-            "pyproject.toml) here or in a parent folder, set $HPAUDIT_POLICY, or pass FILE"
-        )
-        return
     try:
+        path = file if file is not None else find_policy()
+        if path is None:
+            fail(
+                "no policy file found: create hpaudit.toml (or a [tool.hpaudit] table in "
+                "pyproject.toml) here or in a parent folder, set $HPAUDIT_POLICY, or pass FILE"
+            )
+            return
         # Found, not given: load_policy says when $HPAUDIT_POLICY names a missing file.
         policy = read_policy(path) if file is not None else load_policy()
     except InvalidPolicyError as exc:

@@ -4,8 +4,9 @@ Where the policy comes from, first match wins:
 
 1. a path given explicitly (``--policy FILE``, ``load_policy("lab.toml")``);
 2. ``$HPAUDIT_POLICY`` (a lab-wide file on a shared disk);
-3. from the working directory upwards: ``hpaudit.toml``, else ``pyproject.toml`` with a
-   ``[tool.hpaudit]`` table (a ``pyproject.toml`` without one does not stop the search).
+3. from the working directory upwards, nearest folder first: ``hpaudit.toml`` or a
+   ``pyproject.toml`` with a ``[tool.hpaudit]`` table (a ``pyproject.toml`` without one does
+   not stop the search). Both in one folder is an error: neither may silently lose its caps.
 
 No file anywhere is not an error: :func:`load_policy` returns the empty policy (no caps).
 """
@@ -250,7 +251,8 @@ def find_policy(start: str | os.PathLike[str] | None = None) -> Path | None:
     """The policy file that applies in ``start`` (default: the working directory), or None.
 
     ``$HPAUDIT_POLICY`` first, then ``hpaudit.toml`` or a ``pyproject.toml`` with a
-    ``[tool.hpaudit]`` table in ``start`` and each parent, nearest first.
+    ``[tool.hpaudit]`` table in ``start`` and each parent, nearest first. Both in one folder:
+    :class:`InvalidPolicyError` (say which one applies by keeping only it, or by naming it).
     """
     env = os.environ.get(POLICY_ENV, "").strip()
     if env:
@@ -258,12 +260,26 @@ def find_policy(start: str | os.PathLike[str] | None = None) -> Path | None:
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         candidate = folder / POLICY_FILE
+        pyproject = folder / PYPROJECT
+        has_table = pyproject.is_file() and _mentions_tool_table(pyproject)
+        if candidate.is_file() and has_table:
+            raise _both_files(candidate, pyproject)
         if candidate.is_file():
             return candidate
-        pyproject = folder / PYPROJECT
-        if pyproject.is_file() and _mentions_tool_table(pyproject):
+        if has_table:
             return pyproject
     return None
+
+
+def _both_files(policy_file: Path, pyproject: Path) -> InvalidPolicyError:
+    # Whichever file won, a lab could believe the other one's caps apply: refuse to guess.
+    problem = PolicyProblem(
+        "",
+        f"{pyproject} has a [tool.hpaudit] table too; only one policy file can apply",
+        f"keep one: move the [tool.hpaudit] settings into {policy_file.name} and delete the "
+        f"table, or delete {policy_file.name} (or name the file to use with ${POLICY_ENV})",
+    )
+    return InvalidPolicyError(str(policy_file), [problem])
 
 
 def _mentions_tool_table(pyproject: Path) -> bool:

@@ -93,6 +93,21 @@ def test_check_malformed_exits_2(capsys, tmp_path, text, words):
     assert code == 2 and out == "" and words in err
 
 
+def test_hpaudit_toml_beside_pyproject_table_is_one_line_naming_both(capsys, tmp_path):
+    # hpaudit.toml used to win silently: the caps in pyproject.toml did not apply
+    (tmp_path / "pyproject.toml").write_text("[tool.hpaudit.caps.project]\nco2e_kg = 5\n")
+    (tmp_path / "hpaudit.toml").write_text(POLICY)
+    code, out, err = run(capsys, "budget", "status", "--ledger", f"sqlite:///{tmp_path}/l.db")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "hpaudit.toml" in err and "pyproject.toml" in err and "keep one" in err
+    code, out, _ = run(capsys, "policy", "check", "--format", "json")
+    problem = json.loads(out)["problems"][0]
+    assert code == 2 and "only one policy file can apply" in problem["message"]
+    (tmp_path / "hpaudit.toml").unlink()  # kept one: its caps apply
+    code, out, _ = run(capsys, "policy", "check")
+    assert code == 0 and "every project, per calendar month (UTC): 5 kg CO2e" in out
+
+
 def test_check_without_any_file_says_where_to_put_one(capsys):
     code, _, err = run(capsys, "policy", "check")
     assert code == 2 and "no policy file found" in err and "hpaudit.toml" in err

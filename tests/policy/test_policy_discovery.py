@@ -59,14 +59,26 @@ def test_pyproject_without_table_does_not_stop_the_search(tmp_path):
     assert load_policy(start=project).caps.user.energy_kwh == 7.0
 
 
-def test_nearest_wins_and_hpaudit_toml_before_pyproject(tmp_path):
+def test_nearest_wins(tmp_path):
     (tmp_path / "hpaudit.toml").write_text('[caps]\nuser = "1 kWh"\n')
     inner = tmp_path / "inner"
     inner.mkdir()
     (inner / "pyproject.toml").write_text(PYPROJECT)
     assert find_policy(inner) == inner / "pyproject.toml"
-    (inner / "hpaudit.toml").write_text('on_exceed = "stop"\n')
-    assert find_policy(inner) == inner / "hpaudit.toml"
+
+
+def test_hpaudit_toml_beside_a_pyproject_table_is_an_error(tmp_path, monkeypatch):
+    # hpaudit.toml used to win silently: the lab's [tool.hpaudit] caps did not apply
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    (tmp_path / "hpaudit.toml").write_text('on_exceed = "stop"\n')
+    with pytest.raises(InvalidPolicyError) as info:
+        load_policy(start=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "hpaudit.toml" in message and "pyproject.toml" in message
+    assert "keep one" in message
+    # naming the file says which one applies
+    monkeypatch.setenv(POLICY_ENV, str(tmp_path / "pyproject.toml"))
+    assert load_policy(start=tmp_path).caps.project.co2e_kg == 12.0
 
 
 def test_env_var_names_the_lab_file(tmp_path, monkeypatch):
