@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import math
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -100,3 +101,21 @@ def region_intensity(code: str) -> Intensity:
 def default_intensity() -> Intensity:
     """The world-average grid intensity, the default when no region or number is given."""
     return _index()[_WORLD.lower()].intensity
+
+
+def regions_with(label: str, g_per_kwh: float) -> tuple[Region, ...]:
+    """The table rows whose intensity has this label and value: where a figure the ledger
+    recorded (label and g/kWh, not the region code) can have come from. Several rows share
+    some figures (a cloud region takes its state's or country's), so callers use only what
+    all of them agree on."""
+    return tuple(
+        r for r in _by_label().get(label, ()) if math.isclose(r.intensity.g_per_kwh, g_per_kwh)
+    )
+
+
+@cache
+def _by_label() -> dict[str, list[Region]]:
+    by_label: dict[str, list[Region]] = {}
+    for region in regions():
+        by_label.setdefault(region.intensity.label, []).append(region)
+    return by_label

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
+from hpsearch_budget._json import json_safe
 from hpsearch_budget.errors import HpauditInputError
 
 # Piped output (a file, `| cat`, a CI log) has no terminal width: rich would fit tables into 80
@@ -32,19 +33,9 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def print_json(payload: Any) -> None:
     """JSON for scripts: stable key order, NaN/inf as null."""
-    sys.stdout.write(json.dumps(_clean(payload), indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(json.dumps(json_safe(payload), indent=2, sort_keys=False) + "\n")
 
 
 def non_negative(value: float, name: str) -> float:

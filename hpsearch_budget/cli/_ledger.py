@@ -33,6 +33,7 @@ StudyOption = Annotated[str | None, typer.Option("--study", help="Only this stud
 class ExportFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
+    json = "json"
     codecarbon = "codecarbon"
 
 
@@ -79,18 +80,30 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
+_WHEN = "ISO 8601 date or time, e.g. 2026-01-31 or 2026-01-31T14:00+01:00 (no offset: local time)"
+
+
 def export(
     out: Annotated[Path, typer.Option("--out", help="File to write (replaced atomically).")],
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, parquet or codecarbon")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="csv, parquet, json or codecarbon")],
     ledger: LedgerOption = None,
     study: StudyOption = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help=f"Only windows started at or after: {_WHEN}.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help=f"Only windows started before: {_WHEN}.")
+    ] = None,
 ) -> None:
-    """Write the ledger's rows to a file: csv, parquet, or CodeCarbon's emissions.csv columns."""
-    from hpsearch_budget.ledger import export_frame
+    """Write the ledger's rows to a file: csv, parquet, json, or CodeCarbon's emissions.csv
+    columns."""
+    from hpsearch_budget.cli._when import time_range
+    from hpsearch_budget.ledger import Scope, export_frame
 
+    start, end = time_range(since, until)  # bad input before the ledger is opened
     with _open(ledger) as opened:
         _known_study(opened, study)
-        frame = opened.entries(study)
+        frame = opened.entries(study, Scope(since=start, until=end))
     n = export_frame(frame, out, fmt.value)
     console.print(f"wrote {n} rows to {out} ({fmt.value})", highlight=False, soft_wrap=True)
 
@@ -120,16 +133,14 @@ def show(
     """Show the newest windows: status, energy (with its source), CO2e, GPU time."""
     from rich.table import Table
 
-    from hpsearch_budget.ledger._export import ISO_UTC
+    from hpsearch_budget.ledger._export import json_records
 
     with _open(ledger) as opened:
         _known_study(opened, study)
         frame = opened.entries(study).tail(limit)
     if fmt is OutputFormat.json:
-        # ISO 8601 in UTC, as the csv export writes them; a missing time is null, not "NaT"
-        iso = {c: frame[c].dt.strftime(ISO_UTC) for c in ("started_at", "updated_at", "ended_at")}
-        records = frame.assign(**iso).to_dict("records")
-        print_json([{k: _plain(v) for k, v in r.items()} for r in records])
+        # as `hpaudit export --format json` writes them: ISO 8601 in UTC, missing values null
+        print_json(json_records(frame))
         return
     table = Table()
     for name in ("id", "study", "trial", "phase", "status"):  # in a narrow terminal: wrapped
@@ -148,11 +159,9 @@ def show(
 
 
 def _plain(value: object) -> object:
-    """A JSON-ready scalar: pandas' missing values (NaN, NA, NaT) become None."""
+    """A table cell: pandas' missing values (NaN, NA, NaT) become None."""
     import pandas as pd
 
-    if isinstance(value, dict | list):
-        return value
     return None if pd.isna(value) else value  # type: ignore[call-overload]
 
 

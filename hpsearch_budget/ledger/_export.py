@@ -1,25 +1,12 @@
-"""Export a ledger to CSV, Parquet, or CodeCarbon's ``emissions.csv`` layout, atomically.
+"""Export a ledger to CSV, Parquet, JSON or CodeCarbon's ``emissions.csv`` layout, atomically.
 
 The file is written next to its destination under a temporary name and renamed into place, so
 a reader (or a crash) never sees half a file and an existing file is replaced whole or not at all.
 
-CodeCarbon layout: one row per window, with the columns of CodeCarbon's ``emissions.csv``, in
-its order (``EmissionsData`` of CodeCarbon 3.3.2, which added ``water_consumed``, the
-``*_utilization_percent`` columns, ``ram_used_gb`` and ``wue`` to v2's), so dashboards and
-scripts built for it can read a sweep. Filled: ``timestamp`` (window end, UTC),
-``project_name`` (project, else study), ``run_id`` (trial key), ``experiment_id`` (study),
-``duration`` (s), ``emissions`` (kg CO2e), ``emissions_rate`` (kg/s), ``cpu_energy`` /
-``gpu_energy`` / ``ram_energy`` (from the ``cpu*`` / ``gpu*`` / ``ram`` and ``dram*`` domains),
-``energy_consumed`` (the energy the emissions were computed from), ``gpu_count``,
-``tracking_mode`` (``process``: energy attributed to the trial) and ``pue``. All energies are in
-kWh *including PUE*, as CodeCarbon writes them (its tracker multiplies each component's energy
-by its ``pue`` before adding it up), so ``cpu + gpu + ram`` adds up to ``energy_consumed`` when
-every domain is one of those three.
-Columns the ledger does not know (power draw, water, utilisation, location, hardware models)
-are left empty.
-CodeCarbon has no column for how energy was obtained, so one is added last,
-``hpaudit_energy_source`` (``measured``, ``estimated``, ...): an estimate stays labelled as one
-in every export (readers of CodeCarbon's files select their columns by name).
+csv, parquet and json hold the columns of :meth:`Ledger.entries`; times are ISO 8601 in UTC
+(``Z``). JSON is an array of records, one per line: numbers as numbers, a missing value, NaN or
+inf as null, and the dict / list columns (``energy_by_domain``, ``params``...) as JSON objects
+and arrays where csv holds their JSON text. CodeCarbon's layout: see ``_codecarbon.py``.
 """
 
 from __future__ import annotations
@@ -34,25 +21,16 @@ from typing import Any
 
 import pandas as pd
 
+from hpsearch_budget._json import json_safe
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.units import g_to_kg, j_to_kwh
+from hpsearch_budget.ledger._codecarbon import codecarbon_frame
 
-FORMATS = ("csv", "parquet", "codecarbon")
+FORMATS = ("csv", "parquet", "json", "codecarbon")
 #: Times in every export and JSON listing: ISO 8601, UTC.
 ISO_UTC = "%Y-%m-%dT%H:%M:%S.%fZ"
 
-CODECARBON_COLUMNS = (
-    "timestamp", "project_name", "run_id", "experiment_id", "duration", "emissions",
-    "emissions_rate", "cpu_power", "gpu_power", "ram_power", "cpu_energy", "gpu_energy",
-    "ram_energy", "energy_consumed", "water_consumed", "country_name", "country_iso_code",
-    "region", "cloud_provider", "cloud_region", "os", "python_version", "codecarbon_version",
-    "cpu_count", "cpu_model", "gpu_count", "gpu_model", "longitude", "latitude",
-    "ram_total_size", "tracking_mode", "cpu_utilization_percent", "gpu_utilization_percent",
-    "ram_utilization_percent", "ram_used_gb", "on_cloud", "pue", "wue",
-    "hpaudit_energy_source",
-)  # fmt: skip
-
 _JSON_COLUMNS = ("energy_by_domain", "sources", "devices", "params", "values")
+_TIMES = ("started_at", "updated_at", "ended_at")
 
 
 def flat_entries(frame: pd.DataFrame) -> pd.DataFrame:
@@ -63,48 +41,16 @@ def flat_entries(frame: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
-def codecarbon_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Ledger entries in the columns of CodeCarbon's ``emissions.csv``."""
-    rows = []
-    for r in frame.itertuples(index=False):
-        domains: dict[str, float] = r.energy_by_domain or {}
-
-        def kwh(
-            match: Callable[[str], bool], domains: dict[str, float] = domains, pue: float = r.pue
-        ) -> float:
-            return j_to_kwh(sum(j for d, j in domains.items() if match(d))) * pue
-
-        emissions_kg = g_to_kg(r.co2e_g)
-        ended = r.ended_at if not pd.isna(r.ended_at) else r.updated_at
-        rows.append(
-            {
-                "timestamp": ended.strftime("%Y-%m-%dT%H:%M:%S"),
-                "project_name": _text(r.project) or r.study,
-                "run_id": r.trial_key,
-                "experiment_id": r.study,
-                "duration": r.wall_s,
-                "emissions": emissions_kg,
-                "emissions_rate": emissions_kg / r.wall_s if r.wall_s > 0 else 0.0,
-                "cpu_energy": kwh(lambda d: d.startswith("cpu")),
-                "gpu_energy": kwh(lambda d: d.startswith("gpu")),
-                "ram_energy": kwh(lambda d: d == "ram" or d.startswith("dram")),
-                "energy_consumed": j_to_kwh(r.energy_j) * r.pue,
-                "gpu_count": len(r.devices),
-                "tracking_mode": "process",
-                "pue": r.pue,
-                "hpaudit_energy_source": _text(r.source) or "none",
-            }
-        )
-    return pd.DataFrame.from_records(rows, columns=list(CODECARBON_COLUMNS))
-
-
-def _text(value: object) -> str | None:
-    """A text cell, or None when missing: pandas' string columns hold NaN (truthy) there."""
-    return None if value is None or pd.isna(value) else str(value)  # type: ignore[call-overload]
+def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``Ledger.entries()`` as JSON-ready records: times as ISO 8601 in UTC, missing values and
+    non-finite numbers as None (the one conversion for every JSON the CLI writes)."""
+    iso = {c: frame[c].dt.strftime(ISO_UTC) for c in _TIMES}
+    records = frame.assign(**iso).astype(object).to_dict("records")
+    return [{str(k): json_safe(v) for k, v in r.items()} for r in records]
 
 
 def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> int:
-    """Write ledger entries to ``out`` in ``fmt`` (csv | parquet | codecarbon), atomically.
+    """Write ledger entries to ``out`` in ``fmt`` (csv | parquet | json | codecarbon), atomically.
 
     Returns the number of rows written.
 
@@ -126,18 +72,19 @@ def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> 
         raise HpauditInputError(
             f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist"
         )
-    if fmt == "codecarbon":
-        table, write = codecarbon_frame(frame), _write_csv
-    elif fmt == "csv":
-        table, write = flat_entries(frame), _write_csv
-    else:
-        table, write = flat_entries(frame), _write_parquet
-    _atomic_write(path, lambda tmp: write(table, tmp))
-    return len(table)
+    write = _WRITERS[fmt]
+    _atomic_write(path, lambda tmp: write(frame, tmp))
+    return len(frame)  # one row (record) per window in every format
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path, index=False, date_format=ISO_UTC)
+
+
+def _write_json(frame: pd.DataFrame, path: Path) -> None:
+    lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in json_records(frame)]
+    # one record per line: a reader can diff or grep it; the whole file is one JSON array
+    path.write_text("[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n", "utf-8")
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:
@@ -148,6 +95,14 @@ def _write_parquet(table: pd.DataFrame, path: Path) -> None:
             "parquet export needs pyarrow: pip install 'hpsearch_budget[parquet]'"
         ) from None
     table.to_parquet(path, index=False)
+
+
+_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    "csv": lambda frame, path: _write_csv(flat_entries(frame), path),
+    "parquet": lambda frame, path: _write_parquet(flat_entries(frame), path),
+    "json": _write_json,
+    "codecarbon": lambda frame, path: _write_csv(codecarbon_frame(frame), path),
+}
 
 
 def is_special(path: Path) -> bool:

@@ -1,10 +1,13 @@
-"""``hpaudit verify``, ``hpaudit export`` and ``hpaudit ledger``: exit codes, files, messages."""
+"""``hpaudit verify``, ``hpaudit export`` and ``hpaudit ledger``: exit codes, files, messages;
+export's --since / --until, its json format, and what the CodeCarbon layout fills."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +18,7 @@ from hpsearch_budget.cli import main
 from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import CODECARBON_COLUMNS, ENTRY_COLUMNS, Ledger, default_carbon
 from hpsearch_budget.meters import Measurement, Source
+from hpsearch_budget.policy import parse_policy
 from hpsearch_budget.units import j_to_kwh
 
 
@@ -128,7 +132,7 @@ def test_export_codecarbon_fills_what_it_can(filled: str, tmp_path: Path) -> Non
     g_per_kwh = default_carbon().intensity.at(datetime.now(UTC)).g_per_kwh
     assert row.emissions == pytest.approx(row.energy_consumed * g_per_kwh / 1000)  # kg
     assert row.duration == 100.0 and row.emissions_rate == pytest.approx(row.emissions / 100)
-    assert row.gpu_count == 1 and pd.isna(row.cpu_power)
+    assert row.gpu_count == 1 and row.cpu_power == pytest.approx(7.2e4 / 100)  # W, no PUE
     assert list(table.hpaudit_energy_source) == list(
         Ledger(filled).entries(study="cnn")["source"].fillna("none")
     )  # how each row's energy was obtained, which CodeCarbon's own columns cannot say
@@ -150,12 +154,12 @@ _CODECARBON_3_3_2_HEADER = [
 
 def test_export_codecarbon_has_codecarbon_3_columns_in_order(filled: str, tmp_path: Path) -> None:
     # a script or dashboard reading CodeCarbon 3.x files (table.water_consumed, .wue, ...) reads
-    # ours too: every CodeCarbon column, in its order, then our one extra column
+    # ours too: every CodeCarbon column, in its order, then our two extra columns
     out = tmp_path / "emissions.csv"
     assert _hpaudit("export", "--ledger", filled, "--format", "codecarbon",
                     "--out", str(out)) == 0  # fmt: skip
     header = out.read_text().splitlines()[0].split(",")
-    assert header == [*_CODECARBON_3_3_2_HEADER, "hpaudit_energy_source"]
+    assert header == [*_CODECARBON_3_3_2_HEADER, "hpaudit_energy_source", "hpaudit_status"]
     table = pd.read_csv(out)
     unknown = ["water_consumed", "cpu_utilization_percent", "ram_used_gb", "wue"]
     assert table[unknown].isna().all().all()  # not known to the ledger: empty, not 0
@@ -328,3 +332,189 @@ def test_verify_does_not_write_to_the_ledger(tmp_path: Path) -> None:
     before = path.read_bytes()
     assert _hpaudit("verify", "--ledger", f"sqlite:///{path}") == 0
     assert path.read_bytes() == before
+
+
+#: A zone five and a half hours ahead of UTC, in POSIX form (no tz database needed).
+_PLUS_0530 = "XXX-05:30"
+
+
+@pytest.fixture
+def local_zone(monkeypatch) -> Iterator[None]:
+    """The machine's local time zone is UTC+05:30 for the test."""
+    monkeypatch.setenv("TZ", _PLUS_0530)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _measured(wall_s: float, gpu_j: float, cpu_j: float) -> Measurement:
+    return Measurement(
+        wall_s,
+        {"gpu:0": gpu_j, "cpu": cpu_j, "ram": 360.0},
+        {"gpu:0": Source.MEASURED, "cpu": Source.ESTIMATED, "ram": Source.ESTIMATED},
+    )
+
+
+@pytest.fixture
+def three_times(sqlite_url: str) -> tuple[str, datetime, datetime]:
+    """Windows cnn:0, cnn:1, cnn:2 opened one after another, and two instants between them."""
+    ledger = Ledger(sqlite_url)
+    bounds = []
+    for i in range(3):
+        w = ledger.open_window("cnn", f"cnn:{i}", devices=["gpu:0"])
+        ledger.finalize(w, _measured(10.0, 100.0, 10.0), status="complete")
+        time.sleep(0.02)
+        bounds.append(datetime.now(UTC))
+        time.sleep(0.02)
+    w = ledger.open_window("mlp", "mlp:0")
+    ledger.finalize(w, Measurement(1.0, {"cpu": 1.0}), status="pruned")
+    ledger.close()
+    return sqlite_url, bounds[0], bounds[1]
+
+
+def _exported(url: str, out: Path, *options: str) -> list[str]:
+    assert _hpaudit("export", "--ledger", url, "--format", "json", "--out", str(out), *options) == 0
+    return [r["trial_key"] for r in json.loads(out.read_text())]
+
+
+def test_since_and_until_filter_on_start_time(three_times, tmp_path: Path) -> None:
+    url, first, second = three_times
+    out = tmp_path / "rows.json"
+    since, until = first.isoformat(), second.isoformat()  # with an offset (+00:00)
+    assert _exported(url, out, "--since", since, "--until", until) == ["cnn:1"]
+    assert _exported(url, out, "--since", since, "--study", "cnn") == ["cnn:1", "cnn:2"]
+    assert _exported(url, out, "--until", until.replace("+00:00", "Z")) == ["cnn:0", "cnn:1"]
+    in_paris_winter = first.astimezone(timezone(timedelta(hours=1))).isoformat()
+    assert in_paris_winter.endswith("+01:00")
+    assert _exported(url, out, "--since", in_paris_winter, "--study", "cnn") == ["cnn:1", "cnn:2"]
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    assert _exported(url, out, "--since", tomorrow) == []  # a date alone: its midnight
+
+
+def test_a_time_without_offset_is_local_time(three_times, tmp_path: Path, local_zone) -> None:
+    url, first, _ = three_times
+    local = first.astimezone().replace(tzinfo=None)  # what a user at this machine would type
+    assert local != first.replace(tzinfo=None)  # UTC+05:30: not the UTC reading
+    out = tmp_path / "rows.json"
+    assert _exported(url, out, "--since", local.isoformat()) == ["cnn:1", "cnn:2", "mlp:0"]
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (
+            ["--since", "yesterday"],
+            "--since 'yesterday' is not an ISO 8601 date or time: write e.g.",
+        ),
+        (["--until", "2026-02-30"], "--until '2026-02-30' is not an ISO 8601 date or time"),
+        (["--since", "2026-02-01", "--until", "2026-01-01"], "is before --since"),
+    ],
+)
+def test_a_bad_time_is_one_line_and_writes_nothing(
+    three_times, tmp_path: Path, capsys, options: list[str], words: str
+) -> None:
+    url, _, _ = three_times
+    out = tmp_path / "rows.json"
+    out.write_text("previous export\n")
+    assert _hpaudit("export", "--ledger", url, "--format", "json", "--out", str(out), *options) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+    assert out.read_text() == "previous export\n"
+
+
+def test_json_has_the_csv_columns_with_numbers_nulls_and_offsets(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    ledger = Ledger(sqlite_url)
+    w = ledger.open_window("cnn", "cnn:0", trial_number=0, devices=["gpu:0"], params={"lr": 0.1})
+    ledger.finalize(w, _measured(10.0, 3.6e5, 7.2e4), status="complete", value=float("nan"))
+    ledger.open_window("cnn", "cnn:1")  # running: no end time, no value
+    ledger.close()
+    as_json, as_csv = tmp_path / "rows.json", tmp_path / "rows.csv"
+    assert (
+        _hpaudit("export", "--ledger", sqlite_url, "--format", "json", "--out", str(as_json)) == 0
+    )
+    assert _hpaudit("export", "--ledger", sqlite_url, "--format", "csv", "--out", str(as_csv)) == 0
+    records = json.loads(as_json.read_text())  # strict JSON: no NaN
+    assert [list(r) for r in records] == [list(ENTRY_COLUMNS)] * 2
+    done, running = records
+    assert list(pd.read_csv(as_csv).columns) == list(done)
+    assert done["energy_j"] == pytest.approx(3.6e5 + 7.2e4 + 360.0) and done["trial_number"] == 0
+    assert done["value"] is None and running["ended_at"] is None and running["trial_number"] is None
+    assert done["energy_by_domain"]["gpu:0"] == 3.6e5 and done["params"] == {"lr": 0.1}
+    assert done["source"] == "estimated"  # the estimate stays labelled
+    started = datetime.fromisoformat(done["started_at"])
+    assert started.utcoffset() == timedelta(0)
+    assert started == datetime.fromisoformat(pd.read_csv(as_csv).started_at[0])
+
+
+def _codecarbon(url: str, out: Path) -> pd.DataFrame:
+    assert _hpaudit("export", "--ledger", url, "--format", "codecarbon", "--out", str(out)) == 0
+    return pd.read_csv(out, keep_default_na=False, na_values=[""]).set_index("run_id")
+
+
+def test_codecarbon_power_is_domain_energy_over_duration(sqlite_url: str, tmp_path: Path) -> None:
+    ledger = Ledger(sqlite_url)
+    w = ledger.open_window("cnn", "cnn:0", devices=["gpu:0"])
+    ledger.finalize(w, _measured(100.0, 3.6e4, 7.2e3), status="complete")
+    ledger.close()
+    row = _codecarbon(sqlite_url, tmp_path / "emissions.csv").loc["cnn:0"]
+    # W at the devices (without PUE), while the energies include PUE, as CodeCarbon writes them
+    assert (row.gpu_power, row.cpu_power, row.ram_power) == pytest.approx((360.0, 72.0, 3.6))
+    assert row.gpu_energy == pytest.approx(row.gpu_power * 100.0 / 3.6e6 * row.pue)
+
+
+def test_codecarbon_location_comes_from_the_intensity_charged(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    for study, region in (("fr", "FR"), ("nl", "europe-west4"), ("va", "us-east-1"), ("w", None)):
+        policy = parse_policy(f'[defaults]\nregion = "{region}"\n' if region else "")
+        ledger = Ledger(sqlite_url, carbon=policy.carbon_model())
+        w = ledger.open_window(study, f"{study}:0")
+        ledger.finalize(w, Measurement(10.0, {"cpu": 100.0}), status="complete")
+        ledger.close()
+    table = _codecarbon(sqlite_url, tmp_path / "emissions.csv")
+    fr, nl, va, world = (table.loc[k] for k in ("fr:0", "nl:0", "va:0", "w:0"))
+    assert (fr.country_name, fr.country_iso_code, fr.on_cloud) == ("France", "FRA", "N")
+    assert pd.isna(fr.cloud_provider) and pd.isna(fr.cloud_region)
+    assert (nl.cloud_provider, nl.cloud_region, nl.on_cloud) == ("gcp", "europe-west4", "Y")
+    assert (nl.country_iso_code, nl.country_name) == ("NLD", "Netherlands")
+    # AWS us-east-1 shares Virginia's figure with two Azure regions: country yes, region no
+    assert (va.country_iso_code, va.on_cloud) == ("USA", "Y") and pd.isna(va.cloud_region)
+    # the world average: no place at all
+    assert world[["country_name", "country_iso_code", "on_cloud", "cloud_region"]].isna().all()
+    assert table["region"].isna().all()  # sub-national region: not recorded
+
+
+def test_codecarbon_marks_running_and_killed_rows(sqlite_url: str, tmp_path: Path) -> None:
+    ledger = Ledger(sqlite_url)
+    w = ledger.open_window("cnn", "cnn:0")
+    ledger.finalize(w, Measurement(1.0, {"cpu": 1.0}), status="pruned")
+    running = ledger.open_window("cnn", "cnn:1")
+    ledger.checkpoint(running, Measurement(2.0, {"cpu": 2.0}))
+    ledger.open_window("cnn", "cnn:2", checkpoint_interval_s=0.01)  # then silent: killed
+    time.sleep(0.1)
+    table = _codecarbon(sqlite_url, tmp_path / "emissions.csv")
+    ledger.close()
+    assert table.hpaudit_status.to_dict() == {
+        "cnn:0": "pruned",
+        "cnn:1": "running",
+        "cnn:2": "killed",
+    }
+    assert table.loc["cnn:1", "cpu_power"] == pytest.approx(1.0)  # so far: 2 J in 2 s
+
+
+def test_codecarbon_timestamp_is_local_time_with_its_offset(
+    sqlite_url: str, tmp_path: Path, local_zone
+) -> None:
+    ledger = Ledger(sqlite_url)
+    w = ledger.open_window("cnn", "cnn:0")
+    ledger.finalize(w, Measurement(1.0, {"cpu": 1.0}), status="complete")
+    ended = ledger.entries().ended_at[0]
+    ledger.close()
+    stamp = _codecarbon(sqlite_url, tmp_path / "emissions.csv").loc["cnn:0", "timestamp"]
+    assert stamp.endswith("+05:30")  # local, as CodeCarbon writes it, but unambiguous
+    assert abs(datetime.fromisoformat(stamp) - ended.to_pydatetime(warn=False)) < timedelta(
+        seconds=1
+    )
