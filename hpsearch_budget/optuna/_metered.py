@@ -147,6 +147,9 @@ class MeteredObjective:
         #: What ``budget_callback`` raised, if it did: the study was stopped there (an error
         #: raised inside the objective would turn the finished trial into a failed one).
         self.callback_error: Exception | None = None
+        #: The first error the ledger raised finalising a trial, if any: the study was stopped
+        #: there and the trial kept its result (see :meth:`_finalize`).
+        self.ledger_error: Exception | None = None
         self._who: dict[str, tuple[str, str]] = {}
         #: Why a trial found no room in the budget and stopped the study (None: it did not).
         self.stopped: str | None = None
@@ -207,8 +210,10 @@ class MeteredObjective:
             status = "killed"
             raise
         finally:
-            cost = self._finalize(trial, run, state, status, values)
-            if self.budget_callback is not None and status != "killed":
+            cost, recorded = self._finalize(trial, run, state, status, values)
+            if not recorded:  # the ledger failed: keep the result, stop the study
+                _stop(study)
+            elif self.budget_callback is not None and status != "killed":
                 self._after_trial(study, cost)
         if self.energy_objective:
             return (*values, cost.energy_kwh)  # type: ignore[misc]
@@ -221,36 +226,65 @@ class MeteredObjective:
         state: _state.StudyState,
         status: str,
         values: list[float] | None,
-    ) -> Cost:
+    ) -> tuple[Cost, bool]:
+        """Close the trial's meter window and ledger row; its cost, and whether the ledger
+        recorded it.
+
+        A ledger that cannot be written now (locked past its timeout, a database that went
+        away) must not cost the user the trial's result: the error is logged and kept in
+        :attr:`ledger_error`, the trial keeps its outcome (the caller stops the study: no
+        budget can be kept without the ledger), its attributes carry the measured cost and
+        ``hpaudit_ledger_error``, and its row, still running, is reaped as killed later with
+        the energy of its last checkpoint.
+        """
         live = run.live
         _state.unregister(live)
         heartbeat.remove(run)
         value = values[0] if values and len(values) == 1 else None
+        error: Exception | None = None
         with run.lock:
             run.closed = True
             measurement = run.meter.close(run.token) if run.token is not None else _NOTHING
-            # Reports the throttle left unwritten go in with the final row: it keeps the last
-            # step (and, for a trial without a final value, the last intermediate value).
-            cost = self.ledger.finalize(
-                live.window_id,
-                measurement,
-                status=status,
-                value=value if value is not None else run.value,
-                values=values if values and len(values) > 1 else None,
-                params=dict(trial.params),  # suggested after the window opened
-                step=run.step,
-            )
+            try:
+                # Reports the throttle left unwritten go in with the final row: it keeps the
+                # last step (and, for a trial without a final value, the last reported value).
+                cost = self.ledger.finalize(
+                    live.window_id,
+                    measurement,
+                    status=status,
+                    value=value if value is not None else run.value,
+                    values=values if values and len(values) > 1 else None,
+                    params=dict(trial.params),  # suggested after the window opened
+                    step=run.step,
+                )
+            except Exception as exc:
+                error, cost = exc, run.estimate(measurement)
         live.cost = cost
-        state.observe(live.window_id, cost, live.steps_done, status)
-        attrs = {
+        attrs: dict[str, Any] = {
             "energy_kwh": cost.energy_kwh,
             "co2e_kg": cost.co2e_kg,
             "energy_source": str(measurement.source or "none"),
         }
         if status == "pruned" and live.prune_reason:
             attrs["hpaudit_prune_reason"] = live.prune_reason
+        if error is not None:
+            self._ledger_failed(trial, error)
+            attrs["hpaudit_ledger_error"] = str(error)
+        else:
+            state.observe(live.window_id, cost, live.steps_done, status)
         set_user_attrs(trial, attrs)
-        return cost
+        return cost, error is None
+
+    def _ledger_failed(self, trial: Trial, error: Exception) -> None:
+        if self.ledger_error is None:
+            self.ledger_error = error
+        _log.error(
+            "stopping study %r: trial %d's ledger row could not be finalised (%s); the trial "
+            "keeps its result, and its row is reaped as killed with its last checkpoint",
+            trial.study.study_name,
+            trial.number,
+            error,
+        )
 
     def _after_trial(self, study: optuna.Study, cost: Cost) -> None:
         """Run the budget callback on the trial just finalised; its failure stops the study

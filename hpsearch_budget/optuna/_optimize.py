@@ -201,8 +201,10 @@ def optimize(
         )
     finally:
         study.pruner = original_pruner
-    if metered_objective.callback_error is not None:
-        raise metered_objective.callback_error
+    # The study stopped on either; every finished trial kept its result in the study.
+    for error in (metered_objective.ledger_error, metered_objective.callback_error):
+        if error is not None:
+            raise error
     callback._warner(study.study_name).check(fresh=True)  # on_exceed = "warn": the last trials
     return _summary(
         study,

@@ -53,7 +53,7 @@ from optuna.trial import FrozenTrial
 
 from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
-from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._limits import StudyLimits, require_budget, spent_label
 from hpsearch_budget.policy._sweep import is_policy_cap, request_stop, stop_reason
@@ -125,9 +125,22 @@ class BudgetPruner(StudyLimits, BasePruner):
         # ranking with one computed concurrently from an older view of the running trials.
         self._victim_lock = threading.Lock()
         self._warned = False
+        self._ledger_warned = False
         self._cap_binds: dict[str, bool] = {}  # per study: a policy cap (not the budget) binds
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        try:
+            return self._prune(study, trial)
+        except LedgerError as exc:
+            # The ledger cannot be read now (locked past its timeout, a lost connection): the
+            # trial runs on under its reservation rather than fail; if the ledger is still
+            # down when it ends, its end stops the study (metered keeps the trial's result).
+            if not self._ledger_warned:
+                self._ledger_warned = True
+                _log.warning("BudgetPruner: not pruning while the ledger fails: %s", exc)
+            return False
+
+    def _prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         live = _state.live_trial(study.study_name, trial.number)
         if self.wrapped is not None and self.wrapped.prune(study, trial):
             if live is not None:

@@ -9,13 +9,17 @@ hold one trial with a window per attempt (as a retried Ray trial), every attempt
 
 from __future__ import annotations
 
-from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import Trial
+
+#: The system attribute ``RetryFailedTrialCallback`` sets on a retry: what its
+#: ``retried_trial_number()`` returns. Read directly: that method is marked experimental and
+#: would warn (ExperimentalWarning) in every sweep.
+_FAILED_TRIAL = "failed_trial"
 
 
 def first_attempt(trial: Trial) -> int:
     """The number of the trial that ``trial`` retries (its own number when not a retry)."""
     # The frozen trial Optuna itself reads fixed_params from: no extra storage read per trial.
     frozen = getattr(trial, "_cached_frozen_trial", None)
-    retried = RetryFailedTrialCallback.retried_trial_number(frozen) if frozen else None
+    retried = frozen.system_attrs.get(_FAILED_TRIAL) if frozen is not None else None
     return trial.number if retried is None else int(retried)

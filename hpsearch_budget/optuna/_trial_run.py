@@ -104,6 +104,7 @@ class _TrialRun:
         self.step: int | None = None  # reported, not yet written
         self.value: float | None = None
         self.dirty = False  # something was measured or reported since the last write
+        self.write_failed = False  # a checkpoint write failed (warned once per trial)
         self.closed = False
 
     def start(self) -> None:
@@ -123,9 +124,9 @@ class _TrialRun:
                 self.step = int(step)
             if value is not None:
                 self.value = value
-            cost = self._estimate(measurement)
+            cost = self.estimate(measurement)
             if force or self._due(cost):
-                cost = self._write(measurement)
+                cost = self._write_or_keep(measurement, cost)
             else:
                 self.dirty = True
         self.live.cost = cost
@@ -139,7 +140,8 @@ class _TrialRun:
         """Write what the last reports left unwritten (a no-op when the row is current)."""
         with self.lock:
             if self.dirty and not self.closed and self.token is not None:
-                self.live.cost = self._write(self.meter.measure(self.token))
+                measurement = self.meter.measure(self.token)
+                self.live.cost = self._write_or_keep(measurement, self.estimate(measurement))
 
     def _due(self, cost: Cost) -> bool:
         """Whether this report must reach the ledger.
@@ -156,7 +158,25 @@ class _TrialRun:
             or not fits(cost, self.live.reserved)
         )
 
-    def _estimate(self, measurement: Measurement) -> Cost:
+    def _write_or_keep(self, measurement: Measurement, cost: Cost) -> Cost:
+        """Write the row; if the ledger fails now (locked past its timeout, a connection
+        lost), keep the report for the next write instead of failing the trial: the row keeps
+        its last checkpoint, and the final write carries everything (or says it failed)."""
+        try:
+            return self._write(measurement)
+        except Exception as exc:
+            self.dirty = True
+            if not self.write_failed:
+                self.write_failed = True
+                _log.warning(
+                    "trial %d: its ledger checkpoint failed (%s); the trial goes on and the next "
+                    "write carries its energy",
+                    self.live.number,
+                    exc,
+                )
+            return cost
+
+    def estimate(self, measurement: Measurement) -> Cost:
         """The cost the ledger would record for ``measurement``: the energy since the last
         write charged at the ledger's carbon model now (as :meth:`Ledger.checkpoint` does)."""
         delta_j = measurement.energy_j - self.written.energy_j
