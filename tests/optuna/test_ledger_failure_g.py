@@ -32,6 +32,11 @@ class Locker:
         self.db.execute("COMMIT")
 
 
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 @pytest.fixture
 def locked_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Ledger, Locker]:
     monkeypatch.setenv("HPAUDIT_LEDGER_TIMEOUT_S", "0.2")
@@ -48,7 +53,6 @@ def test_a_failed_checkpoint_is_carried_by_the_next_write(
     locked_ledger: tuple[Ledger, Locker], caplog: pytest.LogCaptureFixture
 ) -> None:
     ledger, lock = locked_ledger
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
@@ -75,7 +79,6 @@ def test_a_failed_finalisation_keeps_the_result_and_stops_the_study(
     locked_ledger: tuple[Ledger, Locker], caplog: pytest.LogCaptureFixture
 ) -> None:
     ledger, lock = locked_ledger
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
@@ -104,7 +107,6 @@ def test_a_failed_finalisation_keeps_the_result_and_stops_the_study(
 
 
 def test_a_metered_sweep_raises_no_experimental_warning(tmp_path: Path) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
     with warnings.catch_warnings():
         warnings.simplefilter("error", ExperimentalWarning)
@@ -124,7 +126,6 @@ def test_the_pruner_lets_a_trial_run_on_while_the_ledger_cannot_be_read(
     path = tmp_path / "ledger.db"
     ledger = Ledger(f"sqlite:///{path}")
     other = sqlite3.connect(path, isolation_level=None)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     budget = Budget(energy_kwh=1.0)
 
     def spoil(value: object) -> None:
@@ -170,7 +171,6 @@ def test_optimize_raises_the_ledger_error_after_keeping_the_trials(
     from hpsearch_budget.optuna import optimize
 
     ledger, lock = locked_ledger
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
