@@ -37,7 +37,8 @@ def pg_url() -> Iterator[str]:
         pytest.skip("no PostgreSQL server: set HPAUDIT_TEST_PG_URL (.ci/run starts one)")
     sqlalchemy = pytest.importorskip("sqlalchemy")
     name = f"hpaudit_test_{uuid.uuid4().hex[:12]}"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    # Pre-ping: a test may restart the server (tests/ledger/test_ledger_pg_reconnect.py).
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = base.rsplit("/", 1)[0] + "/" + name

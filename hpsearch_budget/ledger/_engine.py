@@ -33,15 +33,21 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 def lock_timeout_s() -> float:
-    raw = os.environ.get(TIMEOUT_ENV_VAR)
+    return env_seconds(TIMEOUT_ENV_VAR, DEFAULT_TIMEOUT_S, "a positive number of seconds")
+
+
+def env_seconds(name: str, default: float, what: str, *, zero: bool = False) -> float:
+    """Seconds from ``$name`` (``default`` if unset), positive (or 0 if ``zero``), under 1e6;
+    else a LedgerError saying it must be ``what``."""
+    raw = os.environ.get(name)
     if raw is None:
-        return DEFAULT_TIMEOUT_S
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not (value > 0 and value < 1e6):
-        raise LedgerError(f"${TIMEOUT_ENV_VAR} must be a positive number of seconds, got {raw!r}")
+    if not ((value > 0 or (zero and value == 0)) and value < 1e6):
+        raise LedgerError(f"${name} must be {what}, got {raw!r}")
     return value
 
 
@@ -148,8 +154,8 @@ def create_engine(parsed: URL, *, durable: bool = True) -> Engine:
             # revision), so it needs no BEGIN / COMMIT round trips: 1 round trip instead of 3.
             extra["isolation_level"] = "AUTOCOMMIT"
         try:
-            # No pre-ping: it would cost a round trip per transaction; a connection the server
-            # dropped fails once with a clear LedgerError instead.
+            # No pre-ping: it would cost a round trip per transaction; a call whose
+            # connection the server dropped reconnects and runs again instead (_retry).
             # No overflow limit: every thread of a worker holds one connection for its
             # per-row writes (_held), so a worker needs threads + a few, past the pool's 15.
             engine = sa.create_engine(
@@ -325,15 +331,24 @@ def _driver_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception]
 
 #: Errors the PostgreSQL driver raises from statements run on it directly (``_pg``), and
 #: those of them that mean the server is unreachable or the connection broke.
-DRIVER_ERRORS, _DRIVER_OPERATIONAL = _driver_errors()
+DRIVER_ERRORS, DRIVER_OPERATIONAL = _driver_errors()
+
+#: Every error a database call may raise: the drivers' own (``_pg``, hot SQLite writes
+#: through sqlite3) and SQLAlchemy's.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (*DRIVER_ERRORS, sqlite3.Error, exc.SQLAlchemyError)
+
+
+def first_line(error: Exception) -> str:
+    """The first line of a database error's message (the driver's, not SQLAlchemy's wrapper)."""
+    orig = getattr(error, "orig", None)
+    raw = str(orig if orig is not None else error).strip()
+    return raw.splitlines()[0] if raw else type(error).__name__
 
 
 def translate(error: Exception, url: URL) -> LedgerError:
     """A database error (SQLAlchemy's, or the driver's own) as a one-line LedgerError."""
     where = describe(url)
-    orig = getattr(error, "orig", None)
-    raw = str(orig if orig is not None else error).strip()
-    text = raw.splitlines()[0] if raw else type(error).__name__
+    text = first_line(error)
     low = text.lower()
     if "file is not a database" in low or "malformed" in low or "not a database" in low:
         return LedgerError(
@@ -356,7 +371,7 @@ def translate(error: Exception, url: URL) -> LedgerError:
             f"lost the connection to PostgreSQL ledger {where} ({text}); the next call "
             "reconnects: retry it, and check the server if this keeps happening"
         )
-    operational = isinstance(error, (exc.OperationalError, *_DRIVER_OPERATIONAL))
+    operational = isinstance(error, (exc.OperationalError, *DRIVER_OPERATIONAL))
     if operational and url.get_backend_name() == "postgresql":
         return LedgerError(
             f"cannot reach PostgreSQL ledger {where} ({text}); check the host, port, "

@@ -12,20 +12,28 @@ import json
 import math
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
 import pandas as pd
-from sqlalchemy import exc
 from sqlalchemy.engine import Connection
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, Footprint, HoldingIntensity, default_carbon_model
 from hpsearch_budget.errors import LedgerError
-from hpsearch_budget.ledger import _chain, _engine, _held, _linking, _pg, _reads, _reaping, _schema
+from hpsearch_budget.ledger import (
+    _chain,
+    _engine,
+    _held,
+    _linking,
+    _pg,
+    _reads,
+    _reaping,
+    _retry,
+    _schema,
+)
 from hpsearch_budget.ledger._chain import VerifyReport
 from hpsearch_budget.ledger._checks import check_cost as _check_cost
 from hpsearch_budget.ledger._checks import check_limits as _check_limits
@@ -46,6 +54,8 @@ from hpsearch_budget.ledger._reads import entries_frame as _frame
 from hpsearch_budget.ledger._reads import row_cost as _cost
 from hpsearch_budget.ledger._reservations import add_reservation as _add_reservation
 from hpsearch_budget.ledger._reservations import fits as _fits
+from hpsearch_budget.ledger._reservations import reserved as _reserved_now
+from hpsearch_budget.ledger._reservations import reserved_after as _reserved_after
 from hpsearch_budget.ledger._reservations import sums as _sums
 from hpsearch_budget.ledger._reservations import with_reservation as _reserved
 from hpsearch_budget.ledger._scope import Scope, to_unix_s
@@ -57,6 +67,8 @@ from hpsearch_budget.ledger._sqlite import sqlite_write as _sqlite_write
 from hpsearch_budget.ledger._statements import FINAL_COLUMNS as _FINAL_COLUMNS
 from hpsearch_budget.ledger._statements import MISSED_INTERVALS as MISSED_INTERVALS
 from hpsearch_budget.ledger._statements import MUTABLE_COLUMNS as _MUTABLE_COLUMNS
+from hpsearch_budget.ledger._statements import OPENED as _OPENED
+from hpsearch_budget.ledger._statements import OPENED_BY as _OPENED_BY
 from hpsearch_budget.ledger._statements import ROW as _ROW
 from hpsearch_budget.ledger._statements import ROW_FOR_UPDATE as _ROW_FOR_UPDATE
 from hpsearch_budget.ledger._statements import params as _params
@@ -67,11 +79,11 @@ from hpsearch_budget.units import j_to_kwh
 W = _schema.windows
 T = TypeVar("T")
 
+#: What a seal writes that nobody changes after it (linking sets the chain columns).
+_SEALED_COLUMNS = tuple(c for c in _FINAL_COLUMNS if c not in ("seq", "prev_hash", "row_hash"))
+
 #: A change to a running window's row: the columns it sets, computed from the row as it is.
 Change = Callable[[Mapping[str, Any]], dict[str, Any]]
-
-#: What psycopg (``_pg``) and sqlite3 (hot SQLite writes) raise when used directly.
-_FAST_PATH_ERRORS: tuple[type[Exception], ...] = (*_engine.DRIVER_ERRORS, sqlite3.Error)
 
 #: At most one opportunistic reap per this many seconds per Ledger object.
 _REAP_EVERY_S = 10.0
@@ -146,6 +158,11 @@ class Ledger:
                 f"no ledger at {sqlite_path!r}; check the path (or ${_engine.ENV_VAR}), "
                 "or run a sweep first to create it"
             )
+        # Set once the ledger is open: a call whose PostgreSQL connection broke then
+        # reconnects and runs again (_retry); opening it does not, so that a wrong URL fails
+        # at once.
+        self._reconnects = False
+        self._retry_s = _retry.retry_s()  # read once, like the lock timeout
         self._engine = self._guard(lambda: _engine.create_engine(self._parsed))
         # Checkpoints and window openings need not wait for PostgreSQL's WAL flush: a server
         # crash then loses at most the last checkpoint, the loss a checkpoint interval allows.
@@ -162,6 +179,9 @@ class Ledger:
         self._sqlite = self._engine.dialect.name == "sqlite"  # hot writes through sqlite3
         self._last_reap = -math.inf
         self._cache: dict[int, dict[str, Any]] = {}  # window id -> the row as this process wrote it
+        # window id -> the row a finalisation sent sealed (PostgreSQL), until it returns: a
+        # finalisation retried after a broken connection recognises its own committed seal.
+        self._sealing: dict[int, dict[str, Any]] = {}
         self._host = socket.gethostname()
         self._unlinked: set[str] = set()  # studies whose sealed rows a link failed to chain
         _OPEN.add(self)  # linked and closed at exit if never closed (_close_at_exit)
@@ -183,19 +203,28 @@ class Ledger:
         except BaseException:
             self.close()
             raise
+        self._reconnects = self._pg
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _guard(self, fn: Callable[[], T]) -> T:
-        """Run ``fn``, turning database errors into one-line LedgerErrors."""
+    def _guard(self, fn: Callable[[], T], *, retry: bool = True) -> T:
+        """Run ``fn``, turning database errors into one-line LedgerErrors. On PostgreSQL a
+        broken connection is not an error yet: ``fn`` runs again on a new one (every ``fn``
+        given here writes once however often it runs; see _retry). ``retry=False``: one try."""
         try:
             return fn()
-        except _FAST_PATH_ERRORS as error:  # from the drivers' fast paths (_pg, sqlite3)
-            raise _engine.translate(error, self._parsed) from None
-        except (exc.DBAPIError, exc.NoSuchModuleError, exc.OperationalError) as error:
-            raise _engine.translate(error, self._parsed) from None
-        except exc.SQLAlchemyError as error:
-            raise _engine.translate(error, self._parsed) from None
+        except _engine.DATABASE_ERRORS as error:
+            if not (self._reconnects and retry and _retry.is_disconnect(error)):
+                raise _engine.translate(error, self._parsed) from None
+            first = error
+        return _retry.call_again(fn, first, self._parsed, self._reconnect, self._retry_s)
+
+    def _reconnect(self) -> None:
+        """Forget the pooled connections after one broke (a server restart breaks them all;
+        without this each would fail one try in turn). This thread's held connection was
+        dropped by its failing block; another thread's fails once and is dropped the same way."""
+        self._engine.dispose()
+        self._fast.dispose()
 
     def close(self) -> None:
         """Link any sealed rows a failed link left behind, then release the connections."""
@@ -209,8 +238,10 @@ class Ledger:
         run at interpreter exit for a ledger never closed (an Optuna or Ray worker that just
         ends), so that a sweep's last rows do not stay sealed until the study's next run."""
         for study in sorted(self._unlinked):
-            with contextlib.suppress(LedgerError):  # the next finalisation links them anyway
-                self._guard(lambda study=study: self._link_now(study))  # type: ignore[misc]
+            # The next finalisation links them anyway: one try, so that closing (or exiting)
+            # while the server is down does not wait out the retries.
+            with contextlib.suppress(LedgerError):
+                self._guard(lambda study=study: self._link_now(study), retry=False)  # type: ignore[misc]
         self._unlinked.clear()
 
     def __enter__(self) -> Ledger:
@@ -385,13 +416,19 @@ class Ledger:
 
     def _open(self, row: dict[str, Any]) -> int:
         """Insert a new window's ``row`` in a write transaction of its own; its id."""
+        tried = False
 
         def insert() -> int:
+            nonlocal tried
             if self._sqlite:
                 with _sqlite_write(self._engine) as db:
                     return _sqlite_insert(db, row)
             with self._held.session() as conn:
-                return self._insert(conn, row)
+                # A retry (PostgreSQL, the connection broke): the first INSERT may have
+                # committed without its answer arriving.
+                found = self._opened(conn, row) if tried else None
+                tried = True
+                return self._insert(conn, row) if found is None else int(found["id"])
 
         window_id = self._guard(insert)
         self._cache[window_id] = {**row, "id": window_id}
@@ -405,7 +442,10 @@ class Ledger:
         fits ``limits`` (else holding none), checked and written under the reservations lock;
         its id, and whether it holds the reservation."""
 
+        tried = False
+
         def insert_reserved() -> tuple[int, bool]:
+            nonlocal tried
             if self._sqlite:  # BEGIN IMMEDIATE: SQLite's write lock is the reservations lock
                 with _sqlite_write(self._engine) as db:
                     fits = _sqlite_fits(db, amount, limits, self.now(), self._sqlite_sums)
@@ -417,11 +457,21 @@ class Ledger:
                 # The new row adds nothing to spent or committed until it is reserved, so
                 # checking before the INSERT is checking after it.
                 fits = _fits(conn, amount, limits, self.now(), self._sqlite_sums)
+                found = self._opened(conn, row) if tried else None  # see _open
+                tried = True
+                if found is not None:  # it holds a reservation, or reserving 0 fits now
+                    holds = any(_reserved_now(found)) or (fits and amount == Cost())
+                    return int(found["id"]), holds
                 return self._insert(conn, _reserved(row, amount) if fits else row), fits
 
         window_id, reserved = self._guard(insert_reserved)
         self._cache[window_id] = {**(_reserved(row, amount) if reserved else row), "id": window_id}
         return window_id, reserved
+
+    def _opened(self, conn: Connection, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The window an earlier try of this opening committed, if it did (see OPENED)."""
+        found = conn.execute(_OPENED, {c: row[c] for c in _OPENED_BY}).mappings().first()
+        return None if found is None else dict(found)
 
     def _insert(self, conn: Connection, row: Mapping[str, Any]) -> int:
         if self._pg:
@@ -495,6 +545,7 @@ class Ledger:
             return _cost(self._guard(lambda: finish(window_id, change)))
         finally:
             self._cache.pop(int(window_id), None)
+            self._sealing.pop(int(window_id), None)
 
     def _finishing(
         self,
@@ -542,10 +593,27 @@ class Ledger:
         # The seal commits durably (it says so itself: _pg.seal_running). A failing
         # block drops its held connection, which may hold the chain lock.
         with self._held.session() as conn:
-            row, locked = self._write(conn, window_id, change, final=True, seal=True)
+            row = self._sealed_before(conn, int(window_id))
+            locked = None  # a seal found committed: linking tries the lock
+            if row is None:
+                row, locked = self._write(conn, window_id, change, final=True, seal=True)
             what = f"window {window_id}"
             self._link_sealed(conn, row["study"], mine=row, locked=locked, what=what)
             return row
+
+    def _sealed_before(self, conn: Connection, window_id: int) -> dict[str, Any] | None:
+        """The row an earlier try of this finalisation sealed, if its commit went through
+        though the connection broke before the answer came (a retry, see _retry); None if
+        no try sent a seal, or the row is not as that seal wrote it (still running, so it
+        was not committed; or reaped meanwhile: finalising again says so)."""
+        sent = self._sealing.get(window_id)
+        if sent is None:
+            return None
+        row = conn.execute(_ROW, {"w_id": window_id}).mappings().first()
+        # The chain columns may have been set since, by whoever linked the row.
+        if row is None or any(row[c] != sent[c] for c in _SEALED_COLUMNS):
+            return None
+        return dict(row)
 
     def _link_sealed(
         self,
@@ -623,6 +691,7 @@ class Ledger:
             elif seal:
                 new.update(seq=None, prev_hash=None)
                 new["row_hash"] = _chain.seal(new)
+                self._sealing[window_id] = new  # see _sealed_before
             params = {**_params(window_id, {c: new[c] for c in columns}), "w_rev": row["rev"]}
             locked = False
             if self._pg and seal:
@@ -761,14 +830,20 @@ class Ledger:
         _check_cost(amount, "amount", allow_inf=False)
         checked = _check_limits(limits)
         self._maybe_reap()
+        # The reservation an earlier try left the window with, once it sent its addition:
+        # a retry (PostgreSQL, the connection broke at COMMIT) that finds it did commit.
+        after: tuple[float, ...] | None = None
 
         def run() -> bool:
+            nonlocal after
             with _engine.write_txn(self._engine) as conn:
                 _engine.lock_reservations(conn)
-                self._running_row(conn, window_id)
-                if not _fits(conn, amount, checked, self.now(), self._sqlite_sums):
-                    return False
-                _add_reservation(conn, window_id, amount)
+                row = self._running_row(conn, window_id)
+                if after is None or _reserved_now(row) != after:
+                    if not _fits(conn, amount, checked, self.now(), self._sqlite_sums):
+                        return False
+                    after = _reserved_after(row, amount)
+                    _add_reservation(conn, window_id, amount)
                 self._cache.pop(int(window_id), None)
                 return True
 

@@ -21,7 +21,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import URL, Connection
 
 from hpsearch_budget.errors import LedgerError
-from hpsearch_budget.ledger import _chain, _engine, _pg, _schema
+from hpsearch_budget.ledger import _chain, _engine, _pg, _retry, _schema
 from hpsearch_budget.ledger._sqlite import SQLITE_HEAD, SQLITE_HEAD_INSERT, SQLITE_HEAD_UPDATE
 from hpsearch_budget.ledger._statements import HEAD_FOR_UPDATE, HEAD_UPDATE
 
@@ -164,8 +164,8 @@ def link_sealed_rows(
         # releases the lock), so that a pooled connection never carries it to another call.
         conn.invalidate()
         unlinked.add(study)
-        if not isinstance(error, LINK_ERRORS):
-            raise
+        if not isinstance(error, LINK_ERRORS) or _retry.is_disconnect(error):
+            raise  # a broken connection: the ledger reconnects and the caller tries again
         text = error if isinstance(error, LedgerError) else _engine.translate(error, url)
         raise LedgerError(
             f"{text} ({what} is finalised and sealed; the study's next finalisation or "

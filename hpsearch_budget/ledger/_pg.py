@@ -146,7 +146,7 @@ def _prepared(conn: Connection, sql: str, names: tuple[str, ...], values: Mappin
     texts = _texts(values[n] for n in names)
     if texts is None:
         return None
-    from psycopg import errors, pq
+    from psycopg import pq
 
     name, raw = _numbered(sql, names)
     session = _session(conn)
@@ -155,12 +155,25 @@ def _prepared(conn: Connection, sql: str, names: tuple[str, ...], values: Mappin
     if name not in session.prepared:
         result = pgconn.prepare(name, raw.encode())
         if result.status != pq.ExecStatus.COMMAND_OK:
-            raise errors.error_from_result(result, encoding=encoding)
+            raise _failure(pgconn, result, encoding)
         session.prepared.add(name)
     result = pgconn.exec_prepared(name, texts)
     if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-        raise errors.error_from_result(result, encoding=encoding)
+        raise _failure(pgconn, result, encoding)
     return result
+
+
+def _failure(pgconn: Any, result: Any, encoding: str) -> Exception:
+    """The error of a failed libpq result. A connection that broke under it (the server
+    closed it) yields a result without SQLSTATE, which psycopg makes a plain DatabaseError:
+    say OperationalError, as psycopg's own path does, so that the call is retried (_retry)."""
+    import psycopg
+    from psycopg import errors, pq
+
+    error = errors.error_from_result(result, encoding=encoding)
+    if pgconn.status == pq.ConnStatus.BAD and not isinstance(error, psycopg.OperationalError):
+        return psycopg.OperationalError(str(error))
+    return error
 
 
 @functools.lru_cache(maxsize=16)

@@ -26,6 +26,17 @@ def with_reservation(row: Mapping[str, Any], amount: Cost) -> dict[str, Any]:
     return {**row, **{f"reserved_{f}": float(getattr(amount, f)) for f in COST_FIELDS}}
 
 
+def reserved(row: Mapping[str, Any]) -> tuple[float, ...]:
+    """The window's reservation, per cost field."""
+    return tuple(float(row[f"reserved_{f}"]) for f in COST_FIELDS)
+
+
+def reserved_after(row: Mapping[str, Any], amount: Cost) -> tuple[float, ...]:
+    """The window's reservation once :func:`add_reservation` added ``amount`` (the same
+    additions in doubles as the database makes, so the two compare exactly)."""
+    return tuple(float(row[f"reserved_{f}"]) + float(getattr(amount, f)) for f in COST_FIELDS)
+
+
 def sums(conn: Connection, scope: Scope, now: float, sqlite_sums: SqliteSums) -> tuple[Cost, Cost]:
     """Spent and committed of ``scope`` at ``now``, in the caller's transaction (on SQLite
     read incrementally through ``sqlite_sums``)."""

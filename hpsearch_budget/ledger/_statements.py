@@ -65,6 +65,14 @@ ROW = sa.select(W).where(W.c.id == sa.bindparam("w_id"))
 ROW_FOR_UPDATE = ROW.with_for_update()
 
 
+# The window an opening wrote, found by what the writer chose itself: its study, trial key,
+# host, pid and start time (its clock, to the sub-microsecond). A PostgreSQL opening retried
+# after a broken connection looks for it first, since its first INSERT may have committed
+# without the answer arriving; only that retry runs it, so no index is kept for it.
+OPENED_BY = ("study", "trial_key", "host", "pid", "started_unix_s")
+OPENED = sa.select(W).where(*(W.c[c] == sa.bindparam(c) for c in OPENED_BY))
+
+
 RESERVE = (
     W.update()
     .where(W.c.id == sa.bindparam("w_id"))

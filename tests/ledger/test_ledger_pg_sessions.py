@@ -3,8 +3,8 @@
 A finalisation seals its row and tries the study's chain lock in one statement; a writer that
 finds the lock taken leaves its row sealed for the holder, the study's next finalisation, or
 its own ``close()``. Each thread keeps its own connection for these statements (the chain lock
-is per session), a forked child opens its own, and a connection the server dropped costs one
-clear error, not the ledger.
+is per session), a forked child opens its own, and a connection the server dropped is opened
+again.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def test_a_forked_child_writes_through_its_own_connections(pg_url: str) -> None:
     assert Ledger(pg_url, create=False).verify().ok
 
 
-def test_a_connection_the_server_dropped_costs_one_error(pg_url: str) -> None:
+def test_a_connection_the_server_dropped_costs_no_error(pg_url: str) -> None:
     ledger = Ledger(pg_url)
     _finish(ledger, "s", "s:0")
     engine = sa.create_engine(pg_url)
@@ -125,24 +125,15 @@ def test_a_connection_the_server_dropped_costs_one_error(pg_url: str) -> None:
             )
         )
     engine.dispose()
-    failures = 0
+    # it once failed one call per held connection (open, finalize) with "lost the connection":
+    # the calls reconnect now (more in test_ledger_pg_reconnect.py)
     for i in range(1, 4):
-        try:
-            _finish(ledger, "s", f"s:{i}")
-        except LedgerError as error:
-            failures += 1
-            assert "\n" not in str(error)
-            # it says what happened and what to do (it once read "database error: server
-            # closed the connection unexpectedly", or sent the user to check the host / port)
-            assert "lost the connection" in str(error) and "retry" in str(error)
-    assert failures <= 2  # at most one per held connection (open, finalize)
-    _finish(ledger, "s", "s:last")
+        _finish(ledger, "s", f"s:{i}")
     ledger.close()
     with Ledger(pg_url, create=False) as reader:
         frame = reader.entries(study="s")
         assert reader.verify().ok
-    finished = frame[frame.status != "running"]
-    assert len(finished) == 5 - failures  # every finalisation that returned is on record
+    assert len(frame) == 4 and (frame.status == "complete").all()
 
 
 def test_the_seal_commits_durably_on_the_fast_session(pg_url: str) -> None:
