@@ -222,9 +222,8 @@ def _assumptions(
     """The sweep's own assumptions with the options' final training, seeds, PUE and GPU price."""
     from hpsearch_budget.report import default_assumptions
 
-    a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds)
-    if pue is not None:
-        a = replace(a, pue=pue, pue_source="given (--pue)")
+    given = {} if pue is None else {"pue": pue, "pue_source": "given (--pue)"}
+    a = default_assumptions(sweep, final_epochs=final_epochs, seeds=seeds, **given)
     if price is not None:
         a = replace(
             a,

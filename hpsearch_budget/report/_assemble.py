@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 
 from hpsearch_budget.analysis import (
     Assumptions,
@@ -69,7 +70,25 @@ def default_assumptions(sweep: Sweep, **overrides: object) -> Assumptions:
     if recorded.any():  # projections use the PUE the sweep's own rows were charged with
         average = float(np.average(pue[recorded], weights=e[recorded]))
         base = replace(base, pue=average, pue_source="as recorded")
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    base = replace(base, **overrides)  # type: ignore[arg-type]
+    if not ok.any() and "intensity" not in overrides:
+        base = _derived_intensity(t, base)
+    return base
+
+
+def _derived_intensity(t: pd.DataFrame, a: Assumptions) -> Assumptions:
+    """An Optuna study read without its ledger records each trial's CO2e and device energy but
+    not the intensity and PUE behind them: projecting at the world average would charge the
+    final training at another rate than the sweep (8x for a sweep charged in France). The
+    intensity is taken as the study's CO2e per device kWh over the PUE assumed (labelled so),
+    which charges projections what the sweep was charged per kWh."""
+    co2, e = t["co2e_g"].to_numpy(float), t["energy_j"].to_numpy(float)
+    both = np.isfinite(co2) & np.isfinite(e) & (e > 0)
+    if not both.any() or co2[both].sum() <= 0:
+        return a
+    per_device_kwh = float(co2[both].sum()) / j_to_kwh(float(e[both].sum()))
+    label = f"derived: the study's CO2e per kWh at PUE {a.pue:g}; not recorded in the study"
+    return replace(a, intensity=Intensity(per_device_kwh / a.pue, label))
 
 
 def _phase(p: PhaseCost) -> m.PhaseRow:
