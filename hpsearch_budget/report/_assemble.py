@@ -78,10 +78,10 @@ def default_assumptions(sweep: Sweep, **overrides: object) -> Assumptions:
 
 def _derived_intensity(t: pd.DataFrame, a: Assumptions) -> Assumptions:
     """An Optuna study read without its ledger records each trial's CO2e and device energy but
-    not the intensity and PUE behind them: projecting at the world average would charge the
-    final training at another rate than the sweep (8x for a sweep charged in France). The
-    intensity is taken as the study's CO2e per device kWh over the PUE assumed (labelled so),
-    which charges projections what the sweep was charged per kWh."""
+    not the intensity and PUE behind them; the world average would state a rate the sweep was
+    not charged at (475 g/kWh for a sweep charged in France at 56). The intensity is taken as
+    the study's CO2e per device kWh over the PUE assumed (labelled so): anything charged at
+    the assumptions costs what the sweep's own kWh cost."""
     co2, e = t["co2e_g"].to_numpy(float), t["energy_j"].to_numpy(float)
     both = np.isfinite(co2) & np.isfinite(e) & (e > 0)
     if not both.any() or co2[both].sum() <= 0:
