@@ -851,14 +851,16 @@ class Ledger:
 
     # -- crash safety -----------------------------------------------------------------------
 
-    def reap(self, now: datetime | None = None) -> int:
+    def reap(self, now: datetime | None = None, *, windows: Sequence[int] | None = None) -> int:
         """Finalise as ``killed`` every running window silent for 3 checkpoint intervals.
 
-        Its energy stays that of its last checkpoint and still counts as spent. Returns how
-        many windows were reaped.
+        Its energy stays that of its last checkpoint and still counts as spent; its
+        reservation is released. Returns how many windows were reaped. ``windows``: reap
+        these running windows instead, silent or not: their writer is known to be dead
+        (Optuna failed its trial by heartbeat), so nobody waits 3 intervals for them.
         """
         t = self.now() if now is None else to_unix_s(now)
-        stale = _reaping.stale(t)
+        stale = _reaping.stale(t) if windows is None else _reaping.listed(windows)
 
         def run() -> int:
             reaped = 0
@@ -886,7 +888,8 @@ class Ledger:
                         ) from None
             return reaped
 
-        self._last_reap = time.monotonic()
+        if windows is None:  # a reap of named windows leaves the silent ones to the next
+            self._last_reap = time.monotonic()
         return self._guard(run)
 
     def _maybe_reap(self) -> None:

@@ -6,7 +6,7 @@ running and still silent when locked, so a window that checkpoints meanwhile is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +27,11 @@ from hpsearch_budget.ledger._statements import (
 def stale(t: float) -> sa.ColumnElement[bool]:
     """True of a row silent at ``t`` for :data:`MISSED_INTERVALS` checkpoint intervals."""
     return W.c.updated_unix_s < t - MISSED_INTERVALS * W.c.checkpoint_interval_s
+
+
+def listed(windows: Sequence[int]) -> sa.ColumnElement[bool]:
+    """True of the rows ``windows`` names: windows known dead, reaped whatever their silence."""
+    return W.c.id.in_([int(w) for w in windows])
 
 
 def silent_windows(engine: Engine, silent: sa.ColumnElement[bool]) -> list[tuple[int, str]]:

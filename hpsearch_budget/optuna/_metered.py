@@ -11,7 +11,9 @@ they show in optuna-dashboard and ``trials_dataframe()``. (Its ledger row is the
 ``trial_key`` ``"<study_name>:<number>"``; every attribute more costs Optuna ~0.25 ms per trial
 to load back, which is why there is no row id among them.) A retry that Optuna's
 ``RetryFailedTrialCallback`` enqueued for a dead worker's trial writes its window under the
-first attempt's ``trial_key`` (``trial_number`` stays its own): one trial, a window per attempt.
+first attempt's ``trial_key`` (``trial_number`` stays its own): one trial, a window per attempt;
+the dead attempt's row, still running, is then closed as ``killed`` at its last checkpoint
+(its reservation released) once Optuna's storage holds that attempt as failed.
 
 With a ``budget`` the trial first reserves its forecast cost atomically in the ledger
 (in the transaction that opens its row, :meth:`Ledger.open_window` with ``reserve=``; later
@@ -77,7 +79,7 @@ from hpsearch_budget.optuna._objective_checks import (
     check_directions,
     check_result,
 )
-from hpsearch_budget.optuna._retry import first_attempt
+from hpsearch_budget.optuna._retry import first_attempt, reap_dead_attempt
 from hpsearch_budget.optuna._trial_run import _NOTHING, MeteredTrial, _TrialRun, heartbeat
 from hpsearch_budget.optuna._user_attrs import set_user_attrs
 from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
@@ -163,6 +165,8 @@ class MeteredObjective:
         meter = shared_meter(self.meter)
         project, user = self._identity(name)
         budgeted = self.budget is not None or enforces_caps(self.policy)
+        if first_attempt(trial) != trial.number:  # before reserving: it frees the dead one's
+            reap_dead_attempt(self.ledger, trial)
         first = self._first_reservation(state, name, project, user) if budgeted else None
         opened = self.ledger.open_window(
             name,

@@ -1,10 +1,12 @@
 """A worker killed (SIGKILL) mid-trial on a SQLite RDBStorage with heartbeats: Optuna fails
 its trial and RetryFailedTrialCallback enqueues a retry, which a second worker runs. The
 retry's ledger window carries the first attempt's trial_key, so the ledger report counts one
-trial charged for both attempts."""
+trial charged for both attempts; the dead attempt's row is closed as killed, its reservation
+released, as soon as the retry starts (not 3 checkpoint intervals later)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -58,8 +60,16 @@ def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(tmp_path: Path
     assert list(rows["trial_key"]) == ["s:0", "s:0"]  # the retry joins its first attempt
     assert list(rows["trial_number"]) == [0, 1]  # each row keeps its Optuna number
     dead, retry = rows.iloc[0], rows.iloc[1]
-    assert dead["status"] == "running" and retry["status"] == "complete"
+    assert dead["status"] == "killed" and retry["status"] == "complete"
     assert dead["energy_j"] > 0 and retry["energy_j"] > 0
+
+    # As the retry's objective started (seconds after the kill; the reaper waits 90 s): the
+    # dead attempt was already killed and only the retry's own reservation was committed.
+    (line,) = [x for x in out.decode().splitlines() if x.startswith("AT_START ")]
+    at_start = json.loads(line.removeprefix("AT_START "))
+    assert at_start["rows"] == [[0, "killed"], [1, "running"]]
+    assert dead["reserved_energy_j"] >= 100.0  # what it held when it died: released
+    assert at_start["committed_j"] == pytest.approx(at_start["own_j"])
 
     sweep = load_sweep(ledger_url, direction="maximize")
     assert len(sweep.trials) == 1  # one trial, tried twice
