@@ -13,6 +13,7 @@ from optuna.trial import Trial
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.budget._accounting import fits
+from hpsearch_budget.ledger._unwritten import unwritten_cost
 from hpsearch_budget.meters import Measurement
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._metering import SharedMeter
@@ -179,12 +180,7 @@ class _TrialRun:
     def estimate(self, measurement: Measurement) -> Cost:
         """The cost the ledger would record for ``measurement``: the energy since the last
         write charged at the ledger's carbon model now (as :meth:`Ledger.checkpoint` does)."""
-        delta_j = measurement.energy_j - self.written.energy_j
-        if delta_j <= 0.0:
-            return self.written
-        fp = self.ledger.footprint(delta_j, self.ledger.now())
-        w = self.written
-        return Cost(w.energy_j + delta_j, w.co2e_g + fp.co2e_g, w.usd + fp.usd, w.gpu_s)
+        return unwritten_cost(self.ledger, self.written, measurement.energy_j)
 
     def _write(self, measurement: Measurement) -> Cost:
         cost = self.ledger.checkpoint(

@@ -12,6 +12,10 @@ workers. The callback, on the driver, closes what a worker could not:
 * at the end of the experiment, any window of this run still open after ``finalize_timeout_s``
   is closed as ``killed``.
 
+A trial whose ledger writes fail (see :func:`~hpsearch_budget.ray.metered`) is logged: a failed
+checkpoint once per experiment; a final write that failed as an error, kept in
+:attr:`LedgerCallback.ledger_error` for the caller to check after ``tuner.fit()``.
+
 It also warns when results carry no energy figures (an unmetered trainable) or no number
 under ``metered(metric=...)`` (once per experiment, naming the keys reported), and logs the
 experiment's total at the end. It is idempotent: calling any hook twice changes nothing.
@@ -41,7 +45,11 @@ from ray.tune import Callback
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.meters import Measurement, Source
 from hpsearch_budget.ray._compat import ensure_trial_dir
-from hpsearch_budget.ray._metered import METRIC_MISSING_KEY
+from hpsearch_budget.ray._metered import (
+    LEDGER_ERROR_KEY,
+    LEDGER_FINAL_ERROR_KEY,
+    METRIC_MISSING_KEY,
+)
 from hpsearch_budget.units import g_to_kg, j_to_kwh
 
 if TYPE_CHECKING:
@@ -78,6 +86,9 @@ class LedgerCallback(Callback):
         self.study = study
         self.finalize_timeout_s = float(finalize_timeout_s)
         self.closed: dict[int, str] = {}  # window id -> status this callback gave it
+        #: Why the ledger could not record a trial's end, if it could not (the first such
+        #: trial): the experiment's ledger is incomplete; a BudgetStopper / Scheduler ended it.
+        self.ledger_error: str | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -87,6 +98,7 @@ class LedgerCallback(Callback):
         self._trials: dict[str, str] = {}  # trial id -> study, for trials seen in this run
         self._unmetered_warned = False
         self._metric_warned = False
+        self._checkpoint_warned = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -118,6 +130,7 @@ class LedgerCallback(Callback):
                 trial.trial_id,
             )
         self._warn_metric_missing(trial, result)
+        self._note_ledger_errors(trial, result)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any):
         self._on_failure(trial)
@@ -156,6 +169,25 @@ class LedgerCallback(Callback):
             trial.trial_id,
             ", ".join(map(repr, missing.get("reported") or [])) or "no keys",
         )
+
+    def _note_ledger_errors(self, trial: Trial, result: dict) -> None:
+        final = result.get(LEDGER_FINAL_ERROR_KEY)
+        if final is not None:
+            self.ledger_error = self.ledger_error or f"trial {trial.trial_id}: {final}"
+            _log.error(
+                "hpaudit: the ledger could not record the end of trial %s (%s); it kept its "
+                "result in Tune, its row is closed as killed at its last checkpoint",
+                trial.trial_id,
+                final,
+            )
+        elif result.get(LEDGER_ERROR_KEY) is not None and not self._checkpoint_warned:
+            self._checkpoint_warned = True
+            _log.warning(
+                "hpaudit: trial %s: a ledger checkpoint failed (%s); the trial goes on, its "
+                "energy figures are estimates until the next write records them",
+                trial.trial_id,
+                result[LEDGER_ERROR_KEY],
+            )
 
     def _on_failure(self, trial: Trial) -> None:
         # The worker finalises its window before raising; one still running means the worker

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch_budget.budget import Budget, Cost, TrialForecaster, forecast_remaining
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError, LedgerError
+from hpsearch_budget.ray._metered import LEDGER_FINAL_ERROR_KEY
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger, Scope
@@ -126,6 +127,7 @@ class BudgetGuard:
         self._releasing: dict[int, Cost] = {}  # window -> unspent room its worker will release
         self._read_at = -math.inf
         self._used: list[tuple[Cost, Cost]] = []
+        self._ledger_warned = False  # a ledger failure was logged (once per guard)
         if study is not None:
             self.bind(study)
 
@@ -250,7 +252,10 @@ class BudgetGuard:
     # -- results ------------------------------------------------------------------------------
 
     def on_result(self, trial_id: str, result: Mapping[str, Any], who: str) -> bool:
-        """Reserve the trial's forecast remaining cost; False when it no longer fits."""
+        """Reserve the trial's forecast remaining cost; False when it no longer fits. While
+        the ledger cannot be read or written the trial runs on (logged once): nothing is
+        stopped on figures nobody can check. A result saying the ledger could not record a
+        trial's end ends the sweep (:attr:`stop_reason`): no budget is kept without it."""
         window_id = require_metered(result, who)
         reported = str(result.get("hpaudit_study"))
         if self.study is None:
@@ -260,6 +265,38 @@ class BudgetGuard:
                 f"{who} budgets study {self.study!r} but the trial writes to study "
                 f"{reported!r}; pass the same study= to metered() and to {who}"
             )
+        final_error = result.get(LEDGER_FINAL_ERROR_KEY)
+        if final_error is not None:
+            self._unrecorded_end(trial_id, str(final_error))
+            return True  # it has ended: the function returned
+        try:
+            return self._reserve(trial_id, window_id, result)
+        except LedgerError as error:
+            self.ledger_failed(error)
+            return True
+
+    def ledger_failed(self, error: LedgerError) -> None:
+        """The ledger could not be read or written now: log it once; the next read is fresh."""
+        self._read_at = -math.inf
+        if not self._ledger_warned:
+            self._ledger_warned = True
+            _log.warning(
+                "hpaudit: study %r: not stopping trials while the ledger fails (%s); the budget "
+                "is checked again at the next result",
+                self.study,
+                error,
+            )
+
+    def _unrecorded_end(self, trial_id: str, error: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = (
+                f"the ledger could not record the end of trial {trial_id} ({error}); the "
+                "budget cannot be kept without it: the sweep ended. Fix the ledger, then "
+                "Tuner.restore the experiment"
+            )
+            _log.error("hpaudit: stopping study %r: %s", self.study, self.stop_reason)
+
+    def _reserve(self, trial_id: str, window_id: int, result: Mapping[str, Any]) -> bool:
         self._current()  # a new calendar month: reserve under its caps
         w = self._window(trial_id, window_id, result)
         w.steps = int(result.get("training_iteration", w.base_steps + w.steps + 1)) - w.base_steps
@@ -322,9 +359,14 @@ class BudgetGuard:
         if w is None:
             return True
         remaining = self._remaining(w)
+        try:
+            used = self._read(True)
+        except LedgerError as error:
+            self.ledger_failed(error)
+            return True  # not known: stop no trial for it
         return all(
             _within(spent + remaining, limit)
-            for (spent, _), (_, limit) in zip(self._read(True), self.limits, strict=True)
+            for (spent, _), (_, limit) in zip(used, self.limits, strict=True)
         )
 
     def _window(self, trial_id: str, window_id: int, result: Mapping[str, Any]) -> _Window:
@@ -391,7 +433,16 @@ class BudgetGuard:
         room for another one (no reservation left and a new trial does not fit)."""
         if self.study is None:
             return False
-        if self.over() or self.stop_reason is not None:
+        if self.stop_reason is not None:
+            return True
+        try:
+            return self._exhausted()
+        except LedgerError as error:
+            self.ledger_failed(error)
+            return False  # not known: the sweep goes on
+
+    def _exhausted(self) -> bool:
+        if self.over():
             return True
         if self.refused:
             idle = all(

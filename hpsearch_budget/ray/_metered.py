@@ -21,8 +21,17 @@ Every reported result gains these keys (see ``docs/ray-cluster.md``)::
 and, while ``metric=`` names no number reported so far, ``hpaudit_metric_missing`` (the metric
 and the keys reported): :class:`~hpsearch_budget.ray.LedgerCallback` warns of it once.
 
-A ledger the worker cannot reach fails the trial with the ledger's message: a trial never runs
-unmetered.
+A ledger the worker cannot reach when the trial starts fails the trial with the ledger's
+message: a trial never runs unmetered. A ledger that fails later (SQLite locked past
+``$HPAUDIT_LEDGER_TIMEOUT_S``, a database gone) never costs the trial its results:
+
+* a checkpoint that cannot be written is logged once and carried by the next write; the
+  result it belonged to carries ``hpaudit_ledger_error`` (its figures are then an estimate);
+* a final write that fails is logged as an error and, when the function returned, reported as
+  one more result (a copy of the last, its figures an estimate) with
+  ``hpaudit_ledger_final_error``: BudgetStopper / BudgetScheduler end the experiment on it,
+  LedgerCallback keeps it in ``ledger_error``. The row, still running, is closed as
+  ``killed`` at its last checkpoint (LedgerCallback at the end, or ``Ledger.reap``).
 
 Example (``ray.init()`` first; the ledger URL must be reachable from every node)::
 
@@ -77,6 +86,13 @@ RESULT_KEYS = (
 #: Added to a result while ``metered(metric=...)`` has no number to store as the window's
 #: objective value: ``{"metric": name, "reported": [the keys the trainable reported]}``.
 METRIC_MISSING_KEY = "hpaudit_metric_missing"
+
+#: Added to a result whose checkpoint the ledger could not write: the ledger's error.
+LEDGER_ERROR_KEY = "hpaudit_ledger_error"
+
+#: Added to the result a trial reports after returning when the ledger could not record its
+#: end: the ledger's error. The experiment's budget can no longer be kept: it is ended.
+LEDGER_FINAL_ERROR_KEY = "hpaudit_ledger_final_error"
 
 #: A callable that builds the meter of a trial from the GPU ids Ray assigned to it.
 MeterFactory = Callable[[Sequence[str]], "Meter"]
@@ -276,8 +292,10 @@ class _State:
     start: Reading | None = None
     steps: int = 0
     value: float | None = None
-    cost: Cost = field(default_factory=Cost)
-    error: BaseException | None = None  # a heartbeat failure, raised at the next report
+    cost: Cost = field(default_factory=Cost)  # what the ledger last recorded
+    failing: str | None = None  # the ledger's error while its writes fail
+    warned: bool = False  # a failed checkpoint was logged (once per trial)
+    last: dict[str, Any] = field(default_factory=dict)  # the last result reported
 
 
 class _TrialRun:
@@ -356,7 +374,7 @@ class _TrialRun:
         session.report = report
         beat = threading.Thread(target=self._heartbeat, name="hpaudit-heartbeat", daemon=True)
         beat.start()
-        status = "failed"
+        status, error = "failed", None
         try:
             output = _call(trainable, config, report)
             if isinstance(output, dict | Number) and not isinstance(output, bool):
@@ -373,7 +391,9 @@ class _TrialRun:
         finally:
             self.stop.set()
             session.report = original
-            self._finalize(status)
+            error = self._finalize(status)
+        if error is not None:  # the function returned: Tune still takes one more result
+            original(self._unrecorded_end(error))
 
     def _measure(self) -> Measurement:
         assert self.state.start is not None
@@ -381,18 +401,23 @@ class _TrialRun:
 
     def _annotate(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         with self.lock:
-            if self.state.error is not None:
-                raise self.state.error
             self.state.steps += 1
             value = metrics.get(self.spec.metric) if self.spec.metric else None
             if isinstance(value, Number) and not isinstance(value, bool):
                 self.state.value = float(value)  # type: ignore[arg-type]
             m = self._measure()
-            cost = self.ledger.checkpoint(
-                self.state.window, m, step=self.state.steps - 1, value=self.state.value
-            )
-            self.state.cost = cost
-        out = dict(metrics)
+            cost = self._checkpoint(m, step=self.state.steps - 1)
+        out = self._with_cost(dict(metrics), cost, m)
+        if self.state.failing is not None:
+            out[LEDGER_ERROR_KEY] = self.state.failing
+        if self.spec.metric and self.state.value is None:
+            # The driver's LedgerCallback warns once per experiment: only here are the keys
+            # the trainable reported known apart from Tune's and ours.
+            out[METRIC_MISSING_KEY] = {"metric": self.spec.metric, "reported": sorted(metrics)}
+        self.state.last = dict(out)
+        return out
+
+    def _with_cost(self, out: dict[str, Any], cost: Cost, m: Measurement) -> dict[str, Any]:
         out.update(
             energy_j=cost.energy_j,
             co2e_g=cost.co2e_g,
@@ -402,34 +427,68 @@ class _TrialRun:
             hpaudit_window=self.state.window,
             hpaudit_study=self.study,
         )
-        if self.spec.metric and self.state.value is None:
-            # The driver's LedgerCallback warns once per experiment: only here are the keys
-            # the trainable reported known apart from Tune's and ours.
-            out[METRIC_MISSING_KEY] = {"metric": self.spec.metric, "reported": sorted(metrics)}
         return out
+
+    def _checkpoint(self, m: Measurement, step: int | None = None) -> Cost:
+        """Write the window's row; if the ledger fails now, log it once and go on: the next
+        write carries this energy (checkpoints are cumulative). The cost: the row's, or what
+        it would record (an estimate) while the ledger fails."""
+        try:
+            cost = self.ledger.checkpoint(self.state.window, m, step=step, value=self.state.value)
+        except LedgerError as error:
+            self.state.failing = str(error)
+            if not self.state.warned:
+                self.state.warned = True
+                _log.warning(
+                    "hpaudit: ledger window %s: a checkpoint failed (%s); the trial goes on and "
+                    "the next write carries its energy",
+                    self.state.window,
+                    error,
+                )
+            return self._estimate(m)
+        self.state.cost, self.state.failing = cost, None
+        return cost
 
     def _heartbeat(self) -> None:
         # Long steps would otherwise leave the window silent: Ledger.reap takes a window
         # silent for 3 intervals for dead, and a crash would lose the whole step.
         while not self.stop.wait(self.spec.checkpoint_interval_s):
             with self.lock:
-                try:
-                    self.ledger.checkpoint(self.state.window, self._measure())
-                except Exception as error:  # surfaced at the next report, not lost in a thread
-                    self.state.error = error
-                    return
+                self._checkpoint(self._measure())  # a failure is logged and carried
 
-    def _finalize(self, status: str) -> None:
+    def _finalize(self, status: str) -> LedgerError | None:
+        """Close the window; the ledger's error if it could not (logged here: the trial's own
+        exception, if any, is the one Tune shows)."""
         with self.lock:
             try:
                 self.ledger.finalize(
                     self.state.window, self._measure(), status=status, value=self.state.value
                 )
             except LedgerError as error:
-                # The trial's own exception (if any) is the one worth seeing; this is logged.
                 _log.error(
-                    "hpaudit: could not finalise ledger window %s: %s", self.state.window, error
+                    "hpaudit: ledger window %s could not be finalised as %s (%s); the trial "
+                    "keeps its result in Tune, a BudgetStopper / BudgetScheduler ends the "
+                    "experiment, and the row is closed as killed at its last checkpoint",
+                    self.state.window,
+                    status,
+                    error,
                 )
+                return error
+        return None
+
+    def _unrecorded_end(self, error: LedgerError) -> dict[str, Any]:
+        """The result that tells the driver the ledger could not record this trial's end: the
+        last result again, its figures the window's whole cost (an estimate)."""
+        m = self._measure()
+        out = self._with_cost(dict(self.state.last), self._estimate(m), m)
+        out[LEDGER_FINAL_ERROR_KEY] = str(error)
+        return out
+
+    def _estimate(self, m: Measurement) -> Cost:
+        """What the row would record for ``m`` now (while the ledger cannot be written)."""
+        from hpsearch_budget.ledger._unwritten import unwritten_cost
+
+        return unwritten_cost(self.ledger, self.state.cost, m.energy_j)
 
 
 def _call(

@@ -40,7 +40,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from hpsearch_budget.budget import Cost
-from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.ray._compat import ensure_trial_dir
 from hpsearch_budget.ray._guard import BudgetGuard
 
@@ -184,19 +184,35 @@ class BudgetScheduler(TrialScheduler):
             return None
         if trial.trial_id in self.promised:
             return trial  # admitted earlier; Tune asks again until it starts
-        promised = sum(self.promised.values(), Cost())
-        # Room that trials Tune already ended still hold: their workers release it as they
-        # finalise their windows, a moment after Tune stops them. Counting it keeps the sweep
-        # from ending in that moment while another trial would fit.
-        if self.guard.new_trial_fits(promised) or self.guard.new_trial_fits(
-            promised, room=self.guard.releasing()
-        ):
+        try:
+            fits = self._admits()
+        except LedgerError as error:
+            # Not known: wait while trials run (their results read it again); with nothing
+            # running the sweep would wait for ever, so it ends, saying why.
+            self.guard.ledger_failed(error)
+            if not self.promised and not self._running(tune_controller):
+                self.guard.stop_reason = f"the ledger cannot be read to admit a trial ({error})"
+                _log.error("hpaudit: ending the sweep: %s", self.guard.stop_reason)
+                self._finish(tune_controller)
+            ensure_trial_dir(trial)
+            return None
+        if fits:
             self.promised[trial.trial_id] = self.guard.forecaster.new_trial()
             return trial
         if not self.promised and not self._running(tune_controller):
             self._finish(tune_controller)
         ensure_trial_dir(trial)  # if the sweep ends while it waits, Tune needs its folder
         return None  # wait: a running trial may finish under its forecast and make room
+
+    def _admits(self) -> bool:
+        """Whether one more trial's forecast fits after the promises made."""
+        promised = sum(self.promised.values(), Cost())
+        # Room that trials Tune already ended still hold: their workers release it as they
+        # finalise their windows, a moment after Tune stops them. Counting it keeps the sweep
+        # from ending in that moment while another trial would fit.
+        return self.guard.new_trial_fits(promised) or self.guard.new_trial_fits(
+            promised, room=self.guard.releasing()
+        )
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         tid = trial.trial_id
