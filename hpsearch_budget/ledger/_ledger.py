@@ -763,6 +763,9 @@ class Ledger:
                 else ""
             )
             raise LedgerError(f"window {window_id} is already finalised as {row['status']!r}{hint}")
+        spoilt = _reads.unreadable([row])  # a hand edit: charging it would fail half-way
+        if spoilt is not None:
+            raise spoilt
         return dict(row)
 
     def _charge(self, row: Mapping[str, Any], m: Measurement) -> dict[str, Any]:

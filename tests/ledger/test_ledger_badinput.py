@@ -282,3 +282,25 @@ def test_a_foreign_postgres_database(pg_url: str) -> None:
     engine.dispose()
     with pytest.raises(LedgerError, match="not an hpaudit ledger"):
         Ledger(pg_url)
+
+
+@pytest.mark.parametrize("column", ["energy_j", "reserved_energy_j", "energy_by_domain"])
+def test_a_running_row_edited_by_hand_is_a_ledger_error_not_a_crash(
+    tmp_path: Path, column: str
+) -> None:
+    """Another writer moved the row (its revision changed), so the ledger re-reads it and
+    finds what it never writes: a one-line LedgerError, not a ValueError half-way through
+    charging it."""
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(f"sqlite:///{path}")
+    w = ledger.open_window("s", "s:0", trial_number=0)
+    ledger.checkpoint(w, Measurement(1.0, {"cpu": 5.0}))
+    with sqlite3.connect(path) as db:
+        db.execute(f"UPDATE hpaudit_windows SET {column} = 'n/a', rev = rev + 1 WHERE id = ?", (w,))
+    for call in (
+        lambda: ledger.checkpoint(w, Measurement(2.0, {"cpu": 9.0})),
+        lambda: ledger.finalize(w, Measurement(2.0, {"cpu": 9.0}), status="complete"),
+    ):
+        with pytest.raises(LedgerError, match=f"in {column}, which the ledger never writes"):
+            call()
+    ledger.close()
