@@ -763,10 +763,11 @@ class Ledger:
                 else ""
             )
             raise LedgerError(f"window {window_id} is already finalised as {row['status']!r}{hint}")
-        spoilt = _reads.unreadable([row])  # a hand edit: charging it would fail half-way
+        found = dict(row)
+        spoilt = _reads.unreadable([found])  # a hand edit: charging it would fail half-way
         if spoilt is not None:
             raise spoilt
-        return dict(row)
+        return found
 
     def _charge(self, row: Mapping[str, Any], m: Measurement) -> dict[str, Any]:
         """The row's new figures after ``m`` (cumulative): charge only the energy added."""
