@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from hpsearch_budget._out_file import refuse_to_replace_input
 from hpsearch_budget.errors import HpauditInputError
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ def report(
         pue=pue,
         out=out,
     )
+    if out is not None:  # before the (long) read: --out must not be the source itself
+        refuse_to_replace_input(out, [source])
     what_if, source_note = _what_if_intensity(region, g_per_kwh)
     price = _gpu_price(gpu)
     with _progress() as progress:

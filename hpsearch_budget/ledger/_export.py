@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from hpsearch_budget._json import json_safe
+from hpsearch_budget._out_file import refuse_to_replace_input
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger._codecarbon import codecarbon_frame
 
@@ -68,6 +69,7 @@ def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> 
     path = Path(out)
     if path.is_dir():
         raise HpauditInputError(f"--out {str(path)!r} is a directory; give a file name")
+    refuse_to_replace_input(path)
     if not path.parent.is_dir():
         raise HpauditInputError(
             f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist"

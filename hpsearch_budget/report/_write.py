@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from hpsearch_budget._out_file import refuse_to_replace_input
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger._export import is_special
 
@@ -27,6 +28,7 @@ def write_atomic(path: str | Path, text: str) -> Path:
         )
     if target.is_dir():
         raise HpauditInputError(f"--out {str(target)!r} is a folder; name a file inside it")
+    refuse_to_replace_input(target)
     if is_special(target):  # /dev/null, /dev/stdout, a pipe: write into it, never replace it
         with open(target, "w", encoding="utf-8") as f:
             f.write(text)

@@ -202,6 +202,20 @@ def test_export_bad_destination_is_bad_input(filled: str, tmp_path: Path, capsys
     assert _hpaudit("export", "--ledger", filled, "--format", "xml", "--out", "x.xml") == 2
 
 
+def test_export_never_replaces_a_database(sqlite_url: str, capsys) -> None:
+    # --out mistyped as the ledger itself (or an Optuna study): every row would be lost
+    ledger = Ledger(sqlite_url)
+    ledger.finalize(ledger.open_window("s", "s:0"), Measurement(1.0), status="complete")
+    ledger.close()
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    before = path.read_bytes()
+    assert _hpaudit("export", "--ledger", sqlite_url, "--format", "csv", "--out", str(path)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is a SQLite database" in err
+    assert "name a new file" in err and path.read_bytes() == before
+    assert Ledger(sqlite_url, create=False).verify().rows == 1
+
+
 def test_ledger_show(filled: str, capsys) -> None:
     assert _hpaudit("ledger", "show", "--ledger", filled, "--study", "cnn", "--limit", "2") == 0
     out = capsys.readouterr().out

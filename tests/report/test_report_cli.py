@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -69,6 +70,41 @@ def test_out_file_is_written_whole(
     assert code == 0 and out == "" and "wrote html" in err
     assert target.read_text().rstrip().endswith("</html>")
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temp file left
+
+
+def _one_line_refusal(err: str) -> str:
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "was left as it is; name a new file to write" in err
+    return err
+
+
+@pytest.mark.parametrize("target", ["study.db", "ledger.db"])
+def test_out_never_replaces_the_study_or_the_ledger(
+    capsys: pytest.CaptureFixture[str], study_db: tuple[str, str], tmp_path: Path, target: str
+) -> None:
+    # a copy: without the guard the shared study and ledger would be overwritten
+    folder = shutil.copytree(Path(study_db[0].removeprefix("sqlite:///")).parent, tmp_path / "c")
+    storage, ledger = f"sqlite:///{folder / 'study.db'}", f"sqlite:///{folder / 'ledger.db'}"
+    before = (folder / target).read_bytes()
+    code, out, err = run_cli(
+        capsys, "report", storage, "--ledger", ledger, "--out", str(folder / target)
+    )
+    assert code == 2 and out == "" and "is a SQLite database" in _one_line_refusal(err)
+    assert (folder / target).read_bytes() == before
+
+
+def test_out_never_replaces_the_journal_it_reads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "study.log"
+    make_metered_study(JournalStorage(JournalFileBackend(str(journal))), None, n=4)  # type: ignore[arg-type]
+    before = journal.read_bytes()
+    code, out, err = run_cli(capsys, "report", str(journal), "--out", str(journal))
+    assert code == 2 and out == "" and "the file the report is read from" in _one_line_refusal(err)
+    assert journal.read_bytes() == before
 
 
 def test_user_strings_are_escaped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
