@@ -30,9 +30,13 @@ def _month(value: str | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
     match = re.fullmatch(r"(\d{4})-(\d{2})", value.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12:
-        raise HpauditInputError(f"--month must be YYYY-MM (a UTC calendar month), got {value!r}")
-    return datetime(int(match.group(1)), int(match.group(2)), 1, tzinfo=UTC)
+    year, month = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    # datetime has no year 0, and 9999-12 would end in year 10000
+    if not 1 <= month <= 12 or not (1, 1) <= (year, month) <= (9999, 11):
+        raise HpauditInputError(
+            f"--month must be YYYY-MM (a UTC calendar month, 0001-01 to 9999-11), got {value!r}"
+        )
+    return datetime(year, month, 1, tzinfo=UTC)
 
 
 def _open_ledger(url: str | None) -> Ledger:

@@ -24,8 +24,13 @@ def parse_when(text: str, option: str) -> datetime:
         raise HpauditInputError(
             f"{option} {text!r} is not an ISO 8601 date or time: write {_EXAMPLES}"
         ) from None
-    # astimezone() reads a naive datetime as local time, an aware one keeps its instant
-    return when.astimezone().astimezone(UTC)
+    try:
+        # astimezone() reads a naive datetime as local time, an aware one keeps its instant
+        return when.astimezone().astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise HpauditInputError(
+            f"{option} {text!r} is out of range: write a date from 0001-01-02 to 9999-12-30"
+        ) from None
 
 
 def time_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:

@@ -423,6 +423,11 @@ def test_a_time_without_offset_is_local_time(three_times, tmp_path: Path, local_
         ),
         (["--until", "2026-02-30"], "--until '2026-02-30' is not an ISO 8601 date or time"),
         (["--since", "2026-02-01", "--until", "2026-01-01"], "is before --since"),
+        (  # a valid ISO time whose UTC instant is past year 9999
+            ["--until", "9999-12-31T23:59:59-05:00"],
+            "--until '9999-12-31T23:59:59-05:00' is out of range: write a date from 0001-01-02",
+        ),
+        (["--since", "0001-01-01T00:00+05:00"], "is out of range: write a date from"),
     ],
 )
 def test_a_bad_time_is_one_line_and_writes_nothing(

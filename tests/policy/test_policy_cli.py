@@ -196,6 +196,19 @@ def test_budget_status_bad_input_exits_2_without_creating_a_ledger(capsys, tmp_p
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("month", ["0000-01", "9999-12"])
+def test_budget_status_month_out_of_range_is_one_line(capsys, tmp_path, month):
+    # both are YYYY-MM, but datetime has no year 0 and 9999-12 would end in year 10000
+    policy = tmp_path / "lab.toml"
+    policy.write_text(POLICY)
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    Ledger(ledger).close()
+    argv = ["budget", "status", "--policy", str(policy), "--ledger", ledger, "--month", month]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"(a UTC calendar month, 0001-01 to 9999-11), got '{month}'" in err
+
+
 @pytest.mark.parametrize(
     ("on_exceed", "words"),
     [
