@@ -80,6 +80,11 @@ def _index() -> dict[str, Region]:
 
 def find_region(code: str) -> Region:
     """The table row for ``code``; :class:`UnknownRegionError` says how to list valid codes."""
+    if not isinstance(code, str):  # resolve_intensity(400): a number meant as g/kWh
+        raise UnknownRegionError(
+            f"region must be a code such as 'FR' or 'us-east-1', got {type(code).__name__} "
+            f"{code!r}; for an intensity in g CO2e/kWh pass g_per_kwh={code!r}"
+        )
     key = code.strip().lower()
     region = _index().get(key)
     if region is None:

@@ -81,6 +81,16 @@ def test_unknown_region_says_how_to_list_codes() -> None:
     assert "us-east1" in message  # the close match is suggested
 
 
+@pytest.mark.parametrize("number", [400, -5, float("nan")])
+def test_a_number_given_as_the_region_says_where_it_goes(number: float) -> None:
+    # resolve_intensity's first argument is the region: a number there is a g/kWh figure
+    with pytest.raises(UnknownRegionError) as err:
+        resolve_intensity(number)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "\n" not in message and f"pass g_per_kwh={number!r}" in message
+    assert message.startswith("region must be a code such as 'FR'")
+
+
 def test_default_is_the_world_average_with_its_source() -> None:
     world = default_intensity()
     assert world.g_per_kwh == 475.0
