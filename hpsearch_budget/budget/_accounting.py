@@ -19,11 +19,13 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from hpsearch_budget.budget._cost import Cost
+from hpsearch_budget.errors import HpauditInputError
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -51,6 +53,17 @@ def fits(amount: Cost, left: Cost) -> bool:
         getattr(amount, f) <= getattr(left, f) + 1e-9 * max(1.0, abs(getattr(left, f)))
         for f in _FIELDS
     )
+
+
+def require_ttl_s(ttl_s: object) -> float:
+    """``ttl_s`` (how long a read of spent / committed is reused), checked: seconds >= 0."""
+    if isinstance(ttl_s, bool) or not (
+        isinstance(ttl_s, numbers.Real) and 0.0 <= float(ttl_s) < 1e6
+    ):
+        raise HpauditInputError(
+            f"ttl_s must be a number of seconds >= 0 (0 reads the ledger every time), got {ttl_s!r}"
+        )
+    return float(ttl_s)
 
 
 def used_fraction(used: Cost, limit: Cost) -> float:

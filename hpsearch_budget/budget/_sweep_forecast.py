@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -124,8 +125,12 @@ def _matrix(costs: Sequence[Cost | float]) -> np.ndarray:
     for c in costs:
         if isinstance(c, Cost):
             rows.append([c.energy_j, c.co2e_g, c.usd, c.gpu_s])
-        else:
+        elif isinstance(c, numbers.Real) and not isinstance(c, bool):
             rows.append([float(c), 0.0, 0.0, 0.0])
+        else:
+            raise HpauditInputError(
+                f"trial costs must be Cost objects or joules (numbers), got {c!r}"
+            )
     arr = np.asarray(rows, dtype=float).reshape(-1, 4)
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise HpauditInputError("trial costs must be finite and >= 0 (check the ledger rows)")
@@ -205,6 +210,11 @@ def forecast_sweep(
     """
     if not 0.0 < level < 1.0:
         raise HpauditInputError(f"level must be in (0, 1), e.g. 0.9; got {level}")
+    if isinstance(n_final_runs, bool) or not isinstance(n_final_runs, int) or n_final_runs < 0:
+        raise HpauditInputError(
+            f"n_final_runs must be a whole number >= 0 (final trainings to forecast), got "
+            f"{n_final_runs!r}"
+        )
     done = _matrix(finished)
     run = _matrix(running)
     n_done, n_running = len(done), len(run)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from hpsearch_budget.budget import Budget, Cost
-from hpsearch_budget.budget._accounting import Accounting
+from hpsearch_budget.budget._accounting import Accounting, require_ttl_s
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.meters.base import Source, weakest
 from hpsearch_budget.optuna import _state
@@ -79,7 +79,7 @@ class StudyLimits:
         self.ledger = open_ledger(ledger, self.policy)
         self.project = project
         self.user = user
-        self.ttl_s = ttl_s
+        self.ttl_s = require_ttl_s(ttl_s)
         self._accounting: dict[str, tuple[Accounting, float]] = {}
 
     def _accounting_for(self, study: str) -> Accounting:

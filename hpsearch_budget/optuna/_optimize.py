@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,6 +154,8 @@ def optimize(
         isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1
     ):
         raise HpauditInputError(f"n_trials must be a positive integer or None, got {n_trials!r}")
+    if timeout is not None and not _positive_seconds(timeout):
+        raise HpauditInputError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
     budget = _as_budget(budget)
     # The lab's policy (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) is found once per sweep;
     # False opts out. Its defaults charge the ledger unless the ledger has its own carbon model.
@@ -310,3 +314,11 @@ def _nearest_cap(named: list[tuple[Any, Cost, str]], acc: Accounting) -> str | N
         return None
     i = 1 + max(range(len(fractions) - 1), key=lambda k: fractions[1 + k])
     return f"{100 * fractions[i]:.0f}% of the {named[i][2]}"
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and 0.0 < float(value) < math.inf
+    )

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import numbers
 import threading
 import time
 from dataclasses import dataclass
@@ -116,6 +117,11 @@ class BudgetPruner(StudyLimits, BasePruner):
             )
         if max_steps is not None and not (isinstance(max_steps, int) and max_steps > 0):
             raise HpauditInputError(f"max_steps must be a positive integer, got {max_steps!r}")
+        if not (_is_number(near_fraction) and 0.0 < near_fraction <= 1.0):
+            raise HpauditInputError(
+                f"near_fraction must be a fraction of the budget in (0, 1], e.g. 0.9; got "
+                f"{near_fraction!r}"
+            )
         super().__init__(budget, ledger, policy=policy, project=project, user=user, ttl_s=ttl_s)
         self.wrapped = wrapped
         self.max_steps = max_steps
@@ -298,6 +304,10 @@ def _pressure(state: _state.StudyState, trial: _state.LiveTrial) -> Cost:
     remaining = state.forecaster.remaining(trial.cost, trial.steps_done, base=trial.base)
     excess = remaining - trial.reserved_left
     return excess.clip() + (trial.cost - trial.reserved).clip()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _as_int(value: Any) -> int | None:

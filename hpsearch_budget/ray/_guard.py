@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpsearch_budget.budget import Budget, Cost, TrialForecaster, forecast_remaining
+from hpsearch_budget.budget._accounting import require_ttl_s
 from hpsearch_budget.errors import BudgetExceededError, HpauditInputError, LedgerError
 from hpsearch_budget.ray._metered import LEDGER_FINAL_ERROR_KEY
 
@@ -112,7 +113,7 @@ class BudgetGuard:
         self.project = project
         self.user = user
         self.forecaster = forecaster or TrialForecaster(max_steps=max_steps)
-        self.ttl_s = ttl_s
+        self.ttl_s = require_ttl_s(ttl_s)
         self.study: str | None = None
         self.limits: list[tuple[Scope, Cost]] = []
         self.names: list[str] = []  # the limits' names: "project 'nlp' monthly CO2e cap"

@@ -63,6 +63,10 @@ def test_from_ledger_entries() -> None:
         (dict(finished=[1.0, 2.0], n_total=1), "n_total"),
         (dict(finished=[-1.0], n_total=3), ">= 0"),
         (dict(finished=[1.0], n_total=3, level=1.5), "level"),
+        (dict(finished=[1.0], n_total=3, n_final_runs=-1), "n_final_runs"),
+        (dict(finished=[1.0], n_total=3, n_final_runs=1.5), "n_final_runs"),
+        (dict(finished=["a"], n_total=3), "Cost objects or joules"),
+        (dict(finished=[np.int64(5), True], n_total=3), "Cost objects or joules"),
     ],
 )
 def test_bad_input(kwargs: dict, match: str) -> None:

@@ -171,6 +171,26 @@ def test_bad_budgets_are_clear_errors(sqlite_url, bad):
         BudgetPruner("1 kg", sqlite_url)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda b, url: BudgetPruner(b, url, near_fraction=2.0), "near_fraction"),
+        (lambda b, url: BudgetPruner(b, url, near_fraction=0.0), "near_fraction"),
+        (lambda b, url: BudgetPruner(b, url, ttl_s=-1.0), "ttl_s"),
+        (lambda b, url: BudgetCallback(b, url, ttl_s=float("nan")), "ttl_s"),
+        (
+            lambda b, url: optimize(optuna.create_study(), lambda t: 1.0, budget=b, ledger=url,
+                                    timeout=-1),
+            "timeout",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_pruner_callback_and_optimize_settings_are_clear_errors(sqlite_url, make, match):
+    with pytest.raises(HpauditInputError, match=match) as err:
+        make(Budget(co2e_kg=1.0), sqlite_url)
+    assert "\n" not in str(err.value)
+
+
 def test_callback_stops_every_worker_reading_the_ledger(sqlite_url, replay_meter, spend):
     """Two studies objects (two 'workers') on one storage and one ledger: once the budget is
     spent by one, the other's callback stops it before it runs a trial more."""
