@@ -53,9 +53,9 @@ class BudgetCallback(StudyLimits):
     Args:
         budget: the study's limit.
         ledger: the ledger the metered objective writes to (a :class:`Ledger` or a URL).
-        policy: the lab policy; None finds the lab's file once, here; False opts out.
-            Under ``on_exceed = "warn"`` a passed cap is logged once; under "stop" the
-            callback stops the study once a cap has stopped it.
+        policy: the lab policy; None finds the lab's file, here (an edit of it applies within
+            a second); False opts out. Under ``on_exceed = "warn"`` a passed cap is logged
+            once; under "stop" the callback stops the study once a cap has stopped it.
         project, user: who the sweep belongs to, for the policy's caps.
         ttl_s, near_fraction: while spent + a typical trial stay below ``near_fraction`` of the
             limit, the spent figure may be up to ``ttl_s`` old (no ledger read per trial);
@@ -132,7 +132,7 @@ class BudgetCallback(StudyLimits):
         warner = self._warners.get(study)
         if warner is None:
             warner = self._warners[study] = CapWarner(
-                self.ledger, self.policy, study, self.project, self.user, ttl_s=0.0
+                self.ledger, self._live_policy, study, self.project, self.user, ttl_s=0.0
             )
         return warner
 

@@ -24,16 +24,12 @@ from hpsearch_budget.budget._accounting import Accounting, require_ttl_s
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.meters.base import Source, weakest
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.policy._sweep import (
-    binding_limit,
-    expired,
-    limits_until,
-    open_ledger,
-    resolve_policy,
-)
+from hpsearch_budget.policy._reload import current, follow_policy
+from hpsearch_budget.policy._sweep import binding_limit, expired, limits_until, open_ledger
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.policy import Policy
 
 
 def study_source(study: optuna.Study) -> Source | None:
@@ -59,9 +55,19 @@ def require_budget(budget: Any) -> Budget:
     return budget
 
 
+class NamedAccounting(Accounting):
+    """An :class:`Accounting` that knows its limits' names, so that a message names the limit
+    that binds among the very limits it was computed from (the policy may change after)."""
+
+    def __init__(self, ledger: Ledger, named: list[tuple[Any, Cost, str]], *, ttl_s: float) -> None:
+        super().__init__(ledger, [(s, c) for s, c, _ in named], ttl_s=ttl_s)
+        self.names = [n for *_, n in named]
+
+
 class StudyLimits:
-    """The budget, the resolved policy and the ledger, with a cached :class:`Accounting` per
-    study. A base class: the callback and the pruner add their own decisions on top."""
+    """The budget, the lab policy (its file followed while the sweep runs) and the ledger,
+    with a cached :class:`NamedAccounting` per study. A base class: the callback and the
+    pruner add their own decisions on top."""
 
     def __init__(
         self,
@@ -74,29 +80,34 @@ class StudyLimits:
         ttl_s: float = 1.0,
     ) -> None:
         self.budget = require_budget(budget)
-        # The lab's policy file is found once, here: a malformed one fails before any trial.
-        self.policy = resolve_policy(policy)
+        # The lab's policy file is read here, so a malformed one fails before any trial; then
+        # followed: an edit applies within a second (the last good version while it is broken).
+        self._live_policy = follow_policy(policy)
         self.ledger = open_ledger(ledger, self.policy)
         self.project = project
         self.user = user
         self.ttl_s = require_ttl_s(ttl_s)
-        self._accounting: dict[str, tuple[Accounting, float]] = {}
+        self._accounting: dict[str, tuple[NamedAccounting, float, Policy | None]] = {}
 
-    def _accounting_for(self, study: str) -> Accounting:
+    @property
+    def policy(self) -> Policy | None:
+        """The lab policy in force now (None: opted out)."""
+        return current(self._live_policy)
+
+    def _accounting_for(self, study: str) -> NamedAccounting:
         """The study's spent / committed figures against every limit, built once per study
-        and again when the calendar month of its monthly caps ends."""
+        and again when the policy file was edited or the month of its monthly caps ended."""
+        policy = self.policy
         cached = self._accounting.get(study)
-        if cached is None or expired(cached[1]):
-            named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
-            limits = [(s, c) for s, c, _ in named]
-            cached = Accounting(self.ledger, limits, ttl_s=self.ttl_s), limits_until(named)
+        if cached is None or cached[2] is not policy or expired(cached[1]):
+            named = _state.named_limits(study, self.budget, policy, self.project, self.user)
+            acc = NamedAccounting(self.ledger, named, ttl_s=self.ttl_s)
+            cached = acc, limits_until(named), policy
             self._accounting[study] = cached
         return cached[0]
 
-    def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
+    def _binding(self, study: str, acc: NamedAccounting, need: Cost) -> tuple[int, str]:
         """(index, name) of the limit that binds once ``need`` more is spent: the study's
         budget (index 0) or a policy cap."""
-        named = _state.named_limits(study, self.budget, self.policy, self.project, self.user)
-        return binding_limit(
-            [n for *_, n in named], [c for _, c, _ in named], acc.used_by_limit(), need
-        )
+        limits = [c for _, c in acc.limits]
+        return binding_limit(acc.names, limits, acc.used_by_limit(), need)

@@ -82,12 +82,14 @@ from hpsearch_budget.optuna._objective_checks import (
 from hpsearch_budget.optuna._retry import first_attempt, reap_dead_attempt
 from hpsearch_budget.optuna._trial_run import _NOTHING, MeteredTrial, _TrialRun, heartbeat
 from hpsearch_budget.optuna._user_attrs import set_user_attrs
+from hpsearch_budget.policy._reload import current
 from hpsearch_budget.policy._sweep import binding_limit, enforces_caps, is_policy_cap
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
     from hpsearch_budget.meters import Meter
     from hpsearch_budget.optuna._callback import BudgetCallback
+    from hpsearch_budget.policy import Policy
 
 __all__ = ["MeteredObjective", "MeteredTrial", "ObjectiveValueError", "metered"]
 
@@ -131,11 +133,13 @@ class MeteredObjective:
                 f"min_checkpoint_interval_s must be a number of seconds >= 0 (0 writes every "
                 f"report), got {min_checkpoint_interval_s!r}"
             )
-        from hpsearch_budget.policy._sweep import open_ledger, resolve_policy
+        from hpsearch_budget.policy._reload import follow_policy
+        from hpsearch_budget.policy._sweep import open_ledger
 
         self.objective = objective
-        # The lab's policy file is found once, here: a malformed one fails before any trial.
-        self.policy = resolve_policy(policy)
+        # The lab's policy file is read here, so a malformed one fails before any trial; then
+        # followed: an edit applies within a second (the last good version while it is broken).
+        self._live_policy = follow_policy(policy)
         self.ledger = open_ledger(ledger, self.policy)
         self.meter = meter
         self.energy_objective = energy_objective
@@ -155,6 +159,11 @@ class MeteredObjective:
         self._who: dict[str, tuple[str, str]] = {}
         #: Why a trial found no room in the budget and stopped the study (None: it did not).
         self.stopped: str | None = None
+
+    @property
+    def policy(self) -> Policy | None:
+        """The lab policy in force now (None: opted out)."""
+        return current(self._live_policy)
 
     # -- the trial ------------------------------------------------------------------------
     def __call__(self, trial: Trial) -> Any:
@@ -313,7 +322,8 @@ class MeteredObjective:
 
         warners = self.__dict__.setdefault("_warners", {})
         if study not in warners:
-            warners[study] = CapWarner(self.ledger, self.policy, study, project, user, ttl_s=0.0)
+            live = self._live_policy
+            warners[study] = CapWarner(self.ledger, live, study, project, user, ttl_s=0.0)
         return warners[study]
 
     def _identity(self, study: str) -> tuple[str, str]:
@@ -414,8 +424,9 @@ def metered(
             objective value; the study must have one more direction than the objective returns,
             and that last direction must be ``minimize``.
         options: ``budget`` (reserve each trial's forecast cost before it runs), ``policy``
-            (None finds the lab's file once, here: its caps are reserved under even without
-            a budget, its defaults charge the rows; False opts out),
+            (None finds the lab's file, here: its caps are reserved under even without a
+            budget, its defaults charge the rows; an edit of the file applies to the next
+            trial within a second; False opts out),
             ``max_steps``, ``project``, ``user``, ``checkpoint_interval_s`` (the heartbeat
             writes a row silent that long), ``min_checkpoint_interval_s`` (default 1 s: how
             long a report covered by its reservation may wait for its ledger write far from

@@ -42,7 +42,8 @@ from hpsearch_budget.optuna._limits import spent_label, study_source
 from hpsearch_budget.optuna._metered import MeteredObjective
 from hpsearch_budget.optuna._objective_checks import check_directions
 from hpsearch_budget.optuna._pruner import BudgetPruner
-from hpsearch_budget.policy._sweep import CapWarner, begin_sweep, open_ledger, resolve_policy
+from hpsearch_budget.policy._reload import current, follow_policy
+from hpsearch_budget.policy._sweep import CapWarner, begin_sweep, open_ledger
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -123,7 +124,9 @@ def optimize(
     (``n_jobs``, ``catch``, ``gc_after_trial``, ``show_progress_bar``).
 
     Lab policy: ``policy=None`` finds the lab's file (``hpaudit.toml``, ``[tool.hpaudit]`` in
-    ``pyproject.toml``, ``$HPAUDIT_POLICY``) once, before any trial; ``False`` opts out. Its
+    ``pyproject.toml``, ``$HPAUDIT_POLICY``) before any trial; ``False`` opts out. The sweep
+    follows the file: an edited cap or ``on_exceed`` applies within a second (at the next
+    trial or report); a broken edit leaves the last good version in force. Its
     caps (study; project / user per UTC month) apply on top of ``budget`` as its ``on_exceed``
     says: "prune" prunes the least promising running trials and starts no new one, "stop"
     prunes every running trial at its next report and stops the study, "warn" logs each cap
@@ -157,10 +160,12 @@ def optimize(
     if timeout is not None and not _positive_seconds(timeout):
         raise HpauditInputError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
     budget = _as_budget(budget)
-    # The lab's policy (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) is found once per sweep;
-    # False opts out. Its defaults charge the ledger unless the ledger has its own carbon model.
-    found = resolve_policy(policy)
-    policy = found if found is not None else False
+    # The lab's policy (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) is found once per sweep
+    # and followed by every piece (an edit applies within a second); False opts out. Its
+    # defaults charge the ledger unless the ledger has its own carbon model.
+    live = follow_policy(policy)
+    found = current(live)
+    policy = live if live is not None else False
     ledger = open_ledger(ledger, found)
     check_directions(study, energy_objective)
     begin_sweep(ledger.url, study.study_name)
@@ -215,7 +220,7 @@ def optimize(
         budget,
         ledger,
         callback.stopped or metered_objective.stopped,
-        policy=found,
+        policy=current(live),
         project=project,
         user=user,
     )

@@ -56,7 +56,12 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.optuna._limits import StudyLimits, require_budget, spent_label
+from hpsearch_budget.optuna._limits import (
+    NamedAccounting,
+    StudyLimits,
+    require_budget,
+    spent_label,
+)
 from hpsearch_budget.policy._sweep import is_policy_cap, request_stop, stop_reason
 
 if TYPE_CHECKING:
@@ -83,9 +88,10 @@ class BudgetPruner(StudyLimits, BasePruner):
         wrapped: a pruner asked first; its decision stands (None: budget only).
         max_steps: steps of a complete trial (last step + 1); None learns it from complete
             trials.
-        policy: the lab policy; None finds the lab's file once, here (``hpaudit.toml``,
+        policy: the lab policy; None finds the lab's file, here (``hpaudit.toml``,
             ``[tool.hpaudit]``, ``$HPAUDIT_POLICY``; a malformed one raises
-            ``InvalidPolicyError``); False opts out. Its caps apply with its ``on_exceed``:
+            ``InvalidPolicyError``), and follows it: an edit applies within a second at the
+            next report; False opts out. Its caps apply with its ``on_exceed``:
             "prune" prunes the least promising trials, "stop" prunes every running trial at
             its next report and stops the study, "warn" only logs; the reason names the cap.
         project, user: who the sweep belongs to, for the policy's caps.
@@ -200,7 +206,7 @@ class BudgetPruner(StudyLimits, BasePruner):
 
     # -- near the limit ------------------------------------------------------------------------
     def _victims_cached(
-        self, study: optuna.Study, state: _state.StudyState, acc: Accounting, left: Cost
+        self, study: optuna.Study, state: _state.StudyState, acc: NamedAccounting, left: Cost
     ) -> tuple[set[int], str]:
         """The victims, recomputed at most every ``ttl_s``: ranking reads every running row and
         trial, too costly for every report of every trial near the limit."""
@@ -214,7 +220,7 @@ class BudgetPruner(StudyLimits, BasePruner):
             return victims, why
 
     def _victims(
-        self, study: optuna.Study, state: _state.StudyState, acc: Accounting, left: Cost
+        self, study: optuna.Study, state: _state.StudyState, acc: NamedAccounting, left: Cost
     ) -> tuple[set[int], str]:
         """The running trials to prune, least promising first, until the rest fit."""
         candidates = self._candidates(study, state)
@@ -232,7 +238,7 @@ class BudgetPruner(StudyLimits, BasePruner):
         why = f"the running trials' forecast did not fit the {name}"
         return victims, self._reason(study, acc, why, len(victims), len(candidates), index)
 
-    def _binding(self, study: str, acc: Accounting, need: Cost) -> tuple[int, str]:
+    def _binding(self, study: str, acc: NamedAccounting, need: Cost) -> tuple[int, str]:
         """The limit that binds (the study's budget or a policy cap), remembered per study."""
         index, name = super()._binding(study, acc, need)
         self._cap_binds[study] = is_policy_cap(index)

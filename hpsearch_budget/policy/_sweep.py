@@ -4,8 +4,9 @@ Shared by the Optuna and Ray integrations (thin adapters), so both read the poli
 their decisions the same way:
 
 * :func:`resolve_policy`: ``policy=None`` discovers the lab's file (``hpaudit.toml``,
-  ``[tool.hpaudit]`` in ``pyproject.toml`` or ``$HPAUDIT_POLICY``) once, when the sweep object
-  is built, so a malformed file fails the sweep before any trial runs; ``policy=False`` opts out.
+  ``[tool.hpaudit]`` in ``pyproject.toml`` or ``$HPAUDIT_POLICY``) when the sweep object is
+  built, so a malformed file fails the sweep before any trial runs; ``policy=False`` opts out.
+  The sweep then follows the file (:func:`follow_policy`): an edit applies within a second.
 * :func:`enforced_limits`: the study's budget first, then the policy's caps -- unless
   ``on_exceed = "warn"``, when the caps are only watched by a :class:`CapWarner`.
 * :func:`binding_limit`: the name of the limit that refuses (``"project 'nlp' monthly CO2e
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +36,7 @@ from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.policy._enforce import _fmt, as_utc, in_cap_units
 from hpsearch_budget.policy._model import Policy
+from hpsearch_budget.policy._reload import LivePolicy, current, follow_policy
 
 if TYPE_CHECKING:
     from hpsearch_budget.carbon import CarbonModel
@@ -52,17 +53,9 @@ NamedLimit = tuple["Scope", Cost, str]
 def resolve_policy(policy: Any) -> Policy | None:
     """The policy a sweep enforces: ``False`` -> None (opted out); ``None`` -> the lab's file
     found by :func:`~hpsearch_budget.policy.load_policy` (the empty policy when there is none);
-    a :class:`Policy` or a path -> that policy. A bad file raises ``InvalidPolicyError``."""
-    from hpsearch_budget.policy._load import load_policy
-
-    if policy is False:
-        return None
-    if policy is None or isinstance(policy, Policy | str | os.PathLike):
-        return load_policy(policy)
-    raise HpauditInputError(
-        f"policy must be a Policy, a policy file path, None (find hpaudit.toml) or False "
-        f"(no policy), got {type(policy).__name__}"
-    )
+    a :class:`Policy` or a path -> that policy. A bad file raises ``InvalidPolicyError``.
+    The version in force now: a running sweep follows the file with :func:`follow_policy`."""
+    return current(follow_policy(policy))
 
 
 def enforces_caps(policy: Policy | None) -> bool:
@@ -193,13 +186,14 @@ class CapWarner:
     """``on_exceed = "warn"``: logs once per cap per sweep when spent + committed passes it.
 
     Reads the ledger at most every ``ttl_s`` seconds, so calling :meth:`check` at every trial
-    or report is cheap. Does nothing for a policy that enforces its caps (or has none).
+    or report is cheap. Does nothing for a policy that enforces its caps (or has none). Given
+    a :class:`LivePolicy`, it watches the caps of the version in force (the file, edited).
     """
 
     def __init__(
         self,
         ledger: Ledger,
-        policy: Policy | None,
+        policy: Policy | LivePolicy | None,
         study: str,
         project: str | None = None,
         user: str | None = None,
@@ -209,12 +203,13 @@ class CapWarner:
         self.ledger = ledger
         self.study = study
         self.ttl_s = ttl_s
-        warn = policy is not None and policy.on_exceed == "warn"
-        self._policy = policy if warn else None
+        self._live = LivePolicy(policy) if isinstance(policy, Policy) else policy
         self._who = (project, user)
-        self.caps = policy.limits_for(study, project, user) if warn and policy else []
-        self._until = limits_until(self.caps)  # then looked up again for the new month
+        self._policy: Policy | None = None  # the version self.caps come from
+        self.caps: list[NamedLimit] = []
+        self._until = math.inf  # then looked up again for the new month
         self._at = -math.inf
+        self._follow()
 
     def mark(self, name: str | None) -> None:
         """``name`` was already reported (e.g. by the admission check)."""
@@ -222,15 +217,26 @@ class CapWarner:
             with _lock:
                 _warned.setdefault((self.ledger.url, self.study), set()).add(name)
 
-    def check(self, fresh: bool = False) -> list[str]:
-        """Log each cap passed for the first time; returns the messages logged now."""
-        if self._policy is not None and expired(self._until):
+    def _follow(self) -> bool:
+        """Look the caps up again when the policy file was edited or a new month began;
+        whether they were."""
+        policy = current(self._live)
+        if policy is self._policy and not expired(self._until):
+            return False
+        if policy is self._policy:
             # A new month: its monthly caps are new caps, to be warned about once again.
             monthly = {name for scope, _, name in self.caps if scope.since is not None}
             with _lock:
                 _warned.get((self.ledger.url, self.study), set()).difference_update(monthly)
-            self.caps = self._policy.limits_for(self.study, *self._who)
-            self._until = limits_until(self.caps)
+        self._policy = policy
+        warn = policy is not None and policy.on_exceed == "warn"
+        self.caps = policy.limits_for(self.study, *self._who) if warn and policy else []
+        self._until = limits_until(self.caps)
+        return True
+
+    def check(self, fresh: bool = False) -> list[str]:
+        """Log each cap passed for the first time; returns the messages logged now."""
+        fresh = self._follow() or fresh  # new caps: read the ledger now
         now = time.monotonic()
         if not self.caps or (not fresh and now - self._at < self.ttl_s):
             return []

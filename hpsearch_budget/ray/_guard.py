@@ -28,6 +28,7 @@ from hpsearch_budget.ray._metered import LEDGER_FINAL_ERROR_KEY
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger, Scope
+    from hpsearch_budget.policy import Policy
 
 _log = logging.getLogger(__name__)
 _FIELDS = ("energy_j", "co2e_g", "usd", "gpu_s")
@@ -103,13 +104,14 @@ class BudgetGuard:
                 f"ledger must be a hpsearch_budget.Ledger, got {type(ledger).__name__}; "
                 'e.g. Ledger("postgresql+psycopg://user@host/hpaudit")'
             )
-        from hpsearch_budget.policy._sweep import resolve_policy
+        from hpsearch_budget.policy._reload import follow_policy
 
         self.budget = budget
         self.ledger = ledger
-        # None finds the lab's file (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) once, here,
-        # so a malformed one fails before any trial; False opts out; a path or Policy is read.
-        self.policy = resolve_policy(policy)
+        # None finds the lab's file (hpaudit.toml, [tool.hpaudit], $HPAUDIT_POLICY) here, so a
+        # malformed one fails before any trial, and follows it: an edit applies within a second
+        # (the last good version while it is broken). False opts out; a Policy never changes.
+        self._live_policy = follow_policy(policy)
         self.project = project
         self.user = user
         self.forecaster = forecaster or TrialForecaster(max_steps=max_steps)
@@ -117,6 +119,7 @@ class BudgetGuard:
         self.study: str | None = None
         self.limits: list[tuple[Scope, Cost]] = []
         self.names: list[str] = []  # the limits' names: "project 'nlp' monthly CO2e cap"
+        self._limits_policy: Policy | None = None  # the policy version they come from
         self._until = math.inf  # when the month of the monthly caps among them ends
         #: on_exceed = "stop": why a policy cap stopped the sweep (no new trial, all stop).
         self.stop_reason: str | None = None
@@ -134,11 +137,26 @@ class BudgetGuard:
 
     # -- state --------------------------------------------------------------------------------
 
+    @property
+    def policy(self) -> Policy | None:
+        """The lab policy in force now (None: opted out)."""
+        from hpsearch_budget.policy._reload import current
+
+        return current(self._live_policy)
+
     def __getstate__(self) -> dict[str, Any]:
         # Tuner.restore unpickles the scheduler / stopper: windows of the old run are dead.
         state = dict(self.__dict__)
         state.update(windows={}, by_trial={}, _read_at=-math.inf, _used=[], _releasing={})
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "policy" in state:  # pickled by a version that read its policy once: keep it fixed
+            from hpsearch_budget.policy._reload import follow_policy
+
+            old = state.pop("policy")
+            state["_live_policy"] = None if old is None else follow_policy(old)
+        self.__dict__.update(state)
 
     def bind(self, study: str) -> None:
         """Fix the study (first trial) and refuse to start when the budget is already spent."""
@@ -148,7 +166,7 @@ class BudgetGuard:
 
         self.study = study
         self._set_limits(study)
-        self._warner = CapWarner(self.ledger, self.policy, study, self.project, self.user)
+        self._warner = CapWarner(self.ledger, self._live_policy, study, self.project, self.user)
         if self.over(fresh=True):
             index, name = self.binding()
             if index == 0:
@@ -169,18 +187,23 @@ class BudgetGuard:
         """The limits of ``study``: its budget and the policy's caps of this month."""
         from hpsearch_budget.policy._sweep import enforced_limits, limits_until
 
-        named = enforced_limits(study, self.budget.as_cost(), self.policy, self.project, self.user)
+        policy = self._limits_policy = self.policy
+        named = enforced_limits(study, self.budget.as_cost(), policy, self.project, self.user)
         self.limits = [(scope, limit) for scope, limit, _ in named]
         self.names = [name for *_, name in named]
         self._until = limits_until(named)
         self._read_at = -math.inf
 
     def _current(self) -> None:
-        """Look the limits up again once the calendar month of the monthly caps has ended (a
-        sweep running across it, or restored later): the new month's caps apply."""
+        """Look the limits up again when the policy file was edited (its new caps apply from
+        this result on), or once the calendar month of the monthly caps has ended (a sweep
+        running across it, or restored later): the new month's caps apply."""
         from hpsearch_budget.policy._sweep import expired
 
-        if self.study is not None and expired(getattr(self, "_until", -math.inf)):
+        if self.study is None:
+            return
+        edited = self.policy is not getattr(self, "_limits_policy", None)
+        if edited or expired(getattr(self, "_until", -math.inf)):
             self._set_limits(self.study)
 
     def binding(self, need: Cost | None = None) -> tuple[int, str]:

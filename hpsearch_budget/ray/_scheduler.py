@@ -69,9 +69,10 @@ class BudgetScheduler(TrialScheduler):
             Given, an already spent budget raises ``BudgetExceededError`` right here.
         metric, mode: what "promising" means; default the base scheduler's / TuneConfig's.
             Given here, they are also the base scheduler's when it has none of its own.
-        policy: a lab policy whose caps apply on top (None finds the lab's file once, here;
-            False opts out); ``on_exceed = "stop"`` ends the sweep when a cap refuses a
-            trial, "warn" logs it once; project, user: for its caps.
+        policy: a lab policy whose caps apply on top (None finds the lab's file, here, and
+            follows it: an edit applies within a second; False opts out);
+            ``on_exceed = "stop"`` ends the sweep when a cap refuses a trial, "warn" logs it
+            once; project, user: for its caps.
         forecaster, max_steps: the per-trial cost model; ``max_steps`` defaults to ASHA's /
             its ``max_t`` when it counts ``training_iteration``.
     """

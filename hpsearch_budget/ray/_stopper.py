@@ -50,7 +50,8 @@ class BudgetStopper(Stopper):
             given, it stops every trial at its first report and ends the sweep
             (:attr:`reasons` says why).
         policy: a lab policy whose caps (per project / user per month) apply on top; None
-            finds the lab's file once, here; False opts out. ``on_exceed = "stop"``: once a
+            finds the lab's file, here, and follows it (an edit applies within a second at the
+            next result); False opts out. ``on_exceed = "stop"``: once a
             cap refuses a trial, every trial stops and the sweep ends; "warn": logged once.
         project, user: the sweep's owner, for the policy's caps.
         forecaster, max_steps: the per-trial cost model (default: learnt from this sweep).

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from pathlib import Path
 
 import optuna
 import pytest
@@ -29,59 +28,20 @@ STEP_J = WATTS * STEP_S
 BIG = Budget(energy_kwh=1.0)  # the study's own budget never binds unless a test says so
 
 
-@pytest.fixture(autouse=True)
-def _quiet_and_clean_env(monkeypatch: pytest.MonkeyPatch):
-    for name in ("HPAUDIT_POLICY", "HPAUDIT_PROJECT", "HPAUDIT_USER", "HPAUDIT_LEDGER"):
-        monkeypatch.delenv(name, raising=False)
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    yield
-    optuna.logging.set_verbosity(before)
-
-
-@pytest.fixture
-def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """``lab(toml)``: a project folder holding ``hpaudit.toml``, made the working directory."""
-
-    def write(text: str) -> Path:
-        folder = tmp_path / "project"
-        folder.mkdir(exist_ok=True)
-        (folder / "hpaudit.toml").write_text(text)
-        monkeypatch.chdir(folder)
-        return folder
-
-    return write
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ledger.db'}"
-
-
-def _objective(meter: ReplayMeter, steps: int = 3):
-    def objective(trial: optuna.Trial) -> float:
-        x = trial.suggest_float("x", -5, 5)
-        for step in range(steps):
-            meter.advance(STEP_S)
-            trial.report(x**2 + 1.0 / (step + 1), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return x**2
-
-    return objective
+# lab(toml), url and replay_objective come from tests/policy/conftest.py
+pytestmark = pytest.mark.usefixtures("policy_env")
 
 
 def _cap(name: str, joules: float) -> str:
     return f"[caps.{name}]\nenergy_kwh = {j_to_kwh(joules)!r}\n"
 
 
-def test_a_discovered_cap_ends_the_sweep_and_is_named(lab, url):
+def test_a_discovered_cap_ends_the_sweep_and_is_named(lab, url, replay_objective):
     lab('on_exceed = "prune"\n' + _cap("project", 100.0))  # 3 trials of 30 J and a third
     meter = ReplayMeter(power_w=WATTS)
     study = optuna.create_study(study_name="found", pruner=optuna.pruners.NopPruner())
-    run = optimize(
-        study, _objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp", n_trials=20
-    )
+    sweep = replay_objective(meter)
+    run = optimize(study, sweep, budget=BIG, ledger=url, meter=meter, project="nlp", n_trials=20)
     spent = Ledger(url).spent(Scope(project="nlp")).energy_j
     assert run.n_trials < 20
     assert spent <= 100.0 + STEP_J
@@ -91,13 +51,13 @@ def test_a_discovered_cap_ends_the_sweep_and_is_named(lab, url):
     assert f"{100 * spent / 100.0:.0f}% of the project 'nlp' monthly energy cap" in first
 
 
-def test_policy_false_opts_out_of_the_lab_file(lab, url):
+def test_policy_false_opts_out_of_the_lab_file(lab, url, replay_objective):
     lab('on_exceed = "stop"\n' + _cap("project", 100.0))
     meter = ReplayMeter(power_w=WATTS)
     study = optuna.create_study(study_name="optout", pruner=optuna.pruners.NopPruner())
     run = optimize(
         study,
-        _objective(meter),
+        replay_objective(meter),
         budget=BIG,
         ledger=url,
         meter=meter,
@@ -167,14 +127,14 @@ def test_running_trials_crossing_a_cap(lab, url, on_exceed):
         assert run.stopped is not None and "project 'nlp'" in run.stopped
 
 
-def test_warn_logs_each_cap_once_and_keeps_the_budget(lab, url, caplog):
+def test_warn_logs_each_cap_once_and_keeps_the_budget(lab, url, caplog, replay_objective):
     lab('on_exceed = "warn"\n' + _cap("project", 50.0) + _cap("users.ana", 60.0))
     meter = ReplayMeter(power_w=WATTS)
     study = optuna.create_study(study_name="warned", pruner=optuna.pruners.NopPruner())
     with caplog.at_level(logging.WARNING, logger="hpsearch_budget"):
         run = optimize(
             study,
-            _objective(meter),
+            replay_objective(meter),
             budget=Budget(energy_kwh=j_to_kwh(200.0)),  # still enforced
             ledger=url,
             meter=meter,
@@ -192,12 +152,12 @@ def test_warn_logs_each_cap_once_and_keeps_the_budget(lab, url, caplog):
     assert "by " in project[0] and "not enforced" in project[0]
 
 
-def test_policy_defaults_charge_the_ledger_rows(lab, url):
+def test_policy_defaults_charge_the_ledger_rows(lab, url, replay_objective):
     lab("[defaults]\ng_per_kwh = 500\npue = 1.0\n")
     meter = ReplayMeter(power_w=WATTS)
     optimize(
         optuna.create_study(study_name="grid", pruner=optuna.pruners.NopPruner()),
-        _objective(meter),
+        replay_objective(meter),
         budget=BIG,
         ledger=url,
         meter=meter,
@@ -210,7 +170,7 @@ def test_policy_defaults_charge_the_ledger_rows(lab, url):
     # A ledger with a carbon model of its own keeps it.
     own = Ledger(url, carbon=CarbonModel(StaticIntensity.of(100.0), pue=1.2))
     study = optuna.create_study(study_name="own", pruner=optuna.pruners.NopPruner())
-    study.optimize(metered(_objective(meter), own, meter), n_trials=1)
+    study.optimize(metered(replay_objective(meter), own, meter), n_trials=1)
     row = Ledger(url).entries("own").iloc[0]
     assert (row["g_per_kwh"], row["pue"]) == pytest.approx((100.0, 1.2))
 
@@ -218,13 +178,13 @@ def test_policy_defaults_charge_the_ledger_rows(lab, url):
 @pytest.mark.parametrize(
     "text", ['on_exceed = "explode"\n', "[caps.project]\nco2e_kg = -1\n", "[caps.projct]\n"]
 )
-def test_a_malformed_file_fails_the_sweep_up_front(lab, tmp_path, text):
+def test_a_malformed_file_fails_the_sweep_up_front(lab, tmp_path, text, replay_objective):
     lab(text)
     ledger = tmp_path / "never.db"
     url = f"sqlite:///{ledger}"
     study = optuna.create_study(study_name="bad", pruner=optuna.pruners.NopPruner())
     with pytest.raises(InvalidPolicyError) as error:
-        optimize(study, _objective(ReplayMeter(power_w=WATTS)), budget=BIG, ledger=url)
+        optimize(study, replay_objective(ReplayMeter(power_w=WATTS)), budget=BIG, ledger=url)
     assert "\n" not in str(error.value).strip() and "hpaudit.toml" in str(error.value)
     assert len(study.trials) == 0 and not ledger.exists()  # nothing ran, nothing written
     for build in (
@@ -246,19 +206,21 @@ def test_env_policy_is_found_from_anywhere(tmp_path, monkeypatch, url):
 
 
 @pytest.mark.parametrize(("more_trials", "refused"), [(2, False), (20, True)])
-def test_resumed_sweep_refused_when_its_forecast_exceeds_the_cap(lab, url, more_trials, refused):
+def test_resumed_sweep_refused_when_its_forecast_exceeds_the_cap(
+    lab, url, more_trials, refused, replay_objective
+):
     """A resumed study knows what a typical trial costs (3 steps = 30 J): asking for more
     trials than the project cap has room for is refused up front, naming the cap and the
     overrun; a request that fits runs."""
     lab('on_exceed = "stop"\n' + _cap("project", 200.0))
     meter = ReplayMeter(power_w=WATTS)
     study = optuna.create_study(study_name="resumed", pruner=optuna.pruners.NopPruner())
-    optimize(study, _objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp",
+    optimize(study, replay_objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp",
              n_trials=2)  # fmt: skip
     spent_before = Ledger(url).spent(Scope(project="nlp")).energy_j
     assert spent_before == pytest.approx(2 * 3 * STEP_J)
     run = lambda: optimize(  # noqa: E731
-        study, _objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp",
+        study, replay_objective(meter), budget=BIG, ledger=url, meter=meter, project="nlp",
         n_trials=more_trials,
     )  # fmt: skip
     if refused:

@@ -21,6 +21,7 @@ from hpsearch_budget.budget import Budget  # noqa: E402
 from hpsearch_budget.ledger import Ledger, Scope  # noqa: E402
 from hpsearch_budget.meters import Meter, Reading, Source  # noqa: E402
 from hpsearch_budget.policy import InvalidPolicyError  # noqa: E402
+from hpsearch_budget.policy._reload import CHECK_S  # noqa: E402
 from hpsearch_budget.ray import (  # noqa: E402
     BudgetScheduler,
     BudgetStopper,
@@ -57,8 +58,18 @@ class _TraceMeter(Meter):
 
 
 class _Trace:
-    def __init__(self, folder: Path) -> None:
+    """``edit``: (policy file, text) that the first trial (q = 0) writes after its second
+    report, then pausing ``pause_s`` (every trial pauses ``step_s`` per step)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        edit: tuple[str, str] | None = None,
+        pause_s: float = 0.0,
+        step_s: float = 0.0,
+    ) -> None:
         self.folder = str(folder)
+        self.edit, self.pause_s, self.step_s = edit, pause_s, step_s
 
     def meter(self, gpu_ids: Sequence[str]) -> Meter:
         return _TraceMeter(self.folder)
@@ -69,6 +80,10 @@ class _Trace:
             before = float(path.read_text()) if path.exists() else 0.0
             path.write_text(repr(before + STEP_J))
             tune.report({"loss": config["q"] + 1.0 / (step + 1)})
+            time.sleep(self.step_s)
+            if self.edit is not None and step == 1 and config["q"] == 0.0:
+                Path(self.edit[0]).write_text(self.edit[1])
+                time.sleep(self.pause_s)
 
 
 @pytest.fixture(scope="module")
@@ -84,16 +99,23 @@ def ray_local() -> Iterator[Any]:
 @pytest.fixture
 def sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``sweep(toml, name)``: run a 6-trial grid under a BudgetStopper whose policy is found
-    in the working directory; returns (stopper, ledger)."""
+    in the working directory; returns (stopper, ledger). ``edit``: the policy file's text the
+    first trial writes mid-run."""
     for name in ("HPAUDIT_POLICY", "HPAUDIT_PROJECT", "HPAUDIT_USER"):
         monkeypatch.delenv(name, raising=False)
 
-    def run(toml: str, name: str, scheduler: bool = False) -> tuple[Any, Ledger]:
+    def run(
+        toml: str, name: str, scheduler: bool = False, edit: str | None = None
+    ) -> tuple[Any, Ledger]:
         folder = tmp_path / name
         (folder / "trace").mkdir(parents=True)
         (folder / "hpaudit.toml").write_text(toml)
         monkeypatch.chdir(folder)
-        trace = _Trace(folder / "trace")
+        if edit is None:
+            trace = _Trace(folder / "trace")
+        else:  # steps slow enough that the sweep is still starting trials after the edit
+            edited = (str(folder / "hpaudit.toml"), edit)
+            trace = _Trace(folder / "trace", edited, pause_s=CHECK_S + 0.2, step_s=0.3)
         url = f"sqlite:///{folder / 'ledger.db'}"
         ledger = Ledger(url)
         big = Budget(energy_kwh=1.0)
@@ -138,6 +160,18 @@ def test_stop_ends_the_sweep_at_the_cap_and_names_it(ray_local, sweep):
     assert sum(not why.startswith(ended) for why in stopper.reasons.values()) <= 1
     assert stopper.stop_all()
     assert len(ledger.entries("stop")) < N_TRIALS  # no new trial started after the stop
+
+
+def test_a_cap_lowered_mid_sweep_stops_it(ray_local, sweep):
+    """The lab lowers the cap below what is spent while the sweep runs: the driver's stopper
+    re-reads the file within a second and ends the sweep at that cap; no new trial starts."""
+    generous = f"[caps.project]\nenergy_kwh = {j_to_kwh(1e6)!r}\n"
+    tight = f"[caps.project]\nenergy_kwh = {j_to_kwh(2 * STEP_J)!r}\n"
+    stopper, ledger = sweep('on_exceed = "stop"\n' + generous, "edited", edit=tight)
+    assert stopper.stop_all()  # spent is past the new cap: the sweep is over
+    assert stopper.guard.binding()[1] == "project 'lab' monthly energy cap"
+    rows = ledger.entries("edited")
+    assert len(rows) < N_TRIALS  # trials were still to start when the edit applied
 
 
 def test_prune_in_the_scheduler_names_the_cap(ray_local, sweep):
