@@ -231,6 +231,17 @@ class BudgetGuard:
         self.last_refusal = reason
         return reason
 
+    def exhausted_reason(self) -> str:
+        """Why :meth:`exhausted` holds, naming the binding limit (the study's budget or a cap)."""
+        try:
+            _, name = self.binding()
+            over = self.over()
+        except LedgerError:
+            return "budget exhausted"
+        if over:
+            return f"the {name} is spent"
+        return f"no new trial fits what is left of the {name}, and none is running"
+
     def refusal(self) -> str:
         """Why the last refused trial no longer fits (the generic reason if none was named)."""
         return self.last_refusal or "its forecast no longer fits the budget"

@@ -106,7 +106,7 @@ class BudgetStopper(Stopper):
 
     def stop_all(self) -> bool:
         if self.guard.exhausted():
-            why = self.guard.stop_reason or "budget exhausted"
+            why = self.guard.stop_reason or self.guard.exhausted_reason()
             _log.info("hpaudit: study %r: %s: stopping the sweep", self.guard.study, why)
             return True
         return False

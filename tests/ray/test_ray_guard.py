@@ -87,6 +87,22 @@ def test_policy_cap_of_the_project_binds_across_studies(sqlite_url):
     assert not guard.on_result("t1", _result(w, 10.0, 1), "test")  # 105 J > the 100 J cap
 
 
+def test_the_stopper_ending_the_sweep_names_the_limit_that_ran_out(sqlite_url, caplog):
+    from hpsearch_budget.ray import BudgetStopper
+
+    ledger = Ledger(sqlite_url)
+    policy = Policy.model_validate({"caps": {"project": {"energy_kwh": j_to_kwh(100.0)}}})
+    stopper = BudgetStopper(
+        Budget(energy_kwh=1.0), ledger, study="s", policy=policy, project="nlp", user="ana"
+    )
+    stopper.guard.ttl_s = 0.0
+    assert not stopper.stop_all()
+    _window(ledger, "other", "other:1", 120.0, project="nlp")  # another sweep spent the cap
+    with caplog.at_level("INFO", logger="hpsearch_budget.ray._stopper"):
+        assert stopper.stop_all()
+    assert "the project 'nlp' monthly energy cap is spent" in caplog.text, caplog.text
+
+
 def test_bad_results_are_refused_with_the_fix(sqlite_url):
     ledger = Ledger(sqlite_url)
     guard = BudgetGuard(Budget(energy_kwh=1.0), ledger, study="s")
