@@ -67,7 +67,20 @@ def report(
         ),
     ],
     study: Annotated[str | None, typer.Option(help="Study name (default: the only one).")] = None,
-    ledger: Annotated[str | None, typer.Option(help="Ledger URL with the trials' energy.")] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option(
+            help="Ledger URL with the trials' energy (default: the one the study records in its "
+            "'hpaudit_ledger' attribute, or one in the study's own database)."
+        ),
+    ] = None,
+    no_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--no-ledger",
+            help="Use no ledger for an Optuna study: energy from the trials' user attributes.",
+        ),
+    ] = False,
     fmt: Annotated[
         ReportFormat, typer.Option("--format", help="Output format.")
     ] = ReportFormat.text,
@@ -129,6 +142,8 @@ def report(
 
     # Check every option before reading anything: a typo fails in milliseconds.
     _check_options(
+        ledger=ledger,
+        no_ledger=no_ledger,
         region=region,
         g_per_kwh=g_per_kwh,
         n_trials=n_trials,
@@ -149,6 +164,7 @@ def report(
             metric=metric,
             direction=direction.value if direction else None,
             progress=progress,
+            find_ledger=not no_ledger,
         )
         if source_note:
             sweep.notes.append(source_note)
@@ -171,6 +187,8 @@ def report(
 
 def _check_options(
     *,
+    ledger: str | None,
+    no_ledger: bool,
     region: str | None,
     g_per_kwh: float | None,
     n_trials: int | None,
@@ -180,6 +198,8 @@ def _check_options(
     out: Path | None,
 ) -> None:
     """Raise :class:`HpauditInputError` on the first option that cannot be right."""
+    if ledger is not None and no_ledger:
+        raise HpauditInputError("give --ledger or --no-ledger, not both")
     if region is not None and g_per_kwh is not None:
         raise HpauditInputError("give --region or --g-per-kwh, not both")
     if n_trials is not None and n_trials < 1:

@@ -103,6 +103,10 @@ def _check_sqlite_path(parsed: URL, url: str, *, write: bool) -> None:
     if path.is_dir():
         raise LedgerError(f"ledger path {database!r} is a directory; name a file inside it")
     parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() and not write:  # a reader: nothing is created, so say what is not there
+        raise LedgerError(
+            f"no ledger at {database!r}: folder {str(parent)!r} does not exist; check the path"
+        )
     if not parent.is_dir():
         raise LedgerError(
             f"cannot create ledger {database!r}: folder {str(parent)!r} does not exist; "

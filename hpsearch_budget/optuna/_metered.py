@@ -9,7 +9,10 @@ trial's fate: ``complete``, ``pruned``, ``failed`` (a failing objective is still
 ``energy_kwh``, ``co2e_kg`` and ``energy_source``, and ``hpaudit_prune_reason`` when pruned:
 they show in optuna-dashboard and ``trials_dataframe()``. (Its ledger row is the one with
 ``trial_key`` ``"<study_name>:<number>"``; every attribute more costs Optuna ~0.25 ms per trial
-to load back, which is why there is no row id among them.) A retry that Optuna's
+to load back, which is why there is no row id among them.) The study gets the user attribute
+``hpaudit_ledger``, the ledger's URL without its password (an SQLite path made absolute), so
+that ``hpaudit report`` finds the ledger without ``--ledger``: checked at the study's first trial
+in this process and written only if the study does not already say so. A retry that Optuna's
 ``RetryFailedTrialCallback`` enqueued for a dead worker's trial writes its window under the
 first attempt's ``trial_key`` (``trial_number`` stays its own): one trial, a window per attempt;
 the dead attempt's row, still running, is then closed as ``killed`` at its last checkpoint
@@ -72,6 +75,7 @@ from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.optuna import _state
+from hpsearch_budget.optuna._ledger_attr import record_ledger_once
 from hpsearch_budget.optuna._limits import require_budget, spent_label
 from hpsearch_budget.optuna._metering import shared_meter
 from hpsearch_budget.optuna._objective_checks import (
@@ -157,6 +161,8 @@ class MeteredObjective:
         #: there and the trial kept its result (see :meth:`_finalize`).
         self.ledger_error: Exception | None = None
         self._who: dict[str, tuple[str, str]] = {}
+        #: Studies whose ``hpaudit_ledger`` attribute this objective has checked (or written).
+        self._ledger_recorded: set[str] = set()
         #: Why a trial found no room in the budget and stopped the study (None: it did not).
         self.stopped: str | None = None
 
@@ -170,6 +176,8 @@ class MeteredObjective:
         study = trial.study
         check_directions(study, self.energy_objective)
         name = study.study_name
+        # hpaudit report finds the ledger from the study: its first trial here records it.
+        record_ledger_once(self._ledger_recorded, study, self.ledger.url)
         state = _state.study_state(self.ledger, name, self.max_steps)
         meter = shared_meter(self.meter)
         project, user = self._identity(name)

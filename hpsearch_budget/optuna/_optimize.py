@@ -134,7 +134,8 @@ def optimize(
     ledger rows unless ``ledger`` is a Ledger built with a carbon model of its own.
 
     ``n_trials`` is recorded as the study user attribute ``n_trials`` (trials already run plus
-    this call's), the plan ``hpaudit report`` forecasts the cost to finish from.
+    this call's), the plan ``hpaudit report`` forecasts the cost to finish from; the ledger's
+    URL (no password) as ``hpaudit_ledger`` (by :func:`metered`), the ledger the report reads.
 
     Overshoot bound: spent <= budget + one checkpoint interval (``trial.report`` to
     ``trial.report``) of each running trial. Far from the limit a report covered by its

@@ -142,6 +142,11 @@ def _with_ledger(
             raise HpauditInputError(f"--ledger: {exc}") from None
         sweep.notes.append(f"ledger not used: {exc}")
         return sweep
+    return _join_entries(sweep, e, ray=ray)
+
+
+def _join_entries(sweep: Sweep, e: pd.DataFrame, *, ray: bool = False) -> Sweep:
+    """Join the ledger rows ``e`` of the sweep's study onto its trials (:func:`_with_ledger`)."""
     tuning = e[e["phase"] == "tuning"]
     tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray))
     _note_unmatched(sweep, tuning[tuning["_n"].isna()])

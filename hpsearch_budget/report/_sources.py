@@ -9,8 +9,9 @@
   Pickles (``*.pkl``) are never opened.
 * A ledger URL: the ledger's tuning rows are the trials.
 
-Energy per trial comes from the ledger (joined on study name + trial number) when one is given
-or shares the storage's database, else from the trial's ``energy_kwh`` / ``co2e_kg`` /
+Energy per trial comes from the ledger (joined on study name + trial number) when one is given,
+the study records it (its ``hpaudit_ledger`` attribute, :mod:`._recorded_ledger`) or it shares
+the storage's database, else from the trial's ``energy_kwh`` / ``co2e_kg`` /
 ``energy_source`` user attributes (or Ray result keys) written by the integrations.
 
 This module detects the source and reads Optuna storages; the Ray Tune reader lives in
@@ -31,7 +32,9 @@ import sqlalchemy as sa
 
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger._shareable import STUDY_ATTR
 from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY
+from hpsearch_budget.report._recorded_ledger import RECORDED_LEDGER_KEY, join_ledger
 from hpsearch_budget.report._source_common import (
     Progress,
     _energy_from_attrs,
@@ -61,8 +64,14 @@ def load_sweep(
     direction: str | None = None,
     metric: str | None = None,
     progress: Progress = _nothing,
+    find_ledger: bool = True,
 ) -> Sweep:
-    """Detect what ``source`` is and read the sweep from it (see the module docstring)."""
+    """Detect what ``source`` is and read the sweep from it (see the module docstring).
+
+    An Optuna study without ``ledger`` joins the ledger it records (its ``hpaudit_ledger``
+    attribute) or one in its own database, unless ``find_ledger`` is False
+    (:mod:`._recorded_ledger`).
+    """
     if not isinstance(source, str) or not source.strip():
         raise HpauditInputError(
             "SOURCE must be an Optuna storage URL, a Ray Tune folder or a ledger URL"
@@ -88,17 +97,20 @@ def load_sweep(
         if path.suffix.lower() in _JOURNAL_SUFFIXES or not _is_sqlite_file(path):
             sweep = load_optuna_journal(path, study=study, progress=progress)
             _check_direction(sweep, direction)
-            return _with_ledger(sweep, ledger, progress, named=ledger is not None)
+            return join_ledger(sweep, ledger, progress, find=find_ledger)
         source = f"sqlite:///{path}"
     tables = _tables(source)
     if {"studies", "trials"} <= tables:
         sweep = load_optuna_rdb(source, study=study, progress=progress)
         _check_direction(sweep, direction)
-        named = ledger is not None
-        if ledger is None and "hpaudit_windows" in tables:
-            ledger = source  # a ledger sharing the study's database
-        return _with_ledger(sweep, ledger, progress, named=named)
+        colocated = source if "hpaudit_windows" in tables else None  # shares the study's db
+        return join_ledger(sweep, ledger, progress, find=find_ledger, colocated=colocated)
     if "hpaudit_windows" in tables:
+        if not find_ledger:
+            raise HpauditInputError(
+                "--no-ledger leaves out an Optuna study's ledger, but SOURCE is a ledger: "
+                "drop --no-ledger, or give the Optuna storage as SOURCE"
+            )
         return load_ledger(source, study=study, direction=direction, progress=progress)
     raise HpauditInputError(
         f"{_redact(source)} holds neither an Optuna study nor an hpaudit ledger "
@@ -193,10 +205,13 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     dirs = sorted(dirs)
     direction = "maximize" if dirs and str(dirs[0][1]).upper().endswith("MAXIMIZE") else "minimize"
     trials = _rdb_trials(conn, p)
-    planned = conn.execute(
-        sa.text("SELECT value_json FROM study_user_attributes WHERE study_id = :s AND key = :k"),
-        {"s": sid, "k": N_TRIALS_ATTR},
-    ).scalar_one_or_none()
+    attrs = conn.execute(
+        sa.text(
+            "SELECT key, value_json FROM study_user_attributes "
+            "WHERE study_id = :s AND key IN (:plan, :ledger)"
+        ),
+        {"s": sid, "plan": N_TRIALS_ATTR, "ledger": STUDY_ATTR},
+    ).all()
     sweep = Sweep(
         study=name,
         trials=trials.drop(columns=["trial_id"]),
@@ -205,9 +220,17 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
         source=_redact(url),
         notes=["multi-objective study: the first objective is analysed"] if len(dirs) > 1 else [],
     )
-    if planned is not None:
-        sweep.cache[PLANNED_TRIALS_KEY] = json.loads(planned)
+    _keep_study_attrs(sweep, {key: json.loads(value) for key, value in attrs})
     return sweep
+
+
+def _keep_study_attrs(sweep: Sweep, attrs: dict[str, Any]) -> None:
+    """Keep the study user attributes the report reads: the planned number of trials (the
+    forecast's) and the recorded ledger URL (:func:`load_sweep` joins it)."""
+    if N_TRIALS_ATTR in attrs:
+        sweep.cache[PLANNED_TRIALS_KEY] = attrs[N_TRIALS_ATTR]
+    if isinstance(attrs.get(STUDY_ATTR), str):
+        sweep.cache[RECORDED_LEDGER_KEY] = attrs[STUDY_ATTR]
 
 
 #: Restricts a query on a per-trial table ``x`` to the trials of study ``:s``.
@@ -324,8 +347,7 @@ def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
         source=storage if isinstance(storage, str) else "journal file",
         multi=len(study.directions) > 1,
     )
-    if N_TRIALS_ATTR in study.user_attrs:
-        sweep.cache[PLANNED_TRIALS_KEY] = study.user_attrs[N_TRIALS_ATTR]
+    _keep_study_attrs(sweep, study.user_attrs)
     return sweep
 
 

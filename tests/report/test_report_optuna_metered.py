@@ -30,7 +30,7 @@ def test_metered_study_reports_the_same_energy_from_attrs_and_ledger(
     study.optimize(metered(objective, ledger), n_trials=5)
     ledger.close()
     from_ledger = load_sweep(storage, ledger=ledger_url)
-    from_attrs = load_sweep(storage)
+    from_attrs = load_sweep(storage, find_ledger=False)  # not the ledger the study records
     assert from_ledger.trials["energy_j"].gt(0).all()
     assert from_ledger.trials["energy_j"].to_list() == pytest.approx(
         from_attrs.trials["energy_j"].to_list(), rel=1e-9

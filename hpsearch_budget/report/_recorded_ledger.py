@@ -1,0 +1,64 @@
+"""Which ledger an Optuna study's report joins when the user names none.
+
+A sweep run through :func:`hpsearch_budget.optuna.optimize` or a ``metered`` objective records
+its ledger's URL (no password, absolute SQLite path) as the study user attribute
+``hpaudit_ledger``. Order: ``--ledger`` (always wins; an error if unusable), else that recorded
+ledger when it opens read-only and holds rows of the study, else a ledger sharing the study's
+own database, else the trials' energy user attributes. A recorded ledger that cannot be used
+(moved file, another machine, a password needed, server down) is a note, never an error: the
+report still comes out, from the attributes.
+"""
+
+from __future__ import annotations
+
+from hpsearch_budget.analysis import Sweep
+from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger._shareable import STUDY_ATTR
+from hpsearch_budget.report._source_common import Progress
+from hpsearch_budget.report._source_ledger import _join_entries, _ledger_entries, _with_ledger
+
+#: Key in ``Sweep.cache`` under which the Optuna readers leave the recorded ledger URL.
+RECORDED_LEDGER_KEY = "recorded_ledger"
+
+
+def join_ledger(
+    sweep: Sweep,
+    ledger: str | None,
+    progress: Progress,
+    *,
+    find: bool = True,
+    colocated: str | None = None,
+) -> Sweep:
+    """Join ``ledger`` (``--ledger``), else the ledger the study records, else ``colocated``
+    (a ledger in the study's database) onto ``sweep``. ``find=False`` (``--no-ledger``): none
+    but ``ledger``: the report uses the trials' attributes."""
+    recorded = sweep.cache.pop(RECORDED_LEDGER_KEY, None)
+    if ledger is not None:
+        return _with_ledger(sweep, ledger, progress, named=True)
+    if not find:
+        return _with_ledger(sweep, None, progress)
+    if isinstance(recorded, str) and _join_recorded(sweep, recorded, progress, colocated):
+        return sweep
+    return _with_ledger(sweep, colocated, progress)
+
+
+def _join_recorded(sweep: Sweep, url: str, progress: Progress, colocated: str | None) -> bool:
+    """Join the recorded ledger ``url``; False (and a note saying why) when it cannot be used."""
+    progress("opening the study's recorded ledger")
+    try:
+        _, entries = _ledger_entries(url, sweep.study)
+    except HpauditInputError as exc:
+        why = str(exc).split("; ")[0]  # what went wrong, not the advice meant for --ledger
+        instead = (
+            "the ledger in the study's own database is tried instead"
+            if colocated is not None
+            else "the energy figures come from the trials' user attributes"
+        )
+        sweep.notes.append(
+            f"ledger not used: the study's {STUDY_ATTR} attribute names {url}, which cannot be "
+            f"used ({why}); {instead}; pass --ledger URL where that ledger is now"
+        )
+        return False
+    _join_entries(sweep, entries)
+    sweep.notes.append(f"ledger from the study's {STUDY_ATTR} attribute: {url}")
+    return True
