@@ -121,8 +121,10 @@ class BudgetGuard:
         self.names: list[str] = []  # the limits' names: "project 'nlp' monthly CO2e cap"
         self._limits_policy: Policy | None = None  # the policy version they come from
         self._until = math.inf  # when the month of the monthly caps among them ends
-        #: on_exceed = "stop": why a policy cap stopped the sweep (no new trial, all stop).
+        #: Why the sweep was stopped (no new trial, all stop): a policy cap under on_exceed =
+        #: "stop", or a ledger that failed (:meth:`stop_for_ledger`).
         self.stop_reason: str | None = None
+        self._ledger_stop = False  # stop_reason is a ledger failure's: not kept by a restore
         self.last_refusal: str | None = None  # why the last trial refused no longer fits
         self._warner: Any = None
         self.windows: dict[int, _Window] = {}
@@ -148,6 +150,9 @@ class BudgetGuard:
         # Tuner.restore unpickles the scheduler / stopper: windows of the old run are dead.
         state = dict(self.__dict__)
         state.update(windows={}, by_trial={}, _read_at=-math.inf, _used=[], _releasing={})
+        if state.get("_ledger_stop"):  # its message says: fix the ledger, then restore
+            state.update(stop_reason=None, last_refusal=None, _ledger_stop=False)
+        state["_ledger_warned"] = False  # a new run logs a failing ledger again
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -322,14 +327,19 @@ class BudgetGuard:
                 error,
             )
 
-    def _unrecorded_end(self, trial_id: str, error: str) -> None:
+    def stop_for_ledger(self, reason: str) -> None:
+        """End the sweep because the ledger failed; unlike a cap's stop, a restored sweep
+        (Tuner.restore, once the ledger is fixed) does not inherit it."""
         if self.stop_reason is None:
-            self.stop_reason = (
-                f"the ledger could not record the end of trial {trial_id} ({error}); the "
-                "budget cannot be kept without it: the sweep ended. Fix the ledger, then "
-                "Tuner.restore the experiment"
-            )
-            _log.error("hpaudit: stopping study %r: %s", self.study, self.stop_reason)
+            self.stop_reason, self._ledger_stop = reason, True
+            _log.error("hpaudit: stopping study %r: %s", self.study, reason)
+
+    def _unrecorded_end(self, trial_id: str, error: str) -> None:
+        self.stop_for_ledger(
+            f"the ledger could not record the end of trial {trial_id} ({error}); the budget "
+            "cannot be kept without it: the sweep ended. Fix the ledger, then Tuner.restore "
+            "the experiment"
+        )
 
     def _reserve(self, trial_id: str, window_id: int, result: Mapping[str, Any]) -> bool:
         self._current()  # a new calendar month: reserve under its caps

@@ -192,8 +192,7 @@ class BudgetScheduler(TrialScheduler):
             # running the sweep would wait for ever, so it ends, saying why.
             self.guard.ledger_failed(error)
             if not self.promised and not self._running(tune_controller):
-                self.guard.stop_reason = f"the ledger cannot be read to admit a trial ({error})"
-                _log.error("hpaudit: ending the sweep: %s", self.guard.stop_reason)
+                self.guard.stop_for_ledger(f"the ledger cannot be read to admit a trial ({error})")
                 self._finish(tune_controller)
             ensure_trial_dir(trial)
             return None

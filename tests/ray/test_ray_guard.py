@@ -130,3 +130,31 @@ def test_budget_pieces_survive_the_pickling_of_tuner_restore(sqlite_url):
     assert clone.guard.windows == {}  # the old run's windows are dead after a restore
     assert clone.guard.study == "s" and clone.guard.forecaster.expected_steps() == 7
     assert clone.guard.ledger.url == ledger.url
+
+
+def test_a_ledger_failure_that_ended_the_sweep_does_not_end_its_restore(sqlite_url):
+    """The stop reason of a final write that failed says "fix the ledger, then Tuner.restore":
+    the restored stopper (unpickled, as Tuner.restore does) must let the sweep run again, while
+    a policy cap that stopped it (on_exceed = "stop") still stops it after the restore."""
+    from hpsearch_budget.ray import BudgetStopper
+    from hpsearch_budget.ray._metered import LEDGER_FINAL_ERROR_KEY
+
+    ledger = Ledger(sqlite_url)
+    stopper = BudgetStopper(Budget(energy_kwh=1.0), ledger, study="s", policy=False)
+    w = _window(ledger, "s", "s:1", 10.0)
+    failed = {**_result(w, 10.0, 2), LEDGER_FINAL_ERROR_KEY: "database is locked"}
+    assert stopper.guard.on_result("t1", failed, "test")
+    assert stopper.stop_all()  # the ledger is incomplete: this run ends
+    restored = pickle.loads(pickle.dumps(stopper))
+    assert restored.guard.stop_reason is None
+    assert not restored.stop_all()  # the ledger was fixed: the restored sweep runs on
+
+    policy = Policy.model_validate(
+        {"on_exceed": "stop", "caps": {"project": {"energy_kwh": j_to_kwh(100.0)}}}
+    )
+    capped = BudgetStopper(Budget(energy_kwh=1.0), ledger, study="s", policy=policy, project="p")
+    _window(ledger, "other", "other:1", 120.0, project="p")  # another sweep spent the cap
+    capped.guard.ttl_s = 0.0
+    capped.guard.refuse("t2")
+    assert capped.guard.stop_reason is not None and capped.stop_all()
+    assert pickle.loads(pickle.dumps(capped)).stop_all()  # the cap still holds
