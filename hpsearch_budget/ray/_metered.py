@@ -296,6 +296,7 @@ class _State:
     failing: str | None = None  # the ledger's error while its writes fail
     warned: bool = False  # a failed checkpoint was logged (once per trial)
     last: dict[str, Any] = field(default_factory=dict)  # the last result reported
+    error: Exception | None = None  # the heartbeat's meter failed: raised at the next report
 
 
 class _TrialRun:
@@ -401,6 +402,8 @@ class _TrialRun:
 
     def _annotate(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         with self.lock:
+            if self.state.error is not None:
+                raise self.state.error
             self.state.steps += 1
             value = metrics.get(self.spec.metric) if self.spec.metric else None
             if isinstance(value, Number) and not isinstance(value, bool):
@@ -454,7 +457,12 @@ class _TrialRun:
         # silent for 3 intervals for dead, and a crash would lose the whole step.
         while not self.stop.wait(self.spec.checkpoint_interval_s):
             with self.lock:
-                self._checkpoint(self._measure())  # a failure is logged and carried
+                try:
+                    m = self._measure()
+                except Exception as error:  # the meter: surfaced at the next report, not
+                    self.state.error = error  # lost with this thread (and its checkpoints)
+                    return
+                self._checkpoint(m)  # a ledger failure is logged and carried
 
     def _finalize(self, status: str) -> LedgerError | None:
         """Close the window; the ledger's error if it could not (logged here: the trial's own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from ray import tune
 
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.ledger import Ledger, Scope
-from hpsearch_budget.meters import ReplayMeter
+from hpsearch_budget.meters import Reading, ReplayMeter
 from hpsearch_budget.ray import RESULT_KEYS, LedgerCallback, metered
 
 pytestmark = pytest.mark.ray
@@ -310,3 +311,48 @@ def test_callback_dates_its_run_on_the_ledger_clock_not_the_driver_clock(sqlite_
     callback.on_trial_start(0, [trial], trial)
     row = ledger.entries(study="skew").set_index("id").loc[window]
     assert row["status"] == "running"
+
+
+class _CounterBrokenOnce(ReplayMeter):
+    """A GPU counter that reads NaN once (a broken NVML read), behind the real Meter interface."""
+
+    def __init__(self) -> None:
+        super().__init__(power_w=10.0)
+        self.reads = 0
+
+    def read(self) -> Reading:
+        reading = super().read()
+        self.reads += 1
+        if self.reads != 2:  # the first heartbeat's read
+            return reading
+        return replace(reading, energy_j={d: float("nan") for d in reading.energy_j})
+
+
+def test_a_meter_failure_in_the_heartbeat_fails_the_trial_at_its_next_report(sqlite_url):
+    """The heartbeat thread must not die with the error on its own: the trial's next report
+    raises it (naming the broken domain), as a failure of the report's own read would."""
+    import threading
+    import time
+
+    from hpsearch_budget.errors import MeterError
+    from hpsearch_budget.ray._metered import _Spec, _TrialRun
+
+    spec = _Spec(sqlite_url, None, "s", None, None, None, None, "ana", 0.05)
+    run = _TrialRun(spec)
+    run.ledger, run.meter = Ledger(sqlite_url), _CounterBrokenOnce()
+    run.state.start = run.meter.read()
+    run.state.window = run.ledger.open_window("s", "s:t1", checkpoint_interval_s=0.05)
+    unhandled: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: unhandled.append(args.exc_value)
+    try:
+        beat = threading.Thread(target=run._heartbeat)
+        beat.start()
+        time.sleep(0.3)
+        run.stop.set()
+        beat.join()
+    finally:
+        threading.excepthook = hook
+    assert unhandled == []
+    with pytest.raises(MeterError, match="then nan J: its counter is broken"):
+        run._annotate({"loss": 1.0})
