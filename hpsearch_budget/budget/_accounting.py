@@ -61,7 +61,8 @@ def require_ttl_s(ttl_s: object) -> float:
         isinstance(ttl_s, numbers.Real) and 0.0 <= float(ttl_s) < 1e6
     ):
         raise HpauditInputError(
-            f"ttl_s must be a number of seconds >= 0 (0 reads the ledger every time), got {ttl_s!r}"
+            f"ttl_s must be a number of seconds from 0 (0 reads the ledger every time) below 1e6, "
+            f"got {ttl_s!r}"
         )
     return float(ttl_s)
 

@@ -13,6 +13,7 @@ from optuna.trial import Trial
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.budget._accounting import fits
+from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger._unwritten import unwritten_cost
 from hpsearch_budget.meters import Measurement
 from hpsearch_budget.optuna import _state
@@ -165,7 +166,7 @@ class _TrialRun:
         its last checkpoint, and the final write carries everything (or says it failed)."""
         try:
             return self._write(measurement)
-        except Exception as exc:
+        except LedgerError as exc:
             self.dirty = True
             if not self.write_failed:
                 self.write_failed = True
