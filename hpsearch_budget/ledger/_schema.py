@@ -9,6 +9,7 @@ stable under the hash chain. JSON fields are stored as canonical JSON text for t
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Column,
     Double,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
     text,
 )
 
@@ -97,7 +99,13 @@ windows = Table(
         sqlite_where=text("seq IS NULL"),
     ),
     Index("ix_hpaudit_windows_study_seq", "study", "seq", unique=True),
-    postgresql_with={"fillfactor": 80},
+)
+# Set on creation rather than by Table(postgresql_with=...), which SQLAlchemy 2.0 refuses (2.1
+# added it); the new table is still empty, so it is the same as a WITH clause in its CREATE.
+event.listen(
+    windows,
+    "after_create",
+    DDL("ALTER TABLE hpaudit_windows SET (fillfactor = 80)").execute_if(dialect="postgresql"),
 )
 
 # The last link of each study's chain, written in the same transaction as the row, so that
