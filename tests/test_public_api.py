@@ -50,3 +50,16 @@ def test_no_arguments_prints_help() -> None:
     )
     assert proc.returncode == 0
     assert "Usage" in proc.stdout and "estimate" in proc.stdout
+
+
+def test_a_group_without_a_subcommand_prints_its_help() -> None:
+    # On click < 8.2 (typer 0.16 accepts it) the CLI did not import: it named
+    # NoArgsIsHelpError, which click only has from 8.2.
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsearch_budget", "ledger"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage: hpaudit ledger" in proc.stdout and "studies" in proc.stdout and not proc.stderr

@@ -10,15 +10,8 @@ import sys
 
 import typer
 
-try:  # typer >= 0.24 bundles its own click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import (  # type: ignore[no-redef,assignment]
-        ClickException,
-        NoArgsIsHelpError,
-    )
-
 from hpsearch_budget.cli import _budget, _estimate, _ledger, _policy, _report
+from hpsearch_budget.cli._click import ClickException, NoArgsIsHelpError
 from hpsearch_budget.errors import HpauditError
 
 app = typer.Typer(
