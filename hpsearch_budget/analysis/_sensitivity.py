@@ -182,7 +182,10 @@ def _frozen_trials(sweep: Sweep, target: str) -> list[FrozenTrial]:
 
 def _evaluator(name: str) -> optuna.importance.BaseImportanceEvaluator:
     if name == "ped-anova":
-        return optuna.importance.PedAnovaImportanceEvaluator()
+        with warnings.catch_warnings():
+            # Optuna 4.0 marks PED-ANOVA experimental and would warn in every report.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.importance.PedAnovaImportanceEvaluator()
     if name == "fanova":
         return optuna.importance.FanovaImportanceEvaluator(seed=0)
     raise HpauditInputError(f"unknown importance evaluator {name!r}; use one of {EVALUATORS}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -264,6 +266,15 @@ def test_importance_finds_the_parameter_that_matters(evaluator: str) -> None:
     assert max(obj.values, key=obj.values.__getitem__) == "x"
     assert max(energy.values, key=energy.values.__getitem__) == "y"
     assert sum(obj.values.values()) == pytest.approx(1.0)
+
+
+def test_the_default_evaluator_does_not_warn_that_it_is_experimental() -> None:
+    # Optuna 4.0 (the lowest supported) marks PED-ANOVA experimental: every `hpaudit report`
+    # printed an ExperimentalWarning on stderr.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+        imp = importances(_random_sweep())
+    assert imp.evaluator == "ped-anova" and imp.values
 
 
 def test_importance_with_too_few_trials_says_why() -> None:
