@@ -159,7 +159,9 @@ def open_ledger(ledger: Ledger | str | None, policy: Policy | None) -> Ledger:
 
 _lock = threading.Lock()
 _stops: dict[tuple[str, str], str] = {}
-_warned: dict[tuple[str, str], set[str]] = {}
+# (ledger, study) -> the caps warned about, as (name, limit): an edit to a cap's value makes a
+# new cap, warned about once more in every process's watchers (one per component) alike.
+_warned: dict[tuple[str, str], set[tuple[str, Cost]]] = {}
 
 
 def begin_sweep(ledger_url: str, study: str) -> None:
@@ -213,9 +215,10 @@ class CapWarner:
 
     def mark(self, name: str | None) -> None:
         """``name`` was already reported (e.g. by the admission check)."""
-        if name:
+        limit = next((limit for _, limit, n in self.caps if n == name), None)
+        if name and limit is not None:
             with _lock:
-                _warned.setdefault((self.ledger.url, self.study), set()).add(name)
+                _warned.setdefault((self.ledger.url, self.study), set()).add((name, limit))
 
     def _follow(self) -> bool:
         """Look the caps up again when the policy file was edited or a new month began;
@@ -225,7 +228,7 @@ class CapWarner:
             return False
         if policy is self._policy:
             # A new month: its monthly caps are new caps, to be warned about once again.
-            monthly = {name for scope, _, name in self.caps if scope.since is not None}
+            monthly = {(name, limit) for scope, limit, name in self.caps if scope.since}
             with _lock:
                 _warned.get((self.ledger.url, self.study), set()).difference_update(monthly)
         self._policy = policy
@@ -244,7 +247,7 @@ class CapWarner:
         key = (self.ledger.url, self.study)
         logged = []
         for scope, limit, name in self.caps:
-            if name in _warned.get(key, set()):
+            if (name, limit) in _warned.get(key, set()):
                 continue
             spent, committed = self.ledger.spent(scope), self.ledger.committed(scope)
             message = _overrun(self.study, name, limit, spent, committed)
@@ -252,9 +255,9 @@ class CapWarner:
                 continue
             with _lock:
                 seen = _warned.setdefault(key, set())
-                if name in seen:
+                if (name, limit) in seen:
                     continue
-                seen.add(name)
+                seen.add((name, limit))
             logger.warning(message)
             logged.append(message)
         return logged

@@ -86,15 +86,16 @@ class LedgerCallback(Callback):
         self.study = study
         self.finalize_timeout_s = float(finalize_timeout_s)
         self.closed: dict[int, str] = {}  # window id -> status this callback gave it
-        #: Why the ledger could not record a trial's end, if it could not (the first such
-        #: trial): the experiment's ledger is incomplete; a BudgetStopper / Scheduler ended it.
-        self.ledger_error: str | None = None
         self._reset()
 
     def _reset(self) -> None:
         # Windows opened before this run belong to a crashed run: on the ledger's clock (the
         # database server's on PostgreSQL), which the workers stamp their windows with.
         self._since = self.ledger.now()
+        #: Why the ledger could not record a trial's end in this run, if it could not (the
+        #: first such trial): the run's ledger is incomplete; a BudgetStopper / Scheduler ended
+        #: it. A new run (``Tuner.restore(...).fit()``) starts without it.
+        self.ledger_error: str | None = None
         self._trials: dict[str, str] = {}  # trial id -> study, for trials seen in this run
         self._unmetered_warned = False
         self._metric_warned = False

@@ -38,9 +38,9 @@ def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(tmp_path: Path
 
     first = _worker(storage, ledger_url, "hang")
     deadline = time.monotonic() + 120
-    while True:  # trial 0 is under way and has checkpointed its first report
+    while True:  # trial 0 has checkpointed its first report and holds its 100 J more
         rows = ledger.entries(study="s")
-        if not rows.empty and (rows["energy_j"] > 0).any():
+        if not rows.empty and ((rows["energy_j"] > 0) & (rows["reserved_energy_j"] >= 100)).any():
             break
         assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()
         time.sleep(0.05)

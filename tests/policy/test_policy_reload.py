@@ -172,3 +172,18 @@ def test_metered_alone_reserves_under_the_edited_cap(lab, url, replay_objective)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED]  # then the study stopped
     assert "project 'nlp' monthly energy cap" in study.trials[2].user_attrs["hpaudit_prune_reason"]
+
+
+def test_warn_again_when_an_edit_changes_a_passed_caps_value(lab, url, caplog, replay_objective):
+    """The 50 J warn cap is passed and warned about; an edit to 60 J (still passed) is a new
+    cap: warned about once more, with its new value. A cap the edit leaves alone is not."""
+    folder = lab('on_exceed = "warn"\n' + _cap("project", 50.0) + _cap("user", 40.0))
+    raised = _writer(folder, 'on_exceed = "warn"\n' + _cap("project", 60.0) + _cap("user", 40.0))
+    with caplog.at_level(logging.WARNING, logger="hpsearch_budget"):
+        _sweep(replay_objective, url, "rewarned", {4: raised}, n_trials=6)
+    project = [r.getMessage() for r in caplog.records if "project 'nlp' monthly" in r.getMessage()]
+    user = [r.getMessage() for r in caplog.records if "monthly energy cap" in r.getMessage()
+            and "user" in r.getMessage()]  # fmt: skip
+    assert len(project) == 2, project
+    assert "cap (1.389e-05 kWh)" in project[0] and "cap (1.667e-05 kWh)" in project[1]  # 50, 60 J
+    assert len(user) == 1, user

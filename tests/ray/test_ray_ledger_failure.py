@@ -5,6 +5,7 @@ BudgetStopper ends it and is kept for the caller, and the stopper never crashes 
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 import time
 
@@ -74,6 +75,9 @@ def test_a_locked_ledger_costs_no_result_and_a_lost_end_ends_the_sweep(
     assert by_q[1]["energy_j"] == 30.0  # the whole trial, though the ledger missed its end
     assert stopper.stop_all() and "could not record the end" in stopper.guard.stop_reason
     assert callback.ledger_error is not None and "locked" in callback.ledger_error
+    restored = pickle.loads(pickle.dumps(callback))  # as Tuner.restore ships it
+    restored.setup()  # a new run (restore(...).fit()) starts without the old run's error
+    assert restored.ledger_error is None
     assert 2 not in by_q or by_q[2].get("training_iteration", 0) <= 1  # the sweep ended
     rows = ledger.entries("locked").set_index("trial_number")
     assert rows.loc[0, "status"] == "complete" and rows.loc[0, "energy_j"] == 30.0  # carried
