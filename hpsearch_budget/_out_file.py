@@ -31,7 +31,11 @@ def refuse_to_replace_input(out: str | os.PathLike[str], sources: Iterable[str] 
     path = Path(out)
     if not path.is_file():  # new, a folder, or a device such as /dev/null: nothing to lose
         return
-    if _is_sqlite(path):
+    try:
+        database = is_sqlite_file(path)
+    except OSError:  # unreadable: the write itself will say what is wrong
+        database = False
+    if database:
         raise HpauditInputError(
             f"--out {str(path)!r} is a SQLite database (a ledger or an Optuna study?) and was "
             "left as it is; name a new file to write"
@@ -44,9 +48,7 @@ def refuse_to_replace_input(out: str | os.PathLike[str], sources: Iterable[str] 
             )
 
 
-def _is_sqlite(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
-    except OSError:  # unreadable: the write itself will say what is wrong
-        return False
+def is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` holds a SQLite database (its header); OSError if it cannot be read."""
+    with path.open("rb") as f:
+        return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER

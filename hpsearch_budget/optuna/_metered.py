@@ -8,8 +8,7 @@ trial's fate: ``complete``, ``pruned``, ``failed`` (a failing objective is still
 ``killed`` (KeyboardInterrupt). When the trial ends it gets the user attributes
 ``energy_kwh``, ``co2e_kg`` and ``energy_source``, and ``hpaudit_prune_reason`` when pruned:
 they show in optuna-dashboard and ``trials_dataframe()``. (Its ledger row is the one with
-``trial_key`` ``"<study_name>:<number>"``; every attribute more costs Optuna ~0.25 ms per trial
-to load back, which is why there is no row id among them.) The study gets the user attribute
+``trial_key`` ``"<study_name>:<number>"``.) The study gets the user attribute
 ``hpaudit_ledger``, the ledger's URL without its password (an SQLite path made absolute), so
 that ``hpaudit report`` finds the ledger without ``--ledger``: checked at the study's first trial
 in this process and written only if the study does not already say so. A retry that Optuna's
@@ -182,12 +181,13 @@ class MeteredObjective:
         meter = shared_meter(self.meter)
         project, user = self._identity(name)
         budgeted = self.budget is not None or enforces_caps(self.policy)
-        if first_attempt(trial) != trial.number:  # before reserving: it frees the dead one's
-            reap_dead_attempt(self.ledger, trial)
+        key = f"{name}:{first_attempt(trial)}"  # a heartbeat retry joins its first attempt
+        if key != f"{name}:{trial.number}":  # before reserving: it frees the dead one's
+            reap_dead_attempt(self.ledger, trial, key)
         first = self._first_reservation(state, name, project, user) if budgeted else None
         opened = self.ledger.open_window(
             name,
-            f"{name}:{first_attempt(trial)}",  # a heartbeat retry joins its first attempt
+            key,
             trial_number=trial.number,
             params=dict(trial.params),
             project=project,

@@ -41,8 +41,9 @@ def first_attempt(trial: Trial) -> int:
     return trial.number if retried is None else int(retried)
 
 
-def reap_dead_attempt(ledger: Ledger, trial: Trial) -> None:
-    """If ``trial`` is a heartbeat retry, finalise the attempt it replaces as ``killed`` (the
+def reap_dead_attempt(ledger: Ledger, trial: Trial, trial_key: str) -> None:
+    """If ``trial`` is a heartbeat retry (its window's ``trial_key`` is its first attempt's,
+    :func:`first_attempt`), finalise the attempt it replaces as ``killed`` (the
     energy of its last checkpoint, its reservation released), but only once Optuna's storage
     holds that attempt as FAIL: the heartbeat's verdict that its worker is dead. A ledger that
     cannot do it now leaves the row to :meth:`Ledger.reap`; the retry runs on."""
@@ -54,9 +55,7 @@ def reap_dead_attempt(ledger: Ledger, trial: Trial) -> None:
         rows = ledger.entries(name, open_only=True)
         if rows.empty:
             return
-        mine = rows[
-            (rows["trial_key"] == f"{name}:{first_attempt(trial)}") & (rows["trial_number"] == dead)
-        ]
+        mine = rows[(rows["trial_key"] == trial_key) & (rows["trial_number"] == dead)]
         if not mine.empty:
             ledger.reap(windows=[int(w) for w in mine["id"]])
     except LedgerError as exc:

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from hpsearch_budget._out_file import is_sqlite_file
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger._shareable import STUDY_ATTR
@@ -94,7 +95,7 @@ def load_sweep(
                 "storage URL (sqlite:///study.db), a journal file, a Ray Tune folder or a "
                 "ledger URL"
             )
-        if path.suffix.lower() in _JOURNAL_SUFFIXES or not _is_sqlite_file(path):
+        if path.suffix.lower() in _JOURNAL_SUFFIXES or not is_sqlite_file(path):
             sweep = load_optuna_journal(path, study=study, progress=progress)
             _check_direction(sweep, direction)
             return join_ledger(sweep, ledger, progress, find=find_ledger)
@@ -134,11 +135,6 @@ def _check_ray_study(sweep: Sweep, study: str | None) -> None:
             f"the Ray Tune folder holds experiment {sweep.study!r}, not {study!r}: drop --study "
             "or give the folder of that experiment"
         )
-
-
-def _is_sqlite_file(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(16) == b"SQLite format 3\x00"
 
 
 def _engine(url: str) -> sa.Engine:
