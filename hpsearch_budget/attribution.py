@@ -322,6 +322,7 @@ class ProcessShareMeter(Meter):
         self.gpu_share = float(gpu_share)
         self.cores = float(os.cpu_count() or 1) if cores is None else float(cores)
         self.source = getattr(meter, "source", Source.MEASURED)
+        self.wall_clock = meter.wall_clock
         self._clock = cpu_s if cpu_s is not None else _cpu_clock(pid or os.getpid(), None, None)
         self._lock = threading.Lock()
         self._last: Reading | None = None

@@ -57,6 +57,7 @@ class CompositeMeter(Meter):
         self.meters = list(meters)
         self._notes = list(notes)
         self.source = weakest([m.source for m in self.meters]) or Source.ESTIMATED
+        self.wall_clock = all(m.wall_clock for m in self.meters)
 
     @property
     def notes(self) -> Sequence[str]:

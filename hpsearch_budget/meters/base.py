@@ -115,6 +115,12 @@ class Meter(abc.ABC):
     #: counter): one line each, for reports, so that no figure is ever silently zero.
     notes: Sequence[str] = ()
 
+    #: Whether energy accrues with the wall clock only (hardware counters, the estimate): a
+    #: read a few milliseconds old then lacks a few milliseconds of power, and hot paths far
+    #: from any limit may reuse it. False for a simulated clock (``ReplayMeter``) and for any
+    #: meter that does not say: every read of theirs is fresh.
+    wall_clock: bool = False
+
     @abc.abstractmethod
     def domains(self) -> list[str]:
         """Names of the energy domains this meter reports."""

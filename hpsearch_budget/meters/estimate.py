@@ -203,6 +203,7 @@ class EstimateMeter(Meter):
     """
 
     source = Source.ESTIMATED
+    wall_clock = True
 
     # Open thread-scoped meters: they split the process's memory between them.
     _thread_meters: ClassVar[weakref.WeakSet[EstimateMeter]] = weakref.WeakSet()

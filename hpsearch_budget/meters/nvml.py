@@ -118,6 +118,7 @@ class NvmlMeter(Meter):
     """
 
     source = Source.MEASURED
+    wall_clock = True
 
     def __init__(
         self,

@@ -98,6 +98,7 @@ class RaplMeter(Meter):
     """
 
     source = Source.MEASURED
+    wall_clock = True
 
     def __init__(
         self,

@@ -31,7 +31,9 @@ covers everything it has spent (the ledger counts the unwritten part as committe
 worker's spent + committed stays exact), the study is not near its limit (the pruner says so
 per study, and writes the pending report itself when it first finds the study near), and the
 row was written less than ``min_checkpoint_interval_s`` (default 1 s, at most
-``checkpoint_interval_s``) ago. ``min_checkpoint_interval_s=0``, trials without a reservation
+``checkpoint_interval_s``) ago. Such a report may reuse a meter read up to 10 ms old (meters
+that follow the wall clock, :attr:`~hpsearch_budget.meters.Meter.wall_clock`); a write reads
+afresh. ``min_checkpoint_interval_s=0``, trials without a reservation
 and explicit :meth:`MeteredTrial.checkpoint` calls write every time. The heartbeat still writes
 a row silent for ``checkpoint_interval_s``, and the pending step and value are written with the
 final row (:meth:`Ledger.finalize` with ``step=``). A killed worker's row keeps the energy of
@@ -200,7 +202,7 @@ class MeteredObjective:
         # leaves no window behind). A trial waiting for room in the budget takes no share of
         # what the running trials spend (n_jobs > 1): _reserve, then run.start().
         token = meter.open() if reserved or not budgeted else None
-        live = _state.LiveTrial(name, trial.number, window_id)
+        live = _state.LiveTrial(name, trial.number, window_id, wall_clock=meter.meter.wall_clock)
         if reserved and first is not None:
             live.reserved = first[0]
         run = _TrialRun(self.ledger, meter, live, token, self.checkpoint_interval_s, state)

@@ -16,7 +16,9 @@ silent trials every ``checkpoint_interval_s`` keeps their rows alive but cannot 
 pruning happens where the objective calls ``should_prune``.)
 
 Hot path: far from the limit (spent + committed < ``near_fraction`` of it) a report costs no
-ledger read at all: the figures are cached for ``ttl_s`` seconds. Spending inside reservations
+ledger read at all: the figures are cached for ``ttl_s`` seconds, and under half of
+``near_fraction`` a trial metered on the wall clock skips them for its reports in the next
+``FAR_S`` (0.1 s). Spending inside reservations
 moves cost from committed to spent, so a stale spent + committed stays nearly exact. The pruner
 shares its verdict per study with ``metered`` (``StudyState.near``): far from the limit reports
 covered by their trial's reservation may skip the ledger write (see
@@ -68,6 +70,10 @@ if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
 
 _log = logging.getLogger(__name__)
+
+#: How long (s) a trial's reports skip the pruner's figures once it found the study under half
+#: of ``near_fraction`` (see ``BudgetPruner._far_for``).
+FAR_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,8 @@ class BudgetPruner(StudyLimits, BasePruner):
         if stopped is not None:  # on_exceed = "stop": every running trial stops at this step
             live.prune_reason = stopped
             return True
+        if time.monotonic() < live.far_until:
+            return False  # far from the limit a moment ago (see _far_for)
         state = _state.study_state(self.ledger, study.study_name, self.max_steps)
         acc = self._accounting_for(study.study_name)
         # The cached spent + committed misses only spending beyond reservations since it was
@@ -173,9 +181,10 @@ class BudgetPruner(StudyLimits, BasePruner):
         # processes' trials show in the ledger at the next read.
         pressure = sum((_pressure(state, t) for t in _state.live_trials(study.study_name)), Cost())
         limit = self.budget.as_cost()
-        near = _near(acc, pressure, limit) >= self.near_fraction
-        if not near:
+        used = _near(acc, pressure, limit)
+        if used < self.near_fraction:
             state.near = False  # metered may throttle the ledger writes of reports
+            live.far_until = time.monotonic() + self._far_for(live, used)
             return False  # far from the limit: no ledger read
         # From now on every report of this process's trials reaches the ledger, this one
         # included (it may have been throttled before the study was found near).
@@ -200,6 +209,15 @@ class BudgetPruner(StudyLimits, BasePruner):
             live.prune_reason = why
             return True
         return False
+
+    def _far_for(self, live: _state.LiveTrial, used: float) -> float:
+        """How long (s) ``live``'s next reports may skip the figures: ``FAR_S`` (at most
+        ``ttl_s``) when the study has used under half of ``near_fraction`` and the trial, metered
+        on the wall clock, has reported before (its forecast then moves with its spending, not
+        by its first step's jump); else 0. Reaching the limit from there within ``FAR_S`` would
+        take spending ``near_fraction / 2`` of it (45 %) in 0.1 s."""
+        far = used < self.near_fraction / 2 and live.wall_clock and live.base is not None
+        return min(FAR_S, self.ttl_s) if far else 0.0
 
     def _on_exceed(self) -> str | None:
         return None if self.policy is None else self.policy.on_exceed

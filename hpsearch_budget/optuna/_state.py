@@ -47,6 +47,11 @@ class LiveTrial:
     #: Writes the trial's figures not yet in its ledger row (``metered`` sets it); the pruner
     #: calls it from the trial's own thread when the study comes near its limit.
     flush: Callable[[], object] | None = field(default=None, repr=False, compare=False)
+    #: Its meter follows the wall clock (``Meter.wall_clock``): the pruner may then skip its
+    #: figures for a moment far from the limit (``BudgetPruner``, ``far_until``).
+    wall_clock: bool = False
+    #: Until when (time.monotonic()) the pruner takes this trial's study as far from its limit.
+    far_until: float = -math.inf
 
     @property
     def reserved_left(self) -> Cost:

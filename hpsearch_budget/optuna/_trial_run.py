@@ -17,7 +17,7 @@ from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger._unwritten import unwritten_cost
 from hpsearch_budget.meters import Measurement
 from hpsearch_budget.optuna import _state
-from hpsearch_budget.optuna._metering import SharedMeter
+from hpsearch_budget.optuna._metering import REUSE_S, SharedMeter
 
 if TYPE_CHECKING:
     from hpsearch_budget.ledger import Ledger
@@ -120,14 +120,18 @@ class _TrialRun:
         with self.lock:
             if self.closed:
                 return self.live.cost
-            token = self.token
-            measurement = _NOTHING if token is None else self.meter.measure(token)
             if step is not None:
                 self.step = int(step)
             if value is not None:
                 self.value = value
+            write = force or self._due()
+            measurement = self._measure(fresh=write)
             cost = self.estimate(measurement)
-            if force or self._due(cost):
+            if not write and not fits(cost, self.live.reserved):
+                write = True  # spent beyond its reservation: the ledger must see it, fresh
+                measurement = self._measure(fresh=True)
+                cost = self.estimate(measurement)
+            if write:
                 cost = self._write_or_keep(measurement, cost)
             else:
                 self.dirty = True
@@ -142,23 +146,26 @@ class _TrialRun:
         """Write what the last reports left unwritten (a no-op when the row is current)."""
         with self.lock:
             if self.dirty and not self.closed and self.token is not None:
-                measurement = self.meter.measure(self.token)
+                measurement = self._measure(fresh=True)
                 self.live.cost = self._write_or_keep(measurement, self.estimate(measurement))
 
-    def _due(self, cost: Cost) -> bool:
-        """Whether this report must reach the ledger.
+    def _measure(self, *, fresh: bool) -> Measurement:
+        """The window's measurement; a report that is not written (far from every limit,
+        inside its reservation) may take a meter read up to ``REUSE_S`` old."""
+        if self.token is None:
+            return _NOTHING
+        return self.meter.measure(self.token, max_age_s=0.0 if fresh else REUSE_S)
+
+    def _due(self) -> bool:
+        """Whether this report must reach the ledger, before measuring it: near the limit (the
+        pruner says so) or once ``throttle_s`` has passed since the last write. A report is
+        also written when it finds the trial beyond its reservation (:meth:`checkpoint`).
 
         Skipping is safe only while the trial's reservation covers everything it has spent:
         the ledger then counts the unwritten spend as committed, so every worker's spent +
         committed -- what reservations, the pruner and the callback decide on -- is exact.
-        Beyond the reservation, near the limit (the pruner says so), or once
-        ``throttle_s`` has passed since the last write, the report is written.
         """
-        return (
-            self.state.near
-            or time.monotonic() - self.last_s >= self.throttle_s
-            or not fits(cost, self.live.reserved)
-        )
+        return self.state.near or time.monotonic() - self.last_s >= self.throttle_s
 
     def _write_or_keep(self, measurement: Measurement, cost: Cost) -> Cost:
         """Write the row; if the ledger fails now (locked past its timeout, a connection
