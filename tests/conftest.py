@@ -36,6 +36,7 @@ def pg_url() -> Iterator[str]:
     if not base:
         pytest.skip("no PostgreSQL server: set HPAUDIT_TEST_PG_URL (.ci/run starts one)")
     sqlalchemy = pytest.importorskip("sqlalchemy")
+    pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
     name = f"hpaudit_test_{uuid.uuid4().hex[:12]}"
     # Pre-ping: a test may restart the server (tests/ledger/test_ledger_pg_reconnect.py).
     admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)

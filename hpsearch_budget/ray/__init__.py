@@ -11,6 +11,13 @@
 Many machines: see ``docs/ray-cluster.md`` (``ray start --head``, workers, one PostgreSQL ledger).
 """
 
+try:
+    import ray.tune  # noqa: F401
+except ModuleNotFoundError as error:  # the ray extra is optional: say how to get it
+    raise ModuleNotFoundError(
+        "hpsearch_budget.ray needs Ray Tune: pip install 'hpsearch_budget[ray]'", name=error.name
+    ) from error
+
 from hpsearch_budget.ray._callback import LedgerCallback
 from hpsearch_budget.ray._cost_aware import CostAwareASHAScheduler
 from hpsearch_budget.ray._metered import RESULT_KEYS, metered

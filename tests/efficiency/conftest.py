@@ -19,4 +19,4 @@ if str(EXPERIMENTS) not in sys.path:
 def need_yahpo() -> None:
     if not YAHPO.is_file():
         pytest.skip(f"LCBench surrogate data missing ({YAHPO}); see ../shared/benchdata/README.md")
-    pytest.importorskip("yahpo_gym", reason="yahpo-gym not installed (pip install -e .[bench])")
+    pytest.importorskip("yahpo_gym", reason="yahpo-gym not installed: pip install -e '.[bench]'")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ray.tune", reason="ray[tune] not installed (pip install -e .[ray])")
+pytest.importorskip("ray.tune", reason="ray[tune] not installed: pip install -e '.[ray]'")
 
 from ray.tune.schedulers import TrialScheduler
 
@@ -55,3 +55,9 @@ def test_skipped_rungs_are_all_judged() -> None:
         s.decide(f"p{i}", _result(9, float(i), 9.0))  # records rungs 1, 3 and 9 at once
     assert s.decide("bad", _result(10, 100.0, 10.0)) == TrialScheduler.STOP
     assert "stopped" in s.debug_string()
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_a_cost_exponent_that_would_invert_the_rule_is_refused(bad: float) -> None:
+    with pytest.raises(HpauditInputError, match="cost_exponent"):
+        CostAwareASHAScheduler(metric="loss", mode="min", cost_exponent=bad)

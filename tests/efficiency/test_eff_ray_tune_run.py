@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="ray[tune] not installed (pip install -e .[ray])")
-tune = pytest.importorskip("ray.tune")
+ray = pytest.importorskip("ray", reason="ray[tune] not installed: pip install -e '.[ray]'")
+tune = pytest.importorskip("ray.tune", reason="ray[tune] not installed: pip install -e '.[ray]'")
 
 from hpsearch_budget.ray import CostAwareASHAScheduler  # noqa: E402
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,8 +44,6 @@ def test_sweep_sim_bad_input_exits_2() -> None:
 def test_zeus_quick() -> None:
     data = REPO.parent / "shared" / "benchdata" / "zeus_nsdi23" / "summary_train.csv"
     if not data.is_file():
-        import pytest
-
         pytest.skip(f"Zeus traces missing ({data})")
     out = _run("experiments/sweep_sim.py", "--quick", "--benchmark", "zeus", "--format", "json")
     assert out.returncode == 0, out.stderr
@@ -77,6 +77,8 @@ def test_forecast_adaptive_quick(need_yahpo: None) -> None:
 
 
 def test_budget_efficiency_report_writes_table_and_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install -e '.[bench]'")
+
     def rec(strategy: str, seed: int, best: float) -> dict:
         return dict(
             benchmark="lcbench",

@@ -261,7 +261,7 @@ def test_a_bad_timeout_setting_is_refused(sqlite_url: str, monkeypatch) -> None:
 
 
 def test_an_unreachable_postgres_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("psycopg")
+    pytest.importorskip("psycopg", reason="psycopg not installed: pip install -e '.[postgres]'")
     with pytest.raises(LedgerError, match="cannot reach PostgreSQL ledger") as error:
         Ledger("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
     message = _one_line(error)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-ray = pytest.importorskip("ray")
-tune = pytest.importorskip("ray.tune")
+ray = pytest.importorskip("ray", reason="ray[tune] not installed: pip install -e '.[ray]'")
+tune = pytest.importorskip("ray.tune", reason="ray[tune] not installed: pip install -e '.[ray]'")
 
 from hpsearch_budget.budget import Budget  # noqa: E402
 from hpsearch_budget.ledger import Ledger, Scope  # noqa: E402

@@ -17,7 +17,6 @@ from hpsearch_budget.ledger import Ledger, Scope
 from hpsearch_budget.meters import Measurement, ReplayMeter, Source
 from hpsearch_budget.optuna import BudgetPruner, optimize
 from hpsearch_budget.policy import Policy
-from hpsearch_budget.ray._guard import BudgetGuard
 from hpsearch_budget.units import j_to_kwh
 
 JAN_END = datetime(2027, 1, 31, 23, 59, 50, tzinfo=UTC).timestamp()
@@ -89,6 +88,10 @@ def test_optuna_trials_in_a_new_month_are_judged_by_its_cap(sqlite_url, clock):
 
 
 def test_ray_guard_reserves_under_the_new_months_cap(sqlite_url, clock):
+    # Imported here: the Optuna tests of this file run without the ray extra.
+    pytest.importorskip("ray.tune", reason="ray[tune] not installed: pip install -e '.[ray]'")
+    from hpsearch_budget.ray._guard import BudgetGuard
+
     ledger = Ledger(sqlite_url)
     _spend(sqlite_url, "other", 50.0)
     guard = BudgetGuard(
