@@ -11,6 +11,7 @@ import pandas as pd
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.analysis._sweep import RUN_COLUMNS
 from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.report._attempts import fold_attempts, retried_numbers, weakest
 from hpsearch_budget.report._forecast import PLANNED_TRIALS_KEY
 from hpsearch_budget.report._source_common import (
     Progress,
@@ -94,18 +95,7 @@ def _ledger_trials(tuning: pd.DataFrame) -> pd.DataFrame:
             **{c: tuning[c] for c in _COST_COLS},
         }
     )
-    if not rows["trial_key"].duplicated().any():
-        return rows.drop(columns="trial_key")
-    per = rows.groupby("trial_key", sort=False)
-    # first: the row's own, where first / last would skip a missing value of the window
-    out = per.nth(0).set_index("trial_key")
-    last = per.nth(-1).set_index("trial_key")
-    out["state"], out["value"] = last["state"], last["value"]
-    out["ended_at"] = last["ended_at"]
-    for col in ("steps", "wall_s", "energy_j", "co2e_g", "usd", "gpu_s"):
-        out[col] = per[col].sum(min_count=1)
-    out["energy_source"] = per["energy_source"].agg(_weakest)
-    return out.reset_index(drop=True)
+    return fold_attempts(rows, "trial_key")
 
 
 def _runs(e: pd.DataFrame) -> pd.DataFrame:
@@ -148,7 +138,9 @@ def _with_ledger(
 def _join_entries(sweep: Sweep, e: pd.DataFrame, *, ray: bool = False) -> Sweep:
     """Join the ledger rows ``e`` of the sweep's study onto its trials (:func:`_with_ledger`)."""
     tuning = e[e["phase"] == "tuning"]
-    tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray))
+    # An Optuna heartbeat retry's row counts for the first attempt, into which it is folded.
+    retried = retried_numbers(sweep.cache)
+    tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray).replace(retried))
     _note_unmatched(sweep, tuning[tuning["_n"].isna()])
     tuning = tuning.dropna(subset=["_n"])
     agg = _per_trial(tuning)
@@ -206,7 +198,7 @@ def _per_trial(tuning: pd.DataFrame) -> pd.DataFrame:
         gpu_s=("gpu_s", "sum"),
         pue=("pue", "mean"),
         g_per_kwh=("g_per_kwh", "mean"),
-        energy_source=("source", _weakest),
+        energy_source=("source", weakest),
         intensity_source=("intensity_source", "first"),
         devices=("devices", lambda s: sorted({d for x in s for d in (x or [])})),
         host=("host", "first"),
@@ -236,11 +228,3 @@ def _clear_derived(sweep: Sweep) -> None:
     sweep.cache.clear()
     if planned is not None:
         sweep.cache[PLANNED_TRIALS_KEY] = planned
-
-
-_RANK = {"measured": 0, "integrated": 1, "replayed": 2, "estimated": 3}
-
-
-def _weakest(s: pd.Series) -> str | None:
-    vals = [v for v in s if isinstance(v, str) and v in _RANK]
-    return max(vals, key=_RANK.__getitem__) if vals else None

@@ -34,6 +34,7 @@ from hpsearch_budget._out_file import is_sqlite_file
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger._shareable import STUDY_ATTR
+from hpsearch_budget.report._attempts import FAILED_TRIAL_ATTR, fold_retries, keep_retries
 from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY
 from hpsearch_budget.report._recorded_ledger import RECORDED_LEDGER_KEY, join_ledger
 from hpsearch_budget.report._source_common import (
@@ -200,7 +201,7 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     ).all()
     dirs = sorted(dirs)
     direction = "maximize" if dirs and str(dirs[0][1]).upper().endswith("MAXIMIZE") else "minimize"
-    trials = _rdb_trials(conn, p)
+    trials, retried = _rdb_trials(conn, p)
     attrs = conn.execute(
         sa.text(
             "SELECT key, value_json FROM study_user_attributes "
@@ -210,13 +211,14 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     ).all()
     sweep = Sweep(
         study=name,
-        trials=trials.drop(columns=["trial_id"]),
+        trials=fold_retries(trials.drop(columns=["trial_id"]), retried),
         direction=direction,
         source_kind="optuna",
         source=_redact(url),
         notes=["multi-objective study: the first objective is analysed"] if len(dirs) > 1 else [],
     )
     _keep_study_attrs(sweep, {key: json.loads(value) for key, value in attrs})
+    keep_retries(sweep, retried)
     return sweep
 
 
@@ -233,8 +235,9 @@ def _keep_study_attrs(sweep: Sweep, attrs: dict[str, Any]) -> None:
 _OF_STUDY = "JOIN trials t ON t.trial_id = x.trial_id WHERE t.study_id = :s"
 
 
-def _rdb_trials(conn: sa.Connection, p: dict[str, Any]) -> pd.DataFrame:
-    """The study's trials (by ``trial_id``), each with its value, params, steps and energy."""
+def _rdb_trials(conn: sa.Connection, p: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, int]]:
+    """The study's trials (by ``trial_id``), each with its value, params, steps and energy;
+    and its heartbeat retries: {retry's number: first attempt's}."""
     trials = pd.DataFrame(
         conn.execute(
             sa.text(
@@ -258,7 +261,9 @@ def _rdb_trials(conn: sa.Connection, p: dict[str, Any]) -> pd.DataFrame:
     for col in ("started_at", "ended_at"):
         trials[col] = pd.to_datetime(trials[col], utc=True, format="ISO8601")
     _energy_from_attrs(trials, [attr.get(t, {}) for t in tids])
-    return trials
+    number_of = dict(zip(tids, trials["number"], strict=True))
+    retried = {int(number_of[tid]): first for tid, first in _rdb_retries(conn, p).items()}
+    return trials, retried
 
 
 def _rdb_values(conn: sa.Connection, p: dict[str, Any]) -> dict[int, float]:
@@ -328,6 +333,19 @@ def _rdb_energy_attrs(conn: sa.Connection, p: dict[str, Any]) -> dict[int, dict[
     return attr
 
 
+def _rdb_retries(conn: sa.Connection, p: dict[str, Any]) -> dict[int, int]:
+    """Each heartbeat retry's first attempt (its ``failed_trial`` system attribute), by the
+    retry's ``trial_id``."""
+    retries = conn.execute(
+        sa.text(
+            f"SELECT x.trial_id, x.value_json FROM trial_system_attributes x {_OF_STUDY} "
+            "AND x.key = :k"
+        ),
+        {**p, "k": FAILED_TRIAL_ATTR},
+    ).all()
+    return {int(tid): int(json.loads(vjson)) for tid, vjson in retries}
+
+
 def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
     import optuna
 
@@ -359,7 +377,10 @@ def sweep_from_frozen(
     """A :class:`Sweep` from Optuna ``FrozenTrial`` objects (any storage, or a study in memory)."""
     rows = []
     attrs = []
+    retried = {}
     for t in frozen:
+        if FAILED_TRIAL_ATTR in t.system_attrs:
+            retried[t.number] = int(t.system_attrs[FAILED_TRIAL_ATTR])
         rows.append(
             {
                 "number": t.number,
@@ -390,7 +411,9 @@ def sweep_from_frozen(
         trials[col] = pd.to_datetime(trials[col], utc=True)
     _energy_from_attrs(trials, attrs)
     notes = ["multi-objective study: the first objective is analysed"] if multi else []
-    return Sweep(name, trials, direction, source_kind, source, notes=notes)
+    sweep = Sweep(name, fold_retries(trials, retried), direction, source_kind, source, notes=notes)
+    keep_retries(sweep, retried)
+    return sweep
 
 
 def load_optuna_journal(

@@ -18,7 +18,8 @@ import optuna
 import pytest
 
 from hpsearch_budget.ledger import Ledger
-from hpsearch_budget.report import load_sweep
+from hpsearch_budget.report import load_sweep, sweep_from_frozen
+from hpsearch_budget.units import kwh_to_j
 
 WORKER = Path(__file__).with_name("retry_worker_g.py")
 
@@ -29,8 +30,11 @@ def _worker(storage: str, ledger_url: str, mode: str) -> subprocess.Popen[bytes]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-@pytest.mark.slow
-def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def retried(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, bytes]:
+    """A study whose trial 0's worker was killed and whose trial 1 retried it: the storage and
+    ledger URLs and the second worker's output."""
+    tmp_path = tmp_path_factory.mktemp("retry")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     optuna.create_study(study_name="s", storage=storage, direction="maximize")
@@ -51,7 +55,16 @@ def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(tmp_path: Path
     second = _worker(storage, ledger_url, "run")
     out, _ = second.communicate(timeout=120)
     assert second.returncode == 0, out.decode()
+    ledger.close()
+    return storage, ledger_url, out
 
+
+@pytest.mark.slow
+def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(
+    retried: tuple[str, str, bytes],
+) -> None:
+    storage, ledger_url, out = retried
+    ledger = Ledger(ledger_url)
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert trials[1].system_attrs["failed_trial"] == 0  # Optuna's own link
@@ -77,3 +90,32 @@ def test_a_heartbeat_retry_is_one_trial_charged_for_both_attempts(tmp_path: Path
     assert trial["number"] == 0 and trial["state"] == "complete"
     assert trial["value"] == pytest.approx(trials[1].value)
     assert trial["energy_j"] == pytest.approx(dead["energy_j"] + retry["energy_j"])
+
+
+@pytest.mark.slow
+def test_the_study_alone_counts_a_retried_trial_once(retried: tuple[str, str, bytes]) -> None:
+    """Without the ledger (the trials' user attributes, as ``hpaudit report --no-ledger``) the
+    retry is folded into its first attempt too, as in the ledger's report; joined with the
+    ledger, the one trial is charged for both attempts' rows."""
+    storage, ledger_url, _ = retried
+    study = optuna.load_study(study_name="s", storage=storage)
+    dead, retry = study.trials
+    assert "energy_kwh" not in dead.user_attrs  # killed: only the ledger knows its energy
+    from_attrs = [
+        load_sweep(storage, find_ledger=False),  # the SQL reader
+        sweep_from_frozen("s", study.trials, direction="maximize"),  # Optuna's own loader
+    ]
+    for sweep in from_attrs:
+        assert len(sweep.trials) == 1
+        trial = sweep.trials.iloc[0]
+        assert trial["number"] == 0 and trial["state"] == "complete"
+        assert trial["value"] == pytest.approx(retry.value)
+        assert trial["energy_j"] == pytest.approx(kwh_to_j(retry.user_attrs["energy_kwh"]))
+        assert trial["steps"] == 1 + 3  # the dead attempt's report and the retry's three
+        assert any("retried after a worker died" in note for note in sweep.notes)
+
+    rows = Ledger(ledger_url).entries(study="s")
+    joined = load_sweep(storage)  # the ledger the study records
+    assert len(joined.trials) == 1
+    assert joined.trials.iloc[0]["energy_j"] == pytest.approx(rows["energy_j"].sum())
+    assert not any("match no trial" in note for note in joined.notes)
