@@ -10,6 +10,12 @@ so the pruner, the callback and the objective of a sweep stat it once between th
 An edit that breaks the file (bad TOML, an unknown key) or removes it does not stop a running
 sweep: the last good policy stays in force, one warning names the file and the problem, and a
 fixed file is picked up as any edit is. A :class:`Policy` passed as an object never changes.
+
+A sweep that found no file at its start looks for one at the same cadence, where it would have
+found it (``$HPAUDIT_POLICY``, else ``hpaudit.toml`` / ``[tool.hpaudit]`` from the working
+directory of the start upwards): a lab admin may add the policy to a sweep already running. A
+file that appears is applied like an edit (a malformed one: one warning, no caps meanwhile),
+and followed from then on.
 """
 
 from __future__ import annotations
@@ -46,13 +52,22 @@ def _signature(path: Path) -> _Signature | None:
 class LivePolicy:
     """The policy a sweep enforces now: ``current()`` re-reads its file after an edit.
 
-    ``path`` None (a policy given as an object, or no file found): the policy never changes.
+    ``path`` None and no ``search`` (a policy given as an object): the policy never changes.
+    ``search`` (no file was found at the start): the folder to look for one from, until found.
     """
 
     def __init__(
-        self, policy: Policy, path: Path | None = None, signature: _Signature | None = None
+        self,
+        policy: Policy,
+        path: Path | None = None,
+        signature: _Signature | None = None,
+        *,
+        search: Path | None = None,
     ) -> None:
         self.path = path
+        self._search = search
+        # Set once: the hot path of a policy that never changes stays one attribute test.
+        self._fixed = path is None and search is None
         self._policy = policy
         self._signature = signature
         self._problem: str | None = None  # what is wrong with the file now (warned once)
@@ -61,13 +76,29 @@ class LivePolicy:
 
     def current(self) -> Policy:
         """The policy in force: the file's, as of at most ``CHECK_S`` seconds ago."""
-        if self.path is None or time.monotonic() < self._next:
+        if self._fixed or time.monotonic() < self._next:
             return self._policy
         with self._lock:
             if time.monotonic() >= self._next:
-                self._refresh(self.path)
+                path = self.path if self.path is not None else self._look_for_file()
+                if path is not None:
+                    self._refresh(path)
                 self._next = time.monotonic() + CHECK_S
         return self._policy
+
+    def _look_for_file(self) -> Path | None:
+        """The policy file that has appeared where the sweep looked at its start, adopted as
+        this policy's file; None while there is none (or two that clash: warned once)."""
+        from hpsearch_budget.policy._load import find_policy
+
+        try:
+            found = find_policy(self._search)
+        except InvalidPolicyError as exc:  # hpaudit.toml and [tool.hpaudit] in one folder
+            self._broken(str(exc))
+            return None
+        if found is not None:
+            self.path = found.absolute()
+        return self.path
 
     def _refresh(self, path: Path) -> None:
         signature = _signature(path)
@@ -100,14 +131,14 @@ class LivePolicy:
         self._problem = problem
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # A pickled sweep (Tuner.restore, a worker process) follows the same file again,
-        # starting from the last good policy.
-        return _unpickle, (self._policy, self.path)
+        # A pickled sweep (Tuner.restore, a worker process) follows the same file again (or
+        # looks for one in the same place), starting from the last good policy.
+        return _unpickle, (self._policy, self.path, self._search)
 
 
-def _unpickle(policy: Policy, path: Path | None) -> LivePolicy:
+def _unpickle(policy: Policy, path: Path | None, search: Path | None = None) -> LivePolicy:
     if path is None:
-        return LivePolicy(policy)
+        return LivePolicy(policy) if search is None else _searching(policy, search)
     live = _shared(policy, path, None)
     live._next = -float("inf")  # the file may have changed while it was pickled
     return live
@@ -115,6 +146,7 @@ def _unpickle(policy: Policy, path: Path | None) -> LivePolicy:
 
 _lock = threading.Lock()
 _watched: dict[Path, LivePolicy] = {}
+_searches: dict[Path, LivePolicy] = {}  # by the folder a file is looked for from
 
 
 def _shared(policy: Policy, path: Path, signature: _Signature | None) -> LivePolicy:
@@ -127,6 +159,17 @@ def _shared(policy: Policy, path: Path, signature: _Signature | None) -> LivePol
         elif signature is not None:  # just read, valid: newer than what it holds
             with live._lock:
                 live._policy, live._signature, live._problem = policy, signature, None
+    return live
+
+
+def _searching(policy: Policy, folder: Path) -> LivePolicy:
+    """The process's one :class:`LivePolicy` that looks for a policy file from ``folder``: the
+    pieces of a sweep share its look, as they share a file's."""
+    key = folder.absolute()
+    with _lock:
+        live = _searches.get(key)
+        if live is None or live.path is not None:  # none yet, or it found a file since
+            live = _searches[key] = LivePolicy(policy, search=key)
     return live
 
 
@@ -151,8 +194,8 @@ def follow_policy(policy: Any) -> LivePolicy | None:
     path = Path(policy) if policy is not None else find_policy()
     signature = _signature(path) if path is not None else None  # before reading: no edit lost
     loaded = load_policy(policy)
-    if path is None:  # no file anywhere: nothing to follow
-        return LivePolicy(loaded)
+    if path is None:  # no file anywhere yet: look for one while the sweep runs
+        return _searching(loaded, Path.cwd())
     return _shared(loaded, path, signature)
 
 

@@ -19,7 +19,7 @@ from hpsearch_budget import Budget
 from hpsearch_budget.ledger import Ledger, Scope
 from hpsearch_budget.meters import ReplayMeter
 from hpsearch_budget.optuna import BudgetPruner, metered, optimize
-from hpsearch_budget.policy import read_policy
+from hpsearch_budget.policy import parse_policy, read_policy
 from hpsearch_budget.policy._reload import CHECK_S
 from hpsearch_budget.units import j_to_kwh
 
@@ -187,3 +187,67 @@ def test_warn_again_when_an_edit_changes_a_passed_caps_value(lab, url, caplog, r
     assert len(project) == 2, project
     assert "cap (1.389e-05 kWh)" in project[0] and "cap (1.667e-05 kWh)" in project[1]  # 50, 60 J
     assert len(user) == 1, user
+
+
+@pytest.fixture
+def no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder without a policy file (none above it either), made the working
+    directory."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def _created(path: Path, text: str) -> Callable[[], None]:
+    return lambda: path.write_text(text)
+
+
+@pytest.mark.parametrize("name", ["hpaudit.toml", "pyproject.toml"])
+def test_a_policy_file_created_mid_sweep_applies(no_file, url, name, replay_objective):
+    """No file at the start; the lab admin adds one at trial 2 (hpaudit.toml, or a
+    [tool.hpaudit] table in pyproject.toml): its cap, below what is spent (60 J), prunes trial
+    2 at its next report and ends the sweep, as an edit would."""
+    policy = 'on_exceed = "stop"\n' + _cap("project", 50.0)
+    if name == "pyproject.toml":
+        policy = '[project]\nname = "x"\n\n[tool.hpaudit]\n' + policy.replace(
+            "[caps.project]", "[tool.hpaudit.caps.project]"
+        )
+    study, run = _sweep(replay_objective, url, "created", {2: _created(no_file / name, policy)})
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.COMPLETE] * 2
+    assert states[2] == TrialState.PRUNED
+    assert "project 'nlp' monthly energy cap" in study.trials[2].user_attrs["hpaudit_prune_reason"]
+    assert run.stopped is not None and "project 'nlp' monthly energy cap" in run.stopped
+
+
+def test_a_malformed_new_file_warns_once_and_its_fix_applies(
+    no_file, url, caplog, replay_objective
+):
+    """The file appears broken at trial 1 (looked at twice): one warning naming it, and the
+    sweep runs on with no caps; the fixed file (trial 3) ends it."""
+    path = no_file / "hpaudit.toml"
+    edits = {
+        1: _created(path, 'on_exceed = "stop"\n[caps.project\nenergy_kwh = 1\n'),
+        2: lambda: None,
+        3: _created(path, 'on_exceed = "stop"\n' + _cap("project", 50.0)),
+    }
+    with caplog.at_level(logging.WARNING, logger="hpsearch_budget"):
+        study, run = _sweep(replay_objective, url, "created-broken", edits)
+    states = [t.state for t in study.trials]
+    assert states[:3] == [TrialState.COMPLETE] * 3  # past 50 J: the broken file set no cap
+    assert states[3] == TrialState.PRUNED
+    assert run.stopped is not None and "project 'nlp' monthly energy cap" in run.stopped
+    warnings = _policy_warnings(caplog)
+    assert len(warnings) == 1 and str(path) in warnings[0] and "not valid TOML" in warnings[0]
+
+
+def test_opted_out_and_given_policies_ignore_a_created_file(no_file, url):
+    given = BudgetPruner(BIG, url, policy=parse_policy('on_exceed = "warn"\n'))
+    opted_out = BudgetPruner(BIG, url, policy=False)
+    found = BudgetPruner(BIG, url)  # no file yet: the empty policy
+    (no_file / "hpaudit.toml").write_text('on_exceed = "stop"\n' + _cap("project", 50.0))
+    _wait_for_check()
+    assert given.policy is not None and given.policy.on_exceed == "warn"
+    assert opted_out.policy is None
+    assert found.policy is not None and found.policy.on_exceed == "stop"
