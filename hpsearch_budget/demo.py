@@ -1,4 +1,4 @@
-"""``make demo``: a real budgeted sweep, end to end, in about a minute on 2 cores.
+"""``make demo``: a real budgeted sweep, end to end, in about 20 s on 2 cores.
 
 A scikit-learn ``MLPClassifier`` on the handwritten digits scikit-learn ships, tuned by Optuna
 (TPE) and trained one epoch at a time with ``partial_fit``, so each epoch reports its
