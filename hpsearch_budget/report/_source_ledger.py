@@ -156,7 +156,8 @@ def _join_entries(sweep: Sweep, e: pd.DataFrame, *, ray: bool = False) -> Sweep:
 
 def _states_from_ledger(trials: pd.DataFrame, fates: pd.Series, ray: bool) -> None:
     """Trial fates the ledger knows better, in place. A Ray folder calls every trial that
-    ended ``done`` complete, although a budget may have stopped it (the ledger says pruned);
+    went as far as the longest one complete, although a budget may have stopped it (the ledger
+    says pruned), and every shorter one pruned, although it may have stopped by itself;
     an Optuna trial whose worker was killed stays RUNNING in Optuna's storage for ever (the
     ledger says killed). ``fates``: the ledger status per trial number."""
     ledger_state = trials["number"].astype("float64").map(fates)

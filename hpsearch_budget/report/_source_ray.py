@@ -134,7 +134,7 @@ def _ray_row(d: Path, res: list[dict[str, Any]], metric: str, max_iter: int) -> 
     end = float(last.get("timestamp", start))
     return {
         "trial_id": str(last.get("trial_id", d.name)),
-        "state": _ray_state(d, last, it, max_iter),
+        "state": _ray_state(d, it, max_iter),
         "value": _num(last.get(metric)),
         "params": _ray_params(d, last),
         "started_at": datetime.fromtimestamp(start, UTC),
@@ -158,13 +158,25 @@ def _ray_params(d: Path, last: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ray_state(d: Path, last: Mapping[str, Any], it: int, max_iter: int) -> str:
-    """failed (an error file), complete (done, or as far as the longest trial), else pruned."""
+def _ray_state(d: Path, it: int, max_iter: int) -> str:
+    """failed (an error file), complete (as far as the longest trial), else pruned."""
     if (d / "error.txt").exists() or (d / "error.pkl").exists():
         return "failed"
-    if last.get("done") or it >= max_iter:
-        return "complete"
-    return "pruned"
+    # Not ``done``: Tune marks the last result of a trial it stopped (scheduler, stopper)
+    # ``done`` too, so every trial ASHA cut short would count as complete.
+    return "complete" if it >= max_iter else "pruned"
+
+
+def note_ray_fates(sweep: Sweep) -> None:
+    """Say how the fates were read when no ledger tells them (:func:`_ray_state`)."""
+    short = sweep.trials["state"].eq("pruned")
+    if short.any():
+        sweep.notes.append(
+            f"{int(short.sum())} trial(s) ended before the longest trial's "
+            f"{int(sweep.trials['steps'].max())} iterations and count as stopped by Tune "
+            "(pruned): a Ray Tune folder does not record whether a trial stopped by itself; "
+            "pass --ledger URL for the fates the ledger recorded"
+        )
 
 
 def _ray_study(lasts: Iterable[Mapping[str, Any]], folder: Path) -> str:

@@ -45,7 +45,7 @@ from hpsearch_budget.report._source_common import (
     _redact,
 )
 from hpsearch_budget.report._source_ledger import _with_ledger, load_ledger
-from hpsearch_budget.report._source_ray import load_ray
+from hpsearch_budget.report._source_ray import load_ray, note_ray_fates
 
 _OPTUNA_STATES = {
     "COMPLETE": "complete",
@@ -83,6 +83,8 @@ def load_sweep(
     if "://" not in source and path.is_dir():
         sweep = load_ray(path, metric=metric, direction=direction, progress=progress)
         _check_ray_study(sweep, study)
+        if ledger is None:
+            note_ray_fates(sweep)
         return _with_ledger(sweep, ledger, progress, ray=True, named=ledger is not None)
     if metric is not None:
         raise HpauditInputError(

@@ -113,7 +113,8 @@ def write_ray_folder(root: Path, n: int = 6, *, metric: str = "loss") -> Path:
                         "timestamp": 1_700_000_000 + 100 * i + 10 * it,
                         "time_this_iter_s": 10.0,
                         "trial_id": f"t{i:05d}",
-                        "done": it == 4,
+                        # Tune marks the last result done, of a trial it stopped too
+                        "done": it == iters,
                         "hostname": "node-1",
                         # keys hpsearch_budget.ray.metered adds: the window's cost so far
                         "energy_j": 3600.0 * it,

@@ -96,6 +96,29 @@ def test_ray_folder(tmp_path: Path) -> None:
     assert math.isfinite(sw.trials.loc[0, "value"])
 
 
+def test_a_ray_trial_tune_stopped_is_pruned_not_complete(tmp_path: Path) -> None:
+    """Tune marks the last result of a trial a scheduler stopped ``done`` (trial 1 of the
+    folder, 2 of 4 iterations), as it does a finished one's: only the length tells them apart."""
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement
+
+    exp = write_ray_folder(tmp_path)
+    sw = load_sweep(str(exp), direction="minimize")
+    assert sw.trials["state"].tolist() == ["complete", "pruned", *["complete"] * 4]
+    (note,) = [n for n in sw.notes if "stopped by Tune" in n]
+    assert note.startswith("1 trial(s) ended before the longest trial's 4 iterations")
+    assert "--ledger URL" in note
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    led = Ledger(url)
+    for i in range(6):  # the ledger knows: trial 1 stopped by itself
+        w = led.open_window("exp", f"exp:t{i:05d}")
+        led.finalize(w, Measurement(1.0, {"cpu": 5.0}), status="complete")
+    led.close()
+    sw = load_sweep(str(exp), ledger=url, direction="minimize")
+    assert sw.trials["state"].eq("complete").all()
+    assert not [n for n in sw.notes if "stopped by Tune" in n]
+
+
 def test_ray_folder_needs_a_metric_when_ambiguous(tmp_path: Path) -> None:
     exp = write_ray_folder(tmp_path)
     for f in exp.glob("*/result.json"):
@@ -156,9 +179,9 @@ def test_ray_folder_joins_the_ledger_on_trial_id(tmp_path: Path) -> None:
 
 
 def test_the_ledger_knows_fates_and_rows_the_source_does_not(tmp_path: Path) -> None:
-    """A Ray trial a budget stopped ends ``done`` in its folder (pruned in the ledger); a
-    trial that wrote no result has a ledger row only; an Optuna trial whose worker was killed
-    stays RUNNING in Optuna's storage (killed in the ledger, once reaped)."""
+    """A Ray trial a budget stopped at its last step is complete in its folder (pruned in the
+    ledger); a trial that wrote no result has a ledger row only; an Optuna trial whose worker
+    was killed stays RUNNING in Optuna's storage (killed in the ledger, once reaped)."""
     from datetime import UTC, datetime, timedelta
 
     import optuna
