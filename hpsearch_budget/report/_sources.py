@@ -189,7 +189,7 @@ def load_optuna_rdb(url: str, *, study: str | None = None, progress: Progress = 
                 progress(f"fast reader failed ({type(exc).__name__}); using Optuna's loader")
     finally:
         engine.dispose()
-    return _load_with_optuna(url, name)
+    return _load_with_optuna(url, name, _redact(url))
 
 
 def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
@@ -348,7 +348,9 @@ def _rdb_retries(conn: sa.Connection, p: dict[str, Any]) -> dict[int, int]:
     return {int(tid): int(json.loads(vjson)) for tid, vjson in retries}
 
 
-def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
+def _load_with_optuna(storage: Any, name: str | None, source: str) -> Sweep:
+    """Study ``name`` through Optuna's own loader; ``source``: what the report calls it (a URL
+    with its password hidden, a journal's path)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -360,7 +362,7 @@ def _load_with_optuna(storage: Any, name: str | None) -> Sweep:
         study.get_trials(deepcopy=False),
         direction=study.directions[0].name.lower(),
         source_kind="optuna",
-        source=storage if isinstance(storage, str) else "journal file",
+        source=source,
         multi=len(study.directions) > 1,
     )
     _keep_study_attrs(sweep, study.user_attrs)
@@ -434,7 +436,7 @@ def load_optuna_journal(
                 f"{str(path)!r} holds no Optuna study: it is empty or not an Optuna journal "
                 "file; give a journal (.log), an SQLite file or a storage URL"
             )
-        return _load_with_optuna(storage, study)
+        return _load_with_optuna(storage, study, str(path))
     except HpauditInputError:
         raise
     except Exception as exc:

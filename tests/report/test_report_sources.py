@@ -29,7 +29,7 @@ def _same_trials(a, b) -> None:  # type: ignore[no-untyped-def]
 def test_fast_sql_reader_equals_optunas_loader(study_db: tuple[str, str]) -> None:
     url, _ = study_db
     fast = load_sweep(url)
-    _same_trials(fast, _load_with_optuna(url, "sweep"))
+    _same_trials(fast, _load_with_optuna(url, "sweep", url))
     assert fast.trials["energy_source"].eq("estimated").all()
     assert fast.trials["energy_j"].to_list() == pytest.approx(
         [energy_j(0, p["y"]) for p in fast.trials["params"]]
@@ -75,6 +75,7 @@ def test_journal_file(tmp_path: Path) -> None:
     make_metered_study(storage, None, attrs=True, n=8)  # type: ignore[arg-type]
     sw = load_sweep(str(path))
     assert sw.source_kind == "optuna" and len(sw.trials) == 8 and sw.has_energy
+    assert sw.source == str(path)  # the report names the journal it read
 
 
 def test_postgres_storage(pg_url: str) -> None:
@@ -231,6 +232,29 @@ def test_schema_drift_falls_back_to_optunas_loader(
     slow = load_sweep(url, progress=messages.append)
     _same_trials(fast, slow)
     assert any("Optuna's loader" in m for m in messages)
+
+
+def test_optunas_loader_hides_the_password_as_the_fast_reader_does(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    from hpsearch_budget.report import _sources
+
+    parsed = sa.engine.make_url(pg_url)
+    secret = parsed.password or "not-checked-under-trust"  # .ci/run's server trusts loopback
+    url = parsed.set(password=secret).render_as_string(hide_password=False)
+    optuna.create_study(study_name="s", storage=url).optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2
+    )
+    fast = load_sweep(url)
+
+    def drifted(*args: object) -> None:
+        raise KeyError("a column a future Optuna renamed")
+
+    monkeypatch.setattr(_sources, "_read_rdb", drifted)
+    slow = load_sweep(url)
+    assert secret not in fast.source and slow.source == fast.source
 
 
 def test_partial_ledger_keeps_attribute_energy_for_the_rest(
