@@ -38,11 +38,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.meters.base import Measurement, Meter, Reading, Source
 from hpsearch_budget.meters.estimate import ProcessTree
+
+if TYPE_CHECKING:
+    from hpsearch_budget.ledger import Ledger
 
 CpuSplit = Literal["capacity", "used"]
 
@@ -198,6 +201,7 @@ class Attributor:
         self._gpus: dict[str, Mapping[str, float]] = {}
         self._totals: dict[str, Measurement] = {}
         self.idle = Measurement(0.0)
+        self._unrecorded = Measurement(0.0)  # idle not yet written by record_idle
 
     def start(
         self,
@@ -261,7 +265,33 @@ class Attributor:
         for key, part in split.by_trial.items():
             self._totals[key] = self._totals[key] + part
         self.idle = self.idle + split.idle
+        self._unrecorded = self._unrecorded + split.idle
         return split
+
+    def record_idle(
+        self,
+        ledger: Ledger,
+        study: str,
+        *,
+        project: str | None = None,
+        user: str | None = None,
+    ) -> int | None:
+        """Write the idle not yet recorded (settled first) to ``ledger`` as one finished row of
+        ``study`` with phase ``idle``, so that the study's rows add up to what the meter
+        measured; its window id, or None when there was nothing new. For trials metered in
+        one process by this attributor and written to the ledger by hand: call it at the end,
+        or now and then. :attr:`idle` stays the total since the first call."""
+        from hpsearch_budget.ledger._idle import write_idle
+
+        with self._lock:
+            self._settle()
+            idle, self._unrecorded = self._unrecorded, Measurement(0.0)
+        try:
+            return write_idle(ledger, study, idle, project=project, user=user)
+        except BaseException:
+            with self._lock:  # not written: the next call writes it
+                self._unrecorded = idle + self._unrecorded
+            raise
 
 
 def _cpu_clock(

@@ -14,7 +14,7 @@ carbon is the recorded ``co2e_g`` of each row, else facility kWh x the assumed i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -285,6 +285,9 @@ def rnd_cost(
             notes.append(f"{phase}: {len(recorded)} run(s) recorded in the ledger")
         else:
             phases.append(projected_phase(phase, chosen, factor, a))
+    idle = _idle_phase(runs, a, notes)
+    if idle is not None:  # last: tuning, final, seed keep their places
+        phases.append(idle)
     if chosen is None:
         notes.append("no complete trial: final training and seed reruns cannot be projected")
     unknown = [p.phase for p in phases[1:] if p.basis == "none" and p.runs > 0]
@@ -310,6 +313,21 @@ def rnd_cost(
     return RndCost(
         phases, total, None if chosen is None else int(chosen["number"]), a, what_ifs, notes
     )
+
+
+def _idle_phase(runs: pd.DataFrame, a: Assumptions, notes: list[str]) -> PhaseCost | None:
+    """The ``idle`` rows a ledger recorded (what the meter measured while no trial of the
+    sweep ran) as a phase of no runs, or None when there are none."""
+    recorded = runs[runs["phase"] == "idle"] if len(runs) else runs
+    if not len(recorded):
+        return None
+    idle = replace(measured_phase("idle", _as_trials(recorded), a), runs=0.0)
+    notes.append(
+        f"idle between trials: {len(recorded)} ledger row(s), what the meter measured while no "
+        "trial ran (sampler, storage, devices idling); in the total, not a trial; a "
+        "'more tuning trials' what-if adds it per trial"
+    )
+    return idle
 
 
 def _as_trials(runs: pd.DataFrame) -> pd.DataFrame:
@@ -355,9 +373,12 @@ def _what_ifs(
     known = n - tuning.runs_without_energy
     extra = more_trials if more_trials is not None else n
     if extra > 0 and known > 0 and math.isfinite(tuning.energy_kwh_pue):
-        # The sweep's mean cost per trial, pruned and failed trials included.
-        kwh = total.energy_kwh_pue + extra * tuning.energy_kwh_pue / known
-        co2 = total.co2e_g + extra * tuning.co2e_g / known
+        # The sweep's mean cost per trial, pruned and failed trials included, and the idle
+        # between trials: more trials, more gaps between them.
+        idle = next((p for p in phases if p.phase == "idle"), None)
+        idle_kwh, idle_co2 = (idle.energy_kwh_pue, idle.co2e_g) if idle else (math.nan,) * 2
+        kwh = total.energy_kwh_pue + extra * _sum(tuning.energy_kwh_pue, idle_kwh) / known
+        co2 = total.co2e_g + extra * _sum(tuning.co2e_g, idle_co2) / known
         out.append(
             WhatIf(
                 f"with {extra} more tuning trials",

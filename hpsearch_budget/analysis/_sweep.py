@@ -43,7 +43,11 @@ TRIAL_COLUMNS: dict[str, str] = {
     "host": "object",
 }
 
-#: Columns of :attr:`Sweep.runs` (final training and seed reruns recorded in a ledger).
+#: Ledger phases of :attr:`Sweep.runs`: final training, seed reruns, and idle windows (what
+#: the meter measured between trials, in the R&D total but never a trial).
+RUN_PHASES = ("final", "seed", "idle")
+
+#: Columns of :attr:`Sweep.runs` (final training, seed reruns and idle recorded in a ledger).
 RUN_COLUMNS = (
     "phase",
     "status",

@@ -40,6 +40,13 @@ final row (:meth:`Ledger.finalize` with ``step=``). A killed worker's row keeps 
 its last write: at most ``max(min_checkpoint_interval_s, one report interval)`` is lost, within
 one checkpoint interval.
 
+Idle: what the meter measures while none of this process's trials runs (the sampler, Optuna's
+storage, devices idling) is kept by the shared meter and written as one finished ledger row of
+``phase="idle"`` (``trial_key`` ``"idle:<host>:<pid>:<n>"``, no trial number) once such gaps add
+up to ``checkpoint_interval_s``, checked as a trial starts; :meth:`MeteredObjective.record_idle`
+writes the rest (``optimize()`` calls it at the sweep's end). A gap longer than
+``checkpoint_interval_s`` (a notebook idle between two sweeps) is not the sweep's: not kept.
+
 Example:
 
     >>> import optuna
@@ -75,10 +82,11 @@ from optuna.trial import Trial
 from hpsearch_budget.budget import Budget, Cost
 from hpsearch_budget.budget._accounting import Accounting, fits, used_fraction
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger._idle import write_idle
 from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._ledger_attr import record_ledger_once
 from hpsearch_budget.optuna._limits import require_budget, spent_label
-from hpsearch_budget.optuna._metering import shared_meter
+from hpsearch_budget.optuna._metering import SharedMeter, shared_meter
 from hpsearch_budget.optuna._objective_checks import (
     ObjectiveValueError,
     check_directions,
@@ -182,6 +190,8 @@ class MeteredObjective:
         state = _state.study_state(self.ledger, name, self.max_steps)
         meter = shared_meter(self.meter)
         project, user = self._identity(name)
+        if meter.idle_wall_s >= self.checkpoint_interval_s:  # at most once per interval
+            self._record_idle(name, meter)
         budgeted = self.budget is not None or enforces_caps(self.policy)
         key = f"{name}:{first_attempt(trial)}"  # a heartbeat retry joins its first attempt
         if key != f"{name}:{trial.number}":  # before reserving: it frees the dead one's
@@ -201,7 +211,7 @@ class MeteredObjective:
         # The meter window opens once the trial may run (after the row exists: a failed open
         # leaves no window behind). A trial waiting for room in the budget takes no share of
         # what the running trials spend (n_jobs > 1): _reserve, then run.start().
-        token = meter.open() if reserved or not budgeted else None
+        token = meter.open(self.checkpoint_interval_s) if reserved or not budgeted else None
         live = _state.LiveTrial(name, trial.number, window_id, wall_clock=meter.meter.wall_clock)
         if reserved and first is not None:
             live.reserved = first[0]
@@ -320,6 +330,32 @@ class MeteredObjective:
                 self.callback_error = exc
             _log.error("stopping study %r: the budget callback failed: %s", study.study_name, exc)
             _stop(study)
+
+    # -- idle between trials ------------------------------------------------------------------
+    def record_idle(self, study: optuna.Study) -> None:
+        """Write what the meter measured between this process's trials and has not yet been
+        written as an ``idle`` row of ``study`` (:func:`hpsearch_budget.optuna.optimize` calls
+        it when the sweep ends). Trials write theirs once ``checkpoint_interval_s`` of such
+        gaps has accumulated."""
+        self._record_idle(study.study_name, shared_meter(self.meter))
+
+    def _record_idle(self, study: str, meter: SharedMeter) -> None:
+        """One ``idle`` ledger row for what ``meter`` kept; a ledger that cannot take it now
+        gets it back into the meter (written with the next one), and the sweep goes on."""
+        idle = meter.take_idle(self.checkpoint_interval_s)
+        project, user = self._identity(study)
+        try:
+            write_idle(
+                self.ledger,
+                study,
+                idle,
+                project=project,
+                user=user,
+                checkpoint_interval_s=self.checkpoint_interval_s,
+            )
+        except Exception as exc:  # e.g. the database is locked past its timeout
+            meter.keep_idle(idle)
+            _log.warning("study %r: idle between trials not written yet (%s); kept", study, exc)
 
     # -- reservations -------------------------------------------------------------------------
     def _stops_on(self, index: int) -> bool:

@@ -5,11 +5,19 @@ sees their summed energy. Reading it per trial would charge each trial for all f
 every read advances one shared reading and splits the energy since the previous read equally
 between the windows open during that interval, so the trials' energies add up to what the
 meter measured (conservation) and none is counted twice.
+
+What the meter measures while none of the process's windows is open (between trials: the
+sampler, Optuna's storage, a GPU idling) is kept as idle (:meth:`SharedMeter.take_idle`), so
+that trials + idle add up to what the meter measured; ``metered`` writes it to the ledger as
+``phase="idle"`` rows. A gap longer than ``max_gap_s`` (the metered objective's
+``checkpoint_interval_s``) is not the sweep's -- a notebook idle between two ``optimize()``
+calls -- and is not kept: the next trial's window starts fresh.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
@@ -54,9 +62,16 @@ class SharedMeter:
         self._read_at = -float("inf")  # time.monotonic() of the last read
         self._open: dict[int, _Window] = {}
         self._ids = itertools.count()
+        self._idle = Measurement(0.0)
 
-    def _advance(self) -> Reading:
-        """Read the meter and hand the energy since the last read to the open windows."""
+    @property
+    def idle_wall_s(self) -> float:
+        """Seconds of idle kept and not yet taken: a lock-free read, for the trial's hot path."""
+        return self._idle.wall_s
+
+    def _advance(self, max_gap_s: float = math.inf) -> Reading:
+        """Read the meter and hand the energy since the last read to the open windows; with
+        none open, keep it as idle unless the gap is longer than ``max_gap_s``."""
         now = self.meter.read()
         if self._last is not None and self._open:
             delta = now - self._last
@@ -65,13 +80,32 @@ class SharedMeter:
                 for domain, joules in delta.by_domain.items():
                     window.by_domain[domain] = window.by_domain.get(domain, 0.0) + joules * share
                 window.sources.update(delta.sources)
+        elif self._last is not None:
+            gap = now - self._last
+            if gap.wall_s <= max_gap_s:  # longer: not the sweep's (a notebook between sweeps)
+                self._idle = self._idle + gap
         self._last, self._read_at = now, time.monotonic()
         return now
 
-    def open(self) -> int:
-        """Start a window; returns its token."""
+    def take_idle(self, max_gap_s: float = math.inf) -> Measurement:
+        """The idle kept so far, handed over and forgotten here (a sweep's end: the gap since
+        the last read is read first, when no window is open and it is not over ``max_gap_s``)."""
         with self._lock:
-            now = self._advance()
+            if not self._open and self._last is not None:
+                self._advance(max_gap_s)
+            idle, self._idle = self._idle, Measurement(0.0)
+            return idle
+
+    def keep_idle(self, idle: Measurement) -> None:
+        """Put back idle that :meth:`take_idle` handed over but could not be recorded."""
+        with self._lock:
+            self._idle = idle + self._idle
+
+    def open(self, max_gap_s: float = math.inf) -> int:
+        """Start a window; returns its token. A gap with no window open longer than
+        ``max_gap_s`` is not kept as idle."""
+        with self._lock:
+            now = self._advance(max_gap_s)
             token = next(self._ids)
             self._open[token] = _Window(
                 now.time_s, dict.fromkeys(now.energy_j, 0.0), dict(now.sources)

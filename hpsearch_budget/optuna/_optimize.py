@@ -133,6 +133,9 @@ def optimize(
     passed once (``budget`` is still enforced). Its defaults (region, PUE, price) charge the
     ledger rows unless ``ledger`` is a Ledger built with a carbon model of its own.
 
+    What the meter measured between trials is written as ``idle`` ledger rows (the last of them
+    when the sweep ends): it counts in ``spent``, never as a trial (see :func:`metered`).
+
     ``n_trials`` is recorded as the study user attribute ``n_trials`` (trials already run plus
     this call's), the plan ``hpaudit report`` forecasts the cost to finish from; the ledger's
     URL (no password) as ``hpaudit_ledger`` (by :func:`metered`), the ledger the report reads.
@@ -211,6 +214,8 @@ def optimize(
         )
     finally:
         study.pruner = original_pruner
+        # What the meter measured between the last trials is the sweep's too (conservation).
+        metered_objective.record_idle(study)
     # The study stopped on either; every finished trial kept its result in the study.
     for error in (metered_objective.ledger_error, metered_objective.callback_error):
         if error is not None:

@@ -141,7 +141,9 @@ class StudyState:
         if not pd.isna(horizon):
             since = pd.Timestamp(horizon).to_pydatetime(warn=False)
             self._since = since - timedelta(seconds=SKEW_S)
-        done = rows[finished & ~rows["id"].isin(list(self._seen))]
+        # Idle rows (what the meter measured between trials) count in spent, never as trials.
+        trials = rows["phase"] != "idle"
+        done = rows[finished & trials & ~rows["id"].isin(list(self._seen))]
         for row in done.sort_values("id").itertuples(index=False):
             self.observe(int(row.id), _row_cost(row), _row_steps(row), str(row.status))
 

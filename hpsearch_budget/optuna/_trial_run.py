@@ -113,7 +113,7 @@ class _TrialRun:
         """Open the meter window of a trial that waited for room in the budget."""
         with self.lock:
             if self.token is None:
-                self.token = self.meter.open()
+                self.token = self.meter.open(self.interval_s)
 
     def checkpoint(self, step: int | None, value: float | None, *, force: bool = False) -> Cost:
         """Measure the trial now; write the row if :meth:`_due` (or ``force``)."""

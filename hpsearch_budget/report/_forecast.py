@@ -216,6 +216,11 @@ def forecast_section(
         )
     if complete.empty:
         notes.append("no complete trial: the final training is forecast from all finished trials")
+    if len(sweep.runs) and (sweep.runs["phase"] == "idle").any():
+        notes.append(
+            "spent so far and the cost to finish count the trials only: the idle between "
+            "trials the ledger recorded is in the R&D cost"
+        )
     to_finish, total = _sweep_ranges(f, planned, have)
     n_final = len(complete) if len(complete) else len(with_energy)
     final, seed_runs = _final_ranges(f, sweep, final_epochs, seeds, have, notes, n_final)

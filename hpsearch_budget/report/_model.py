@@ -36,7 +36,7 @@ class StudyInfo(_Model):
 
 
 class PhaseRow(_Model):
-    phase: Literal["tuning", "final", "seed", "total"]
+    phase: Literal["tuning", "final", "seed", "idle", "total"]
     runs: float
     basis: str  # recorded | projected | mixed | none (measured_share says what was measured)
     hours: float | None

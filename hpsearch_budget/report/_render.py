@@ -59,7 +59,7 @@ def _basis(p: PhaseRow, chosen: int | None) -> str:
     ``chosen``: the trial final training and seed reruns are projected from (None: none)."""
     if p.basis == "none" and p.phase in ("final", "seed") and chosen is None:
         return "not projected: no complete trial"
-    if p.runs == 0:
+    if p.runs == 0 and p.phase != "idle":  # idle is no run, but it was recorded
         return "none run"
     if p.basis == "none":
         return "no energy data"
@@ -78,6 +78,13 @@ def _basis(p: PhaseRow, chosen: int | None) -> str:
     if not parts:
         return "no energy"
     return ("partly estimate (" if p.measured_share else "estimate (") + ", ".join(parts) + ")"
+
+
+def _runs_cell(p: PhaseRow) -> str:
+    """Trials or runs of a row; "-" for idle, which is none."""
+    if p.phase == "idle":
+        return "-"
+    return f"{p.runs:g}" if float(p.runs).is_integer() else _n(p.runs)
 
 
 def _cloud(p: PhaseRow) -> str:
@@ -114,12 +121,16 @@ def _rnd_tables(r: Report) -> list[Table]:
     return out
 
 
+#: R&D rows whose phase name alone would not say what they are.
+_PHASE_LABELS = {"idle": "idle between trials"}
+
+
 def _rnd_cost_table(r: Report) -> Table:
     """The paper's Tables 3/4: one row per phase and the total, each saying how obtained."""
     rows = [
         [
-            p.phase,
-            f"{p.runs:g}" if float(p.runs).is_integer() else _n(p.runs),
+            _PHASE_LABELS.get(p.phase, p.phase),
+            _runs_cell(p),
             _n(p.hours),
             _n(p.gpu_hours),
             _n(p.energy_kwh_pue),
@@ -163,8 +174,16 @@ def _assumptions_table(r: Report) -> Table:
                 "cloud price",
                 a.gpu_price or "none given (pass --gpu NAME for a cloud cost range)",
             ],
+            *_idle_assumption(r),
         ],
     )
+
+
+def _idle_assumption(r: Report) -> list[list[str]]:
+    """How the idle between trials is projected, when the ledger recorded some."""
+    if not any(p.phase == "idle" for p in r.rnd.phases):
+        return []
+    return [["idle between trials", "as recorded; per trial, so 'more tuning trials' adds it"]]
 
 
 def _what_if_table(r: Report) -> Table:

@@ -1,6 +1,7 @@
 """A ledger as a source: its tuning rows as the trials, or joined onto an Optuna or Ray sweep.
 
-Either way its ``final`` and ``seed`` rows become the sweep's runs.
+Either way its ``final`` and ``seed`` rows become the sweep's runs, and so do its ``idle``
+rows (what the meter measured between trials): in the R&D total, never a trial.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hpsearch_budget.analysis import Sweep
-from hpsearch_budget.analysis._sweep import RUN_COLUMNS
+from hpsearch_budget.analysis._sweep import RUN_COLUMNS, RUN_PHASES
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.report._attempts import fold_attempts, retried_numbers, weakest
 from hpsearch_budget.report._forecast import PLANNED_TRIALS_KEY
@@ -53,7 +54,8 @@ def load_ledger(
     direction: str | None = None,
     progress: Progress = _nothing,
 ) -> Sweep:
-    """A sweep made of a ledger's rows: ``tuning`` rows are trials, ``final``/``seed`` runs."""
+    """A sweep made of a ledger's rows: ``tuning`` rows are trials; ``final``, ``seed`` and
+    ``idle`` rows runs."""
     progress("reading ledger")
     name, e = _ledger_entries(url, study)
     tuning = e[e["phase"] == "tuning"]
@@ -99,7 +101,7 @@ def _ledger_trials(tuning: pd.DataFrame) -> pd.DataFrame:
 
 
 def _runs(e: pd.DataFrame) -> pd.DataFrame:
-    runs = e[e["phase"].isin(["final", "seed"])]
+    runs = e[e["phase"].isin(RUN_PHASES)]
     out = pd.DataFrame(
         {c: runs[c] for c in RUN_COLUMNS if c in runs.columns and c != "energy_source"}
     )

@@ -247,3 +247,27 @@ def test_share_meter_is_needed_only_for_counters_the_worker_shares() -> None:
     assert any("over the machine's 4 cores" in n for n in shared.notes)
     with pytest.raises(HpauditInputError, match="gpu_share"):
         ProcessShareMeter(own_gpu, cpu_s=lambda: 0.0, gpu_share=0.0)
+
+
+def test_attributor_writes_its_idle_to_the_ledger_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hpsearch_budget.ledger import Ledger, Scope
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    meter = ReplayMeter(power_w={"gpu:0": 200.0, "gpu:1": 100.0})
+    att = Attributor(meter)
+    att.start("a", cpu_s=lambda: 0.0, gpus={"gpu:0": 1.0})
+    meter.advance(10.0)  # gpu:1 is held by no trial: 1000 J idle
+    a = att.stop("a")
+    window = ledger.open_window("s", "s:a")
+    ledger.finalize(window, a, status="complete")
+    first = att.record_idle(ledger, "s")
+    assert att.record_idle(ledger, "s") is None  # nothing new: no second row
+    meter.advance(5.0)  # no trial at all: 1500 J idle
+    att.record_idle(ledger, "s")
+    rows = ledger.entries(study="s")
+    idle = rows[rows["phase"] == "idle"]
+    assert first is not None and next(iter(idle["id"])) == first
+    assert list(idle["energy_j"]) == [1000.0, 1500.0] and idle["trial_number"].isna().all()
+    assert att.idle.energy_j == 2500.0  # still the total since the first call
+    # The study's rows now hold all the meter measured: conservation in the ledger.
+    assert ledger.spent(Scope(study="s")).energy_j == sum(meter.read().energy_j.values())
