@@ -26,6 +26,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch_budget.analysis._merge_distributions import merge_distributions
 from hpsearch_budget.analysis._sweep import Sweep
 from hpsearch_budget.errors import HpauditInputError
 
@@ -122,16 +123,19 @@ def _hashable(value: Any) -> Any:
 
 
 def _distributions(sweep: Sweep) -> dict[str, BaseDistribution]:
-    """One distribution per parameter: the first recorded one, else one inferred from values."""
+    """One distribution per parameter: the recorded ones merged (a range changed between
+    trials is one range, :mod:`._merge_distributions`), else one inferred from the values."""
     seen: dict[str, list[Any]] = {}
-    recorded: dict[str, BaseDistribution] = {}
+    recorded: dict[str, list[BaseDistribution]] = {}
     for params, dists in zip(sweep.trials["params"], sweep.trials["distributions"], strict=True):
         for name, value in (params or {}).items():
             seen.setdefault(name, []).append(value)
-        if dists:
-            for name, d in dists.items():
-                recorded.setdefault(name, d)
-    return {name: recorded.get(name) or infer_distribution(vals) for name, vals in seen.items()}
+        for name, d in (dists or {}).items():
+            recorded.setdefault(name, []).append(d)
+    return {
+        name: merge_distributions(recorded.get(name, ())) or infer_distribution(vals)
+        for name, vals in seen.items()
+    }
 
 
 def _prepared(sweep: Sweep) -> list[tuple[int, dict[str, Any], dict[str, BaseDistribution]]]:
@@ -139,12 +143,14 @@ def _prepared(sweep: Sweep) -> list[tuple[int, dict[str, Any], dict[str, BaseDis
     by the objective and energy evaluations (10,000 trials: ~0.5 s saved per reuse)."""
     key = "importance-trials"
     if key not in sweep.cache:
-        fallback = _distributions(sweep)
+        space = _distributions(sweep)
         c = sweep.complete
         out = []
-        for number, params, dists in zip(c["number"], c["params"], c["distributions"], strict=True):
+        for number, params in zip(c["number"], c["params"], strict=True):
             params = params or {}
-            row_dists = {k: (dists or {}).get(k) or fallback[k] for k in params}
+            # Every trial gets the study-wide distribution: the evaluators take distinct
+            # distributions of one parameter for distinct conditions.
+            row_dists = {k: space[k] for k in params}
             if any(isinstance(d, CategoricalDistribution) for d in row_dists.values()):
                 params = {
                     k: _hashable(v) if isinstance(row_dists[k], CategoricalDistribution) else v
@@ -221,7 +227,7 @@ def importances(
     maximize = target == "objective" and sweep.sign > 0
     direction = StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
     n = len(trials)
-    names = sorted({k for t in trials for k in t.params})
+    names, conditional = _assessable(trials, evaluator)
     if n < MIN_TRIALS or not names:
         what = "with energy data " if target == "energy" else ""
         return Importance(
@@ -230,7 +236,7 @@ def importances(
             {},
             n,
             f"not computed: {n} complete trial(s) {what}and {len(names)} parameter(s); "
-            f"need at least {MIN_TRIALS} trials and one parameter",
+            f"need at least {MIN_TRIALS} trials and one parameter" + _left_out(conditional),
         )
     study = _TrialsStudy(trials, direction)
     with warnings.catch_warnings():
@@ -241,4 +247,24 @@ def importances(
     values = {k: (v / total if total > 0 else 0.0) for k, v in raw.items()}
     values = dict(sorted(values.items(), key=lambda kv: -kv[1]))
     note = "" if total > 0 else "all importances are zero: the target did not vary with them"
-    return Importance(target, evaluator, values, n, note)
+    return Importance(target, evaluator, values, n, (note + _left_out(conditional)).lstrip("; "))
+
+
+def _assessable(trials: list[FrozenTrial], evaluator: str) -> tuple[list[str], list[str]]:
+    """(parameters to assess, conditional ones left out). PED-ANOVA assesses a parameter only
+    some trials have (a condition of its own); fANOVA needs every trial to have each one and
+    fails on the study otherwise."""
+    names = sorted({k for t in trials for k in t.params})
+    if evaluator != "fanova":
+        return names, []
+    everywhere = [k for k in names if all(k in t.params for t in trials)]
+    return everywhere, [k for k in names if k not in everywhere]
+
+
+def _left_out(conditional: list[str]) -> str:
+    if not conditional:
+        return ""
+    return (
+        f"; fANOVA assesses only parameters every trial has: {', '.join(conditional)} "
+        "(set in some trials only) left out, --evaluator ped-anova assesses them"
+    )
