@@ -19,6 +19,7 @@ from hpsearch_budget.report._model import (
     ForecastCost,
     ForecastRange,
     ForecastSection,
+    ImportanceSection,
     PhaseRow,
     Report,
     VarianceSection,
@@ -337,7 +338,7 @@ def tables(r: Report) -> list[Table]:
     out = [_study_table(r), *_rnd_tables(r), *_forecast_tables(r)]
     for imp in r.sensitivity:
         n = _trials(imp.n_trials, "complete trials")
-        title = f"Importance for {imp.target} ({imp.evaluator}, {n})"
+        title = _importance_title(r, imp, f"{imp.evaluator}, {n}")
         rows = [[k, f"{v:.3f}"] for k, v in imp.importances.items()] or [["(none)", imp.note]]
         if imp.importances and imp.note:  # e.g. all zero: say why beside them
             rows.append(["(note)", imp.note])
@@ -488,6 +489,13 @@ def _energy_label(r: Report) -> str:
     return " (partly estimated)" if "measured" in sources else " (estimate)"
 
 
+def _importance_title(r: Report, imp: ImportanceSection, how: str) -> str:
+    """An importance for energy ranks parameters by the trials' energy: an estimate where
+    that energy is."""
+    label = _energy_label(r) if imp.target == "energy" else ""
+    return f"Importance for {imp.target}{label} ({how})"
+
+
 def _energy_by_fate(r: Report) -> str | None:
     energy = [(p.state, p.energy_kwh) for p in r.trials if p.energy_kwh is not None]
     if not energy:
@@ -521,7 +529,7 @@ def figures(r: Report) -> list[str]:
         if imp.importances:
             figs.append(
                 _svg.bars(
-                    f"Importance for {imp.target} ({imp.evaluator})",
+                    _importance_title(r, imp, imp.evaluator),
                     list(imp.importances),
                     list(imp.importances.values()),
                     f"fig-importance-{imp.target}",

@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from hpsearch_budget.report import build_report, load_sweep
+from hpsearch_budget.report import build_report, load_sweep, render
 
 from .conftest import run_cli
 
@@ -68,3 +68,21 @@ def test_fanova_on_a_conditional_search_space_leaves_out_what_it_cannot_assess(
     assert "beta1, momentum (set in some trials only) left out" in imp["note"]
     code, md, _ = run_cli(capsys, "report", str(journal), "--evaluator", "fanova", "--format", "md")
     assert code == 0 and "--evaluator ped-anova assesses them" in md
+
+
+def test_importance_for_estimated_energy_is_labelled_an_estimate(
+    study_db: tuple[str, str],
+) -> None:
+    # Ranked by estimated energy, the importance for energy is an estimate too; its table
+    # and figure said only "Importance for energy (ped-anova ...)".
+    storage, ledger = study_db
+    estimated = build_report(load_sweep(storage, find_ledger=False))  # energy_source estimated
+    assert estimated.study.energy_sources == {"estimated": 24}
+    for fmt in ("text", "md", "html"):
+        out = render(estimated, fmt)
+        assert "Importance for energy (estimate) (ped-anova" in out, fmt
+        assert "Importance for objective (ped-anova" in out, fmt
+    # Measured energy (the ledger's gpu:0 counter) is not called an estimate.
+    measured = build_report(load_sweep(storage, ledger=ledger))
+    assert measured.study.energy_sources == {"measured": 24}
+    assert "Importance for energy (ped-anova" in render(measured, "html")
