@@ -141,8 +141,10 @@ class StudyState:
         if not pd.isna(horizon):
             since = pd.Timestamp(horizon).to_pydatetime(warn=False)
             self._since = since - timedelta(seconds=SKEW_S)
-        # Idle rows (what the meter measured between trials) count in spent, never as trials.
-        trials = rows["phase"] != "idle"
+        # Tuning trials only: idle rows (what the meter measured between trials) and a final
+        # training or seed rerun of the study count in spent, but are no typical trial (a final
+        # training runs longer, and would make every new trial reserve too much).
+        trials = rows["phase"] == "tuning"
         done = rows[finished & trials & ~rows["id"].isin(list(self._seen))]
         for row in done.sort_values("id").itertuples(index=False):
             self.observe(int(row.id), _row_cost(row), _row_steps(row), str(row.status))

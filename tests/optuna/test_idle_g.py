@@ -12,7 +12,7 @@ import pytest
 
 from hpsearch_budget import Budget
 from hpsearch_budget.ledger import Ledger
-from hpsearch_budget.meters import ReplayMeter
+from hpsearch_budget.meters import Measurement, ReplayMeter
 from hpsearch_budget.optuna import _state, optimize
 
 WATTS = 20.0
@@ -127,6 +127,18 @@ def test_the_forecaster_does_not_learn_from_idle_rows(sqlite_url):
     ledger = Ledger(sqlite_url)
     assert len(_rows(ledger, "forecast")[1]) >= 2
     other = _state.StudyState(ledger, "forecast", None)  # another worker, learning from the rows
+    other.sync(force=True)
+    assert other.forecaster.n_observed == 5
+    assert other.forecaster.new_trial().energy_j == pytest.approx(1.0 * WATTS)
+
+
+def test_the_forecaster_does_not_learn_from_a_final_training(sqlite_url):
+    meter = ReplayMeter(power_w=WATTS)
+    _sweep(sqlite_url, meter, "final", 5)
+    ledger = Ledger(sqlite_url)
+    final = ledger.open_window("final", "final:best", phase="final")
+    ledger.finalize(final, Measurement(50.0, {"replay": 50.0 * WATTS}), status="complete")
+    other = _state.StudyState(ledger, "final", None)
     other.sync(force=True)
     assert other.forecaster.n_observed == 5
     assert other.forecaster.new_trial().energy_j == pytest.approx(1.0 * WATTS)
