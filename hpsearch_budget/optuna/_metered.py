@@ -87,6 +87,7 @@ from hpsearch_budget.optuna import _state
 from hpsearch_budget.optuna._ledger_attr import record_ledger_once
 from hpsearch_budget.optuna._limits import require_budget, spent_label
 from hpsearch_budget.optuna._metering import SharedMeter, shared_meter
+from hpsearch_budget.optuna._name_reuse import warn_if_name_reused
 from hpsearch_budget.optuna._objective_checks import (
     ObjectiveValueError,
     check_directions,
@@ -187,6 +188,7 @@ class MeteredObjective:
         name = study.study_name
         # hpaudit report finds the ledger from the study: its first trial here records it.
         record_ledger_once(self._ledger_recorded, study, self.ledger.url)
+        warn_if_name_reused(self.ledger, trial)
         state = _state.study_state(self.ledger, name, self.max_steps)
         meter = shared_meter(self.meter)
         project, user = self._identity(name)

@@ -13,6 +13,7 @@ from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.analysis._sweep import RUN_COLUMNS, RUN_PHASES
 from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.report._attempts import fold_attempts, retried_numbers, weakest
+from hpsearch_budget.report._earlier_studies import drop_earlier_studies
 from hpsearch_budget.report._forecast import PLANNED_TRIALS_KEY
 from hpsearch_budget.report._source_common import (
     Progress,
@@ -139,7 +140,11 @@ def _with_ledger(
 
 def _join_entries(sweep: Sweep, e: pd.DataFrame, *, ray: bool = False) -> Sweep:
     """Join the ledger rows ``e`` of the sweep's study onto its trials (:func:`_with_ledger`)."""
-    tuning = e[e["phase"] == "tuning"]
+    tuning, runs = e[e["phase"] == "tuning"], e[e["phase"].isin(RUN_PHASES)]
+    if not ray:  # Ray windows are matched by trial id, unique per experiment
+        tuning, runs, earlier = drop_earlier_studies(tuning, runs, sweep.study)
+        if earlier is not None:
+            sweep.notes.append(earlier)
     # An Optuna heartbeat retry's row counts for the first attempt, into which it is folded.
     retried = retried_numbers(sweep.cache)
     tuning = tuning.assign(_n=_trial_numbers(tuning, sweep.trials, ray).replace(retried))
@@ -150,7 +155,7 @@ def _join_entries(sweep: Sweep, e: pd.DataFrame, *, ray: bool = False) -> Sweep:
     hit = _join_per_trial(sweep.trials, agg)
     _states_from_ledger(sweep.trials, fates, ray)
     _clear_derived(sweep)
-    sweep.runs = _runs(e)
+    sweep.runs = _runs(runs)
     if not hit.all():
         sweep.notes.append(f"{int((~hit).sum())} trial(s) have no ledger row")
     return sweep
