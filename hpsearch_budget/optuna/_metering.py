@@ -122,8 +122,10 @@ class SharedMeter:
         10 ms of power. Every write, and the trial's end, reads afresh.
         """
         with self._lock:
-            recent = self.meter.wall_clock and time.monotonic() - self._read_at <= max_age_s
-            now = self._last if recent and self._last is not None else self._advance()
+            now = self._last
+            reuse = now is not None and max_age_s > 0.0 and self.meter.wall_clock
+            if now is None or not (reuse and time.monotonic() - self._read_at <= max_age_s):
+                now = self._advance()
             w = self._open[token]
             return Measurement(max(0.0, now.time_s - w.start_s), dict(w.by_domain), dict(w.sources))
 
