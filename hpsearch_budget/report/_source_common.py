@@ -7,7 +7,8 @@ the ledger reader and join (:mod:`._source_ledger`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,31 @@ def _energy_from_attrs(trials: pd.DataFrame, attrs: Sequence[Mapping[str, Any]])
     trials["energy_j"] = kwh_to_j(kwh)  # type: ignore[arg-type]  # device energy, before PUE
     trials["co2e_g"] = kg_to_g(co2)  # type: ignore[arg-type]
     trials["energy_source"] = [a.get("energy_source") for a in attrs]
+
+
+def optuna_times(values: Iterable[Any]) -> pd.Series:
+    """Optuna's trial datetimes in UTC. Its storages hold naive local times (``datetime.now()``;
+    a journal's UTC times are read back as local ones), so a naive value is this machine's
+    local time, daylight saving included, not UTC (the machine that ran the study, as a rule)."""
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(pd.NaT)
+            continue
+        t = pd.Timestamp(v).to_pydatetime()
+        out.append(t.astimezone(UTC))  # a naive datetime is taken as local time here
+    return pd.Series(pd.to_datetime(out, utc=True), dtype="datetime64[ns, UTC]")
+
+
+def rdb_times(values: Iterable[Any]) -> pd.Series:
+    """Trial datetimes read straight from an Optuna RDB's tables, in UTC, as the installed
+    Optuna reads them: from Optuna 5 on it writes naive UTC there; Optuna 4 wrote naive local
+    times (``datetime.now()``)."""
+    import optuna
+
+    if int(optuna.__version__.split(".")[0]) >= 5:
+        return pd.Series(pd.to_datetime(list(values), utc=True, format="ISO8601"))
+    return optuna_times(values)
 
 
 def _num(v: Any) -> float:

@@ -43,6 +43,8 @@ from hpsearch_budget.report._source_common import (
     _nothing,
     _pick,
     _redact,
+    optuna_times,
+    rdb_times,
 )
 from hpsearch_budget.report._source_ledger import _with_ledger, load_ledger
 from hpsearch_budget.report._source_ray import load_ray, note_ray_fates
@@ -261,7 +263,7 @@ def _rdb_trials(conn: sa.Connection, p: dict[str, Any]) -> tuple[pd.DataFrame, d
     trials["distributions"] = [dis.get(t, {}) for t in tids]
     trials["steps"] = [step_of.get(t, 0) for t in tids]
     for col in ("started_at", "ended_at"):
-        trials[col] = pd.to_datetime(trials[col], utc=True, format="ISO8601")
+        trials[col] = rdb_times(trials[col]).set_axis(trials.index)
     _energy_from_attrs(trials, [attr.get(t, {}) for t in tids])
     number_of = dict(zip(tids, trials["number"], strict=True))
     retried = {int(number_of[tid]): first for tid, first in _rdb_retries(conn, p).items()}
@@ -412,7 +414,7 @@ def sweep_from_frozen(
         ],
     )
     for col in ("started_at", "ended_at"):
-        trials[col] = pd.to_datetime(trials[col], utc=True)
+        trials[col] = optuna_times(trials[col]).set_axis(trials.index)
     _energy_from_attrs(trials, attrs)
     notes = ["multi-objective study: the first objective is analysed"] if multi else []
     sweep = Sweep(name, fold_retries(trials, retried), direction, source_kind, source, notes=notes)
