@@ -10,8 +10,10 @@ the moment to tell: a resumed study never runs a trial 0 again, a new one always
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from optuna.trial import Trial
 
 from hpsearch_budget.errors import LedgerError
@@ -33,7 +35,7 @@ def warn_if_name_reused(ledger: Ledger, trial: Trial) -> None:
         rows = ledger.entries(study=name)
     except LedgerError:  # the trial's own ledger calls will say what is wrong
         return
-    earlier = rows[rows["phase"] == "tuning"] if not rows.empty else rows
+    earlier = _earlier_windows(rows, trial)
     if earlier.empty:
         return
     _log.warning(
@@ -46,3 +48,24 @@ def warn_if_name_reused(ledger: Ledger, trial: Trial) -> None:
         name,
         f"{earlier['started_at'].min():%Y-%m-%d %H:%M} UTC",
     )
+
+
+def _earlier_windows(rows: pd.DataFrame, trial: Trial) -> pd.DataFrame:
+    """The tuning windows of an earlier study in ``rows`` (the ledger's rows of ``trial``'s
+    study name; ``trial`` is trial 0, its window not open yet).
+
+    Only an earlier study has a trial 0 window here. Other workers of this very study (threads
+    with ``n_jobs > 1``, processes, a batch of asked trials run out of order) may already have
+    opened windows of its trials 1, 2, ...: those are not an earlier study's. Its windows are
+    the ones started before this trial 0 was created (Optuna numbers trials as it creates them).
+    """
+    if rows.empty:
+        return rows
+    tuning = rows[rows["phase"] == "tuning"]
+    if not (tuning["trial_number"] == 0).any():
+        return tuning.iloc[:0]
+    # Optuna's datetime_start is naive local time; the ledger's times are UTC.
+    created = pd.Timestamp((trial.datetime_start or datetime.now()).astimezone(UTC))
+    before = tuning[tuning["started_at"] < created]
+    # Another machine's clock may run ahead: the earlier trial 0 itself is still the earlier's.
+    return before if not before.empty else tuning[tuning["trial_number"] == 0]

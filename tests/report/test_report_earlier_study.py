@@ -13,7 +13,7 @@ import pytest
 from hpsearch_budget import Budget
 from hpsearch_budget.ledger import Ledger
 from hpsearch_budget.meters import ReplayMeter
-from hpsearch_budget.optuna import optimize
+from hpsearch_budget.optuna import metered, optimize
 from hpsearch_budget.report import load_sweep
 
 WATTS = 20.0
@@ -87,3 +87,42 @@ def _run_resumed(storage: str, ledger: str) -> None:
     study = optuna.load_study(study_name="again", storage=storage)
     optimize(study, objective, budget=Budget(energy_kwh=1.0), ledger=ledger, meter=meter,
              n_trials=2)  # fmt: skip
+
+
+def test_trials_of_the_same_study_that_run_before_its_trial_0_are_no_earlier_study(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch of asked trials run out of order (as threads with n_jobs > 1 or other workers
+    may): trial 1's window is in the ledger before trial 0 starts, and it is the same study."""
+    meter = ReplayMeter(power_w=WATTS)
+
+    def objective(trial: optuna.Trial) -> float:
+        meter.advance(1.0)
+        return trial.suggest_float("x", -1.0, 1.0) ** 2
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    study = optuna.create_study(study_name="again")
+    run = metered(objective, ledger, meter)
+    first, second = study.ask(), study.ask()
+    with caplog.at_level(logging.WARNING):
+        for trial in (second, first):
+            study.tell(trial, run(trial))
+    assert not [r for r in caplog.records if "earlier study named" in r.getMessage()]
+    assert len(ledger.entries(study="again")) == 2
+
+
+def test_an_earlier_study_is_told_apart_from_this_ones_early_trials(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The earlier study's 2 windows are counted; this study's trial 1, run first, is not."""
+    meter = ReplayMeter(power_w=WATTS)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    run = metered(lambda t: meter.advance(1.0), ledger, meter)
+    optuna.create_study(study_name="again").optimize(run, n_trials=2)
+    study = optuna.create_study(study_name="again")
+    first, second = study.ask(), study.ask()
+    with caplog.at_level(logging.WARNING):
+        for trial in (second, first):
+            study.tell(trial, run(trial))
+    warned = [r.getMessage() for r in caplog.records if "earlier study named" in r.getMessage()]
+    assert len(warned) == 1 and "holds 2 trial window(s)" in warned[0]
