@@ -13,6 +13,9 @@ from sqlalchemy.engine import URL, make_url
 
 #: The study user attribute holding the URL of the ledger the sweep's trials are metered into.
 STUDY_ATTR = "hpaudit_ledger"
+#: The study user attribute holding the study name the ledger knows its trials under: the
+#: Optuna study's own name when it was metered, which ``optuna.copy_study`` to a new name keeps.
+STUDY_NAME_ATTR = "hpaudit_ledger_study"
 
 
 def shareable_url(url: str) -> str:

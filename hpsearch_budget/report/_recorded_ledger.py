@@ -7,18 +7,25 @@ ledger when it opens read-only and holds rows of the study, else a ledger sharin
 own database, else the trials' energy user attributes. A recorded ledger that cannot be used
 (moved file, another machine, a password needed, server down) is a note, never an error: the
 report still comes out, from the attributes.
+
+Whichever ledger is joined, the study is looked up there under the name recorded as
+``hpaudit_ledger_study``: a study copied under a new name (``optuna.copy_study``) keeps the
+name its trials were metered under. A study without it (metered before it was recorded) is
+looked up under its own name.
 """
 
 from __future__ import annotations
 
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.ledger._shareable import STUDY_ATTR
+from hpsearch_budget.ledger._shareable import STUDY_ATTR, STUDY_NAME_ATTR
 from hpsearch_budget.report._source_common import Progress
 from hpsearch_budget.report._source_ledger import _join_entries, _ledger_entries, _with_ledger
 
 #: Key in ``Sweep.cache`` under which the Optuna readers leave the recorded ledger URL.
 RECORDED_LEDGER_KEY = "recorded_ledger"
+#: Key in ``Sweep.cache`` under which they leave the study's recorded name in the ledger.
+RECORDED_STUDY_KEY = "recorded_ledger_study"
 
 
 def join_ledger(
@@ -33,20 +40,37 @@ def join_ledger(
     (a ledger in the study's database) onto ``sweep``. ``find=False`` (``--no-ledger``): none
     but ``ledger``: the report uses the trials' attributes."""
     recorded = sweep.cache.pop(RECORDED_LEDGER_KEY, None)
+    name = _ledger_study(sweep) if find or ledger is not None else sweep.study
     if ledger is not None:
-        return _with_ledger(sweep, ledger, progress, named=True)
+        return _with_ledger(sweep, ledger, progress, named=True, study=name)
     if not find:
         return _with_ledger(sweep, None, progress)
-    if isinstance(recorded, str) and _join_recorded(sweep, recorded, progress, colocated):
+    if isinstance(recorded, str) and _join_recorded(sweep, recorded, progress, colocated, name):
         return sweep
-    return _with_ledger(sweep, colocated, progress)
+    return _with_ledger(sweep, colocated, progress, study=name)
 
 
-def _join_recorded(sweep: Sweep, url: str, progress: Progress, colocated: str | None) -> bool:
-    """Join the recorded ledger ``url``; False (and a note saying why) when it cannot be used."""
+def _ledger_study(sweep: Sweep) -> str:
+    """The name the ledger knows ``sweep``'s trials under (a note when it is not the study's
+    own: a copy under a new name)."""
+    name = sweep.cache.pop(RECORDED_STUDY_KEY, None)
+    if not isinstance(name, str) or name == sweep.study:
+        return sweep.study
+    sweep.notes.append(
+        f"the ledger is read for study {name!r}, the name this study's trials were metered "
+        f"under (its {STUDY_NAME_ATTR} attribute: a copy of that study under a new name)"
+    )
+    return name
+
+
+def _join_recorded(
+    sweep: Sweep, url: str, progress: Progress, colocated: str | None, name: str
+) -> bool:
+    """Join study ``name`` of the recorded ledger ``url``; False (and a note saying why) when
+    it cannot be used."""
     progress("opening the study's recorded ledger")
     try:
-        _, entries = _ledger_entries(url, sweep.study)
+        _, entries = _ledger_entries(url, name)
     except HpauditInputError as exc:
         why = str(exc).split("; ")[0]  # what went wrong, not the advice meant for --ledger
         instead = (

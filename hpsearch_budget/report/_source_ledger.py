@@ -111,12 +111,19 @@ def _runs(e: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_ledger(
-    sweep: Sweep, ledger: str | None, progress: Progress, *, ray: bool = False, named: bool = False
+    sweep: Sweep,
+    ledger: str | None,
+    progress: Progress,
+    *,
+    ray: bool = False,
+    named: bool = False,
+    study: str | None = None,
 ) -> Sweep:
     """Energy per trial from the ledger, joined on study name and trial number (Ray: trial id).
 
     ``named``: the user named this ledger (``--ledger``), so one without the study is an
     error; a ledger found in the study's own database may hold other studies only (a note).
+    ``study``: the study's name in the ledger, when not the sweep's own (a renamed copy).
     """
     if ledger is None:
         if not sweep.has_energy:
@@ -127,7 +134,7 @@ def _with_ledger(
         return sweep
     progress("joining ledger")
     try:
-        _, e = _ledger_entries(ledger, sweep.study)
+        _, e = _ledger_entries(ledger, study or sweep.study)
     except _LedgerUnusable:
         raise  # a --ledger the user named but that cannot be opened is an error, not a note
     except HpauditInputError as exc:

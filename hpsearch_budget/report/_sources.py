@@ -33,10 +33,14 @@ import sqlalchemy as sa
 from hpsearch_budget._out_file import is_sqlite_file
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
-from hpsearch_budget.ledger._shareable import STUDY_ATTR
+from hpsearch_budget.ledger._shareable import STUDY_ATTR, STUDY_NAME_ATTR
 from hpsearch_budget.report._attempts import FAILED_TRIAL_ATTR, fold_retries, keep_retries
 from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY
-from hpsearch_budget.report._recorded_ledger import RECORDED_LEDGER_KEY, join_ledger
+from hpsearch_budget.report._recorded_ledger import (
+    RECORDED_LEDGER_KEY,
+    RECORDED_STUDY_KEY,
+    join_ledger,
+)
 from hpsearch_budget.report._source_common import (
     Progress,
     _energy_from_attrs,
@@ -209,9 +213,9 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
     attrs = conn.execute(
         sa.text(
             "SELECT key, value_json FROM study_user_attributes "
-            "WHERE study_id = :s AND key IN (:plan, :ledger)"
+            "WHERE study_id = :s AND key IN (:plan, :ledger, :name)"
         ),
-        {"s": sid, "plan": N_TRIALS_ATTR, "ledger": STUDY_ATTR},
+        {"s": sid, "plan": N_TRIALS_ATTR, "ledger": STUDY_ATTR, "name": STUDY_NAME_ATTR},
     ).all()
     sweep = Sweep(
         study=name,
@@ -228,11 +232,14 @@ def _read_rdb(conn: sa.Connection, name: str, url: str) -> Sweep:
 
 def _keep_study_attrs(sweep: Sweep, attrs: dict[str, Any]) -> None:
     """Keep the study user attributes the report reads: the planned number of trials (the
-    forecast's) and the recorded ledger URL (:func:`load_sweep` joins it)."""
+    forecast's), the recorded ledger URL and the study's name in it (:func:`load_sweep` joins
+    it)."""
     if N_TRIALS_ATTR in attrs:
         sweep.cache[PLANNED_TRIALS_KEY] = attrs[N_TRIALS_ATTR]
     if isinstance(attrs.get(STUDY_ATTR), str):
         sweep.cache[RECORDED_LEDGER_KEY] = attrs[STUDY_ATTR]
+    if isinstance(attrs.get(STUDY_NAME_ATTR), str):
+        sweep.cache[RECORDED_STUDY_KEY] = attrs[STUDY_NAME_ATTR]
 
 
 #: Restricts a query on a per-trial table ``x`` to the trials of study ``:s``.

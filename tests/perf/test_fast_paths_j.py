@@ -79,9 +79,10 @@ def test_metering_adds_no_storage_commit_per_trial(tmp_path: Path, n_trials: int
         commits = _commits(storage)
         study.optimize(objective, n_trials=n_trials, callbacks=[])
         counts[name] = commits[0]
-    # Per study, not per trial: the first trial reads the study's hpaudit_ledger attribute
-    # and writes it (the report finds the ledger from it); the other trials add nothing.
-    assert counts["metered"] == counts["plain"] + 2, counts
+    # Per study, not per trial: the first trial reads the study's attributes and writes
+    # hpaudit_ledger and hpaudit_ledger_study (the report finds the ledger, and the study in
+    # it, from them); the other trials add nothing.
+    assert counts["metered"] == counts["plain"] + 3, counts
 
 
 def test_pruned_and_failed_trials_get_their_attrs(tmp_path: Path) -> None:

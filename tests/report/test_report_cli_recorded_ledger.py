@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from hpsearch_budget import Budget
 from hpsearch_budget.ledger import Ledger
-from hpsearch_budget.ledger._shareable import STUDY_ATTR, shareable_url
+from hpsearch_budget.ledger._shareable import STUDY_ATTR, STUDY_NAME_ATTR, shareable_url
 from hpsearch_budget.meters import Measurement, Source
 from hpsearch_budget.optuna import metered, optimize
 
@@ -180,7 +180,8 @@ def test_attribute_is_checked_at_the_first_trial_only(tmp_path: Path) -> None:
     seen = _attr_statements(rdb)
     objective = metered(_objective, ledger, policy=False)
     study.optimize(objective, n_trials=1)
-    assert "INSERT" in seen and study.user_attrs == {STUDY_ATTR: ledger.url}
+    assert "INSERT" in seen
+    assert study.user_attrs == {STUDY_ATTR: ledger.url, STUDY_NAME_ATTR: "mlp"}
     seen.clear()
     study.optimize(objective, n_trials=19)
     assert seen == []  # later trials neither read nor rewrite it
@@ -205,13 +206,13 @@ def test_attribute_is_written_once_per_study(tmp_path: Path) -> None:
         study_name="mlp", storage=JournalStorage(JournalFileBackend(str(journal)))
     )
     study.optimize(metered(_objective, ledger, policy=False), n_trials=20)
-    assert _attr_writes(journal) == 1
-    # another worker (objective) of the same sweep: finds it recorded, writes nothing
+    assert _attr_writes(journal) == 2  # the ledger's URL and the study's name in it
+    # another worker (objective) of the same sweep: finds them recorded, writes nothing
     study.optimize(metered(_objective, ledger, policy=False), n_trials=2)
-    assert _attr_writes(journal) == 1
+    assert _attr_writes(journal) == 2
     moved = Ledger(f"sqlite:///{tmp_path / 'ledger2.db'}")  # a sweep moved to a new ledger
     study.optimize(metered(_objective, moved, policy=False), n_trials=2)
-    assert _attr_writes(journal) == 2 and study.user_attrs[STUDY_ATTR] == moved.url
+    assert _attr_writes(journal) == 3 and study.user_attrs[STUDY_ATTR] == moved.url
     ledger.close()
     moved.close()
 
@@ -248,3 +249,22 @@ def test_postgres_ledger_is_recorded_without_its_password(
     doc = _report(capsys, storage)
     assert f"{ATTR_NOTE}: {recorded}" in doc["notes"]
     assert doc["study"]["hardware"]
+
+
+def test_a_copy_under_a_new_name_finds_the_ledger_rows_of_the_original(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``optuna.copy_study`` to another storage and name: the ledger knows the trials as
+    'mlp', the copy is 'archived'; its report joins the ledger as the original's does."""
+    storage, copy = f"sqlite:///{tmp_path / 'study.db'}", f"sqlite:///{tmp_path / 'copy.db'}"
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    _optimized(storage, ledger, n=3)
+    optuna.copy_study(
+        from_study_name="mlp", from_storage=storage, to_storage=copy, to_study_name="archived"
+    )
+    original = _report(capsys, storage)
+    for doc in (_report(capsys, copy), _report(capsys, copy, "--ledger", ledger)):
+        assert doc["study"]["name"] == "archived" and doc["study"]["hardware"]  # ledger rows
+        assert doc["rnd"] == original["rnd"]
+        assert any("study 'mlp'" in n and STUDY_NAME_ATTR in n for n in doc["notes"])
+    assert f"{ATTR_NOTE}: {ledger}" in _report(capsys, copy)["notes"]
