@@ -100,6 +100,9 @@ MeterFactory = Callable[[Sequence[str]], "Meter"]
 # Trial id -> event set once the trial's window is finalised. The actor's main thread waits on
 # it in cleanup(), so Ray does not tear the worker down while the row is being written.
 _FINALIZED: dict[str, threading.Event] = {}
+# Trial id -> its training_iteration when Ray restored it from a checkpoint (a retry, a
+# Tuner.restore, a PBT exploit), set by the mixin before the function's thread starts.
+_RESUMED_AT: dict[str, int] = {}
 # One Ledger per URL per worker process (actors are reused across trials).
 _LEDGERS: dict[str, Ledger] = {}
 _LEDGERS_LOCK = threading.Lock()
@@ -131,7 +134,8 @@ def metered(
             SQLite path is made absolute here, since Ray runs trials in their own folders.
         study: ledger study name; default the Tune experiment name.
         metric: a reported metric to store as the window's objective value.
-        max_steps: a trial stopped by Tune after this many reports counts as ``complete``.
+        max_steps: a trial stopped by Tune after this many reports counts as ``complete``
+            (its ``training_iteration``: reports before a restore from a checkpoint count).
         meter: ``meter(gpu_ids) -> Meter`` built in the worker (taken as the trial's own);
             default :func:`hpsearch_budget.meters.default_meter` on the assigned GPUs, charging
             the trial its part of counters it shares (a fractional GPU, a RAPL package):
@@ -291,6 +295,7 @@ class _State:
     window: int = -1
     start: Reading | None = None
     steps: int = 0
+    before: int = 0  # the trial's reports before this window (restored from a checkpoint)
     value: float | None = None
     cost: Cost = field(default_factory=Cost)  # what the ledger last recorded
     failing: str | None = None  # the ledger's error while its writes fail
@@ -321,6 +326,7 @@ class _TrialRun:
         ctx = get_context()
         trial_id = ctx.get_trial_id()
         done = _FINALIZED[trial_id] = threading.Event()
+        self.state.before = _RESUMED_AT.pop(trial_id, 0)
         try:
             self.study = self.spec.study or ctx.get_experiment_name()
             self.ledger = _worker_ledger(self.spec)
@@ -382,8 +388,10 @@ class _TrialRun:
                 report(output if isinstance(output, dict) else {"_metric": output})
             status = "complete"
         except SystemExit:
-            # Tune stopped the trial (scheduler, stopper, stop criteria) while it reported.
-            reached = self.spec.max_steps is not None and self.state.steps >= self.spec.max_steps
+            # Tune stopped the trial (scheduler, stopper, stop criteria) while it reported;
+            # max_steps counts the trial's reports, also those before a restore.
+            steps = self.state.before + self.state.steps
+            reached = self.spec.max_steps is not None and steps >= self.spec.max_steps
             status = "complete" if reached else "pruned"
             raise
         except KeyboardInterrupt:
@@ -582,9 +590,16 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
 
 class _MeteredMixin:
     """Mixed into Ray's function trainable: waits in the actor's main thread for the trial's
-    final ledger write before Ray tears the worker down."""
+    final ledger write before Ray tears the worker down, and tells the window how far a trial
+    restored from a checkpoint had got."""
 
     _hpaudit_finalize_timeout_s = 30.0
+
+    def restore(self, checkpoint_path: Any) -> None:
+        super().restore(checkpoint_path)  # type: ignore[misc]  # sets the trial's iteration
+        trial_id = getattr(self, "trial_id", None)
+        if trial_id:
+            _RESUMED_AT[trial_id] = int(getattr(self, "iteration", 0) or 0)
 
     def cleanup(self) -> None:
         trial_id = getattr(self, "trial_id", None)

@@ -30,14 +30,18 @@ _RANK = {"measured": 0, "integrated": 1, "replayed": 2, "estimated": 3}
 def fold_attempts(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     """One row per value of column ``key`` (which is dropped): the rows of one key, in order,
     are the attempts of one trial. The first attempt's number, params and start; the last's
-    state, value and end; costs and steps summed; the weakest energy source."""
+    state and end, the last value any reported; costs and steps summed; the weakest energy
+    source."""
     if not rows[key].duplicated().any():
         return rows.drop(columns=key)
     per = rows.groupby(key, sort=False)
     # first: the row's own, where first / last would skip a missing value of the attempt
     out = per.nth(0).set_index(key)
     last = per.nth(-1).set_index(key)
-    out["state"], out["value"] = last["state"], last["value"]
+    out["state"] = last["state"]
+    # The last value reported: an attempt that reported nothing (a trial restored at its last
+    # step, or exploited by PBT there, only returns) keeps the one before it.
+    out["value"] = per["value"].last()
     out["ended_at"] = last["ended_at"]
     for col in _SUMMED:
         if col in rows:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.report._attempts import weakest
 from hpsearch_budget.report._source_common import (
     Progress,
     _energy_from_attrs,
@@ -88,13 +89,17 @@ def load_ray(
     # Trials are numbered in the order they started.
     ordered = sorted(results.items(), key=lambda kv: kv[1][0].get("timestamp", 0))
     lasts = [res[-1] for _, res in ordered]
-    trials = pd.DataFrame([_ray_row(d, res, metric, max_iter) for d, res in ordered])
+    statuses = _tune_statuses(folder)
+    trials = pd.DataFrame(
+        [_ray_row(d, res, metric, max_iter, statuses.get(d.name)) for d, res in ordered]
+    )
     trials.insert(0, "number", np.arange(len(trials)))
     for col in ("started_at", "ended_at"):
         trials[col] = pd.to_datetime(trials[col], utc=True)
-    _energy_from_attrs(trials, [_ray_energy(last) for last in lasts])
+    costs = [_window_costs(res) for _, res in ordered]
+    _energy_from_attrs(trials, [_ray_energy(cost) for cost in costs])
     for col in ("usd", "gpu_s"):
-        trials[col] = [_num(last.get(col)) for last in lasts]
+        trials[col] = [_num(cost.get(col)) for cost in costs]
     notes = [f"Ray Tune metric {metric!r}, last reported value per trial"]
     direction = require_direction(direction, trials, "a Ray Tune folder", f"metric {metric!r}")
     study = _ray_study(lasts, folder)
@@ -125,7 +130,23 @@ def _check_metric(folder: Path, results: Mapping[Path, list[dict[str, Any]]], me
         )
 
 
-def _ray_row(d: Path, res: list[dict[str, Any]], metric: str, max_iter: int) -> dict[str, Any]:
+def _tune_statuses(folder: Path) -> dict[str, str]:
+    """Trial folder name -> the status Tune saved last (``TERMINATED``, ``ERROR``...), read
+    from the newest ``experiment_state-*.json`` (plain JSON); empty where it cannot be read."""
+    states = list(folder.glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text("utf-8"))
+        trials = [json.loads(item[0]) for item in data["trial_data"]]
+        return {str(t["relative_logdir"]): str(t["status"]) for t in trials}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}  # another Ray version's layout: the trial folders alone decide
+
+
+def _ray_row(
+    d: Path, res: list[dict[str, Any]], metric: str, max_iter: int, status: str | None
+) -> dict[str, Any]:
     """One trial's row, from its folder and its results (the last one is its outcome)."""
     last = res[-1]
     it = int(last.get("training_iteration", len(res)))
@@ -134,7 +155,7 @@ def _ray_row(d: Path, res: list[dict[str, Any]], metric: str, max_iter: int) -> 
     end = float(last.get("timestamp", start))
     return {
         "trial_id": str(last.get("trial_id", d.name)),
-        "state": _ray_state(d, it, max_iter),
+        "state": _ray_state(d, it, max_iter, status),
         "value": _num(last.get(metric)),
         "params": _ray_params(d, last),
         "started_at": datetime.fromtimestamp(start, UTC),
@@ -158,9 +179,12 @@ def _ray_params(d: Path, last: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ray_state(d: Path, it: int, max_iter: int) -> str:
+def _ray_state(d: Path, it: int, max_iter: int, status: str | None) -> str:
     """failed (an error file), complete (as far as the longest trial), else pruned."""
-    if (d / "error.txt").exists() or (d / "error.pkl").exists():
+    errored = (d / "error.txt").exists() or (d / "error.pkl").exists()
+    # A trial retried after an error (FailureConfig) keeps its error file: Tune's own status
+    # says whether its last attempt ended it.
+    if status == "ERROR" or (errored and status != "TERMINATED"):
         return "failed"
     # Not ``done``: Tune marks the last result of a trial it stopped (scheduler, stopper)
     # ``done`` too, so every trial ASHA cut short would count as complete.
@@ -177,6 +201,21 @@ def note_ray_fates(sweep: Sweep) -> None:
             "(pruned): a Ray Tune folder does not record whether a trial stopped by itself; "
             "pass --ledger URL for the fates the ledger recorded"
         )
+
+
+def _window_costs(res: list[dict[str, Any]]) -> dict[str, Any]:
+    """A trial's cost from its results: the last result's figures, summed over its ledger
+    windows. metered() figures are cumulative within a window, and a trial retried, restored
+    or exploited by PBT opens a new window (``hpaudit_window``) at each restart."""
+    per_window = {r.get("hpaudit_window"): r for r in res}  # the last result of each
+    if len(per_window) == 1:
+        return res[-1]
+    out = dict(res[-1])
+    for key in ("energy_j", "co2e_g", "usd", "gpu_s", "energy_kwh", "co2e_kg"):
+        values = [r[key] for r in per_window.values() if r.get(key) is not None]
+        out[key] = sum(_num(v) for v in values) if values else None
+    out["energy_source"] = weakest(pd.Series([r.get("energy_source") for r in per_window.values()]))
+    return out
 
 
 def _ray_study(lasts: Iterable[Mapping[str, Any]], folder: Path) -> str:

@@ -96,3 +96,9 @@ def run_config(tmp_path: Path, name: str, **kw: Any) -> Any:
 @pytest.fixture
 def make_run_config(tmp_path: Path) -> Any:
     return lambda name, **kw: run_config(tmp_path, name, **kw)
+
+
+@pytest.fixture(scope="module")
+def module_trace(tmp_path_factory: pytest.TempPathFactory) -> Trace:
+    """A trace for a test module whose tests share one Ray run."""
+    return Trace(tmp_path_factory.mktemp("trace"))
