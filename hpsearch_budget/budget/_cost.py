@@ -79,3 +79,21 @@ class Cost:
         '0.4 kg CO2e / 1 kWh'
         """
         return f"{self.co2e_kg:.3g} kg CO2e / {self.energy_kwh:.3g} kWh"
+
+    def describe_in(self, limit: Cost) -> str:
+        """:meth:`describe`, plus USD and GPU-hours where ``limit`` limits them: a message about
+        a USD or GPU-hour limit must show what was spent of it.
+
+        >>> inf = float("inf")
+        >>> Cost(energy_j=3.6e6, co2e_g=400.0, usd=0.5).describe_in(Cost(inf, inf, 1.0, inf))
+        '0.4 kg CO2e / 1 kWh / 0.5 USD'
+        """
+        extra = [
+            f"{value:.3g} {unit}"
+            for value, lim, unit in (
+                (self.usd, limit.usd, "USD"),
+                (self.gpu_hours, limit.gpu_s, "GPU-h"),
+            )
+            if math.isfinite(lim)
+        ]
+        return " / ".join([self.describe(), *extra])

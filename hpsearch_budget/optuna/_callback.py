@@ -114,10 +114,11 @@ class BudgetCallback(StudyLimits):
         if exhausted or not fits(typical, left):
             index, name = self._binding(study.study_name, acc, typical)
             of = f"of {self.budget.describe()}" if index == 0 else "in the study"
+            unit = acc.limits[index][1]  # figures in the binding limit's units (USD, GPU-h...)
             self.stopped = (
-                f"budget: {spent.describe()} spent{spent_label(study)} {of}; what is left of "
-                f"the {name} cannot pay for a typical trial (forecast {typical.describe()}, "
-                "estimate)"
+                f"budget: {spent.describe_in(unit)} spent{spent_label(study)} {of}; what is left "
+                f"of the {name} cannot pay for a typical trial (forecast "
+                f"{typical.describe_in(unit)}, estimate)"
             )
             if is_policy_cap(index) and self.policy is not None and self.policy.on_exceed == "stop":
                 request_stop(self.ledger.url, study.study_name, self.stopped)

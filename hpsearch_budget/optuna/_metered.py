@@ -518,12 +518,13 @@ def _no_room_reason(
     limits = [c for _, c, _ in named]
     index, name = binding_limit([n for *_, n in named], limits, used, amount)
     of = f"the {name} of {limits[index].describe_limit()}"
-    spent = f"{used[index].describe()} spent or reserved{spent_label(study)}"
+    # Figures in the binding limit's units: a USD cap's message shows USD, not kWh.
+    spent = f"{used[index].describe_in(limits[index])} spent or reserved{spent_label(study)}"
     if used_fraction(used[index], limits[index]) >= 1.0:  # no forecast needed to say why
         return index, f"budget: {of} is spent: {spent}"
     return index, (
-        f"budget: a typical trial (forecast {amount.describe()}, estimate) does not fit what "
-        f"is left of {of}: {spent}"
+        f"budget: a typical trial (forecast {amount.describe_in(limits[index])}, estimate) does "
+        f"not fit what is left of {of}: {spent}"
     )
 
 

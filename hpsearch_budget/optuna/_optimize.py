@@ -265,12 +265,13 @@ def _admit(
         admission = policy.admit(ledger, name, project, user, forecast, budget=budget)
         if not admission.fits:  # on_exceed = "warn": admit logged it; say it once per sweep
             CapWarner(ledger, policy, name, project, user).mark(admission.binding)
-    if used_fraction(spent, budget.as_cost()) >= 1.0 or not fits(typical, acc.left_after_release()):
+    limit = budget.as_cost()
+    if used_fraction(spent, limit) >= 1.0 or not fits(typical, acc.left_after_release()):
         raise BudgetExceededError(
-            f"study {name!r} has already spent {spent.describe()}{spent_label(study)} of its "
-            f"budget ({budget.describe()}) and what is left cannot pay for a typical trial "
-            f"({typical.describe()}, estimate); raise the budget or start a study with a new "
-            f"name"
+            f"study {name!r} has already spent {spent.describe_in(limit)}{spent_label(study)} of "
+            f"its budget ({budget.describe()}) and what is left cannot pay for a typical trial "
+            f"({typical.describe_in(limit)}, estimate); raise the budget or start a study with a "
+            f"new name"
         )
 
 

@@ -275,7 +275,8 @@ class BudgetPruner(StudyLimits, BasePruner):
         of = "spent or reserved under the limit" if index else f"spent of {self.budget.describe()}"
         what = f", so the {n_victims} least promising of {n_running} running were pruned"
         label = spent_label(study)
-        return f"budget: {spent.describe()}{label} {of}; {why}{what if n_running else ''}"
+        shown = spent.describe_in(acc.limits[index][1])  # in the binding limit's units
+        return f"budget: {shown}{label} {of}; {why}{what if n_running else ''}"
 
     def _candidates(self, study: optuna.Study, state: _state.StudyState) -> list[_Candidate]:
         rows = self.ledger.entries(study=study.study_name, open_only=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 
 import optuna
@@ -230,3 +231,28 @@ def test_resumed_sweep_refused_when_its_forecast_exceeds_the_cap(
         assert Ledger(url).spent(Scope(project="nlp")).energy_j == spent_before
     else:
         assert run().n_trials == 2 + more_trials
+
+
+@pytest.mark.parametrize("on_exceed", ["prune", "stop"])
+def test_a_usd_cap_is_reported_in_usd(lab, url, on_exceed, replay_objective):
+    """With a project energy cap and a user USD cap, the USD cap binds: the prune reason and
+    the stop message ("stop": the pruner's; "prune": the refused next trial's) name it and
+    show what was spent of it in USD, not only in kg CO2e / kWh."""
+    usd_per_step = j_to_kwh(STEP_J) * 1000.0  # 1000 USD/kWh, PUE 1: 0.0028 USD a step
+    lab(
+        f'on_exceed = "{on_exceed}"\n[defaults]\nusd_per_kwh = 1000\npue = 1.0\n'
+        + _cap("project", 1000.0)
+        + f"[caps.user]\nusd = {1.5 * usd_per_step!r}\n"
+    )
+    meter = ReplayMeter(power_w=WATTS)
+    study = optuna.create_study(study_name="usd", pruner=optuna.pruners.NopPruner())
+    sweep = replay_objective(meter, steps=6)
+    run = optimize(study, sweep, budget=BIG, ledger=url, meter=meter, project="nlp", user="ana",
+                   n_trials=5)  # fmt: skip
+    reason = study.trials[0].user_attrs["hpaudit_prune_reason"]
+    assert study.trials[0].state == TrialState.PRUNED
+    assert "user 'ana' monthly USD cap" in reason
+    spent_usd = r"[0-9.e-]+ kg CO2e / [0-9.e-]+ kWh / [0-9.e-]+ USD( \(replayed\))? spent"
+    assert re.match(rf"budget: {spent_usd}", reason), reason
+    assert run.stopped is not None and "user 'ana' monthly USD cap" in run.stopped
+    assert re.search(spent_usd, run.stopped), run.stopped
