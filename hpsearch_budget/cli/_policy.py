@@ -38,7 +38,9 @@ def summary_lines(policy: Any) -> list[str]:
     if d.usd_per_kwh is not None:
         parts.append(f"{d.usd_per_kwh:g} USD/kWh")
     if d.cloud_usd_per_gpu_hour is not None:
-        parts.append(f"{d.cloud_usd_per_gpu_hour:g} USD/GPU-h (cloud)")
+        # No ledger row is charged with it (USD caps count electricity): say so, lest a lab
+        # believe its USD caps include GPU rental.
+        parts.append(f"{d.cloud_usd_per_gpu_hour:g} USD/GPU-h (cloud; not charged by sweeps)")
     lines.append(f"  defaults: {', '.join(parts) if parts else 'none (ledger defaults apply)'}")
     caps = policy.caps
     rows: list[tuple[str, Any]] = [

@@ -58,6 +58,14 @@ def test_check_valid_file_prints_summary(capsys, tmp_path):
     assert code == 0 and data["valid"] and data["caps"]["projects"]["cv"] == {"gpu_hours": 10.0}
 
 
+def test_check_says_the_cloud_gpu_price_is_not_charged(capsys, tmp_path):
+    """No sweep charges cloud_usd_per_gpu_hour to its ledger rows: a lab admin reading the
+    summary must not believe that its USD caps include GPU rental."""
+    (tmp_path / "hpaudit.toml").write_text("[defaults]\ncloud_usd_per_gpu_hour = 2.5\n")
+    code, out, _ = run(capsys, "policy", "check")
+    assert code == 0 and "2.5 USD/GPU-h (cloud; not charged by sweeps)" in out
+
+
 def test_check_lists_every_problem_with_path_and_hint(capsys, tmp_path):
     bad = tmp_path / "lab.toml"
     bad.write_text('on_exceed = "never"\n[caps]\nproject = 50\n[caps.user]\nco2e_kg = -1\nx = 2\n')
