@@ -36,6 +36,11 @@ class Spread:
         return cls(int(v.size), float(np.mean(v)), std, float(np.min(v)), float(np.max(v)))
 
 
+#: :attr:`SeedVariance.origin` of the ledger's final training and seed reruns: runs of the
+#: final configuration (a lab policy's ``[reporting] seeds`` counts these).
+LEDGER_SEED_RUNS = "ledger seed runs"
+
+
 @dataclass(frozen=True, slots=True)
 class SeedVariance:
     """Variance of the chosen configuration over repeated runs, or why it is unknown."""
@@ -94,7 +99,7 @@ def _seed_runs(runs: pd.DataFrame) -> SeedVariance | None:
         return None
     return SeedVariance(
         Spread.of(np.concatenate([finals, seeds])),
-        "ledger seed runs",
+        LEDGER_SEED_RUNS,
         f"{finals.size} final training and {seeds.size} seed reruns of the chosen "
         "configuration (complete runs only)",
     )

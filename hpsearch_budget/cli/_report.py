@@ -136,8 +136,28 @@ def report(
             "once it has a few more than parameters."
         ),
     ] = None,
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="Lab policy whose \\[reporting] requirements the report checks; default: "
+            "$HPAUDIT_POLICY, else hpaudit.toml or pyproject.toml \\[tool.hpaudit] from the "
+            "working directory upwards (none found: no check).",
+            show_default=False,
+        ),
+    ] = None,
+    no_policy: Annotated[bool, typer.Option("--no-policy", help="Check no lab policy.")] = False,
+    strict_policy: Annotated[
+        bool,
+        typer.Option(
+            "--strict-policy",
+            help="Exit 1 (after writing the report) when it misses a requirement of the lab "
+            "policy; exit 2 when no policy file is found. For CI.",
+        ),
+    ] = False,
 ) -> None:
     """Report the R&D cost, sensitivity and variance of a sweep (Strubell et al. 2019)."""
+    from hpsearch_budget.cli._report_policy import fail_if_missing, report_policy
     from hpsearch_budget.report import build_report, load_sweep, render
 
     # Check every option before reading anything: a typo fails in milliseconds.
@@ -154,6 +174,7 @@ def report(
     )
     if out is not None:  # before the (long) read: --out must not be the source itself
         refuse_to_replace_input(out, [source])
+    lab = report_policy(policy_file, no_policy, strict_policy)  # a bad file fails fast too
     what_if, source_note = _what_if_intensity(region, g_per_kwh)
     price = _gpu_price(gpu)
     with _progress() as progress:
@@ -179,10 +200,13 @@ def report(
             top_k=top_k,
             n_trials=n_trials,
             cost_model=model,
+            policy=lab,
             progress=progress,
         )
         text = render(rep, fmt.value)
     _write(text, out, fmt)
+    if strict_policy:
+        fail_if_missing(rep)
 
 
 def _check_options(

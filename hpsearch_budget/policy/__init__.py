@@ -41,6 +41,7 @@ from hpsearch_budget.policy._model import (
     OnExceed,
     Policy,
     Reporting,
+    RequirementCheck,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Policy",
     "PolicyProblem",
     "Reporting",
+    "RequirementCheck",
     "SpendSource",
     "admit",
     "as_utc",

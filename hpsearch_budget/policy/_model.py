@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -261,12 +262,62 @@ class Defaults(_Strict):
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class RequirementCheck:
+    """One ``[reporting]`` requirement checked against a report: met or not, and why."""
+
+    key: Literal["seeds", "sensitivity", "variance"]
+    required: int | bool  # seeds: the number required; the others: True
+    found: int | bool  # seeds: the runs found; the others: whether the report has it
+    met: bool
+    detail: str
+
+
+def _reported(
+    key: Literal["sensitivity", "variance"], found: bool, what: str, by: str
+) -> RequirementCheck:
+    """A yes/no requirement: ``what`` must be in the report."""
+    detail = f"{what} {'is' if found else 'is not'} reported; {by} requires it"
+    return RequirementCheck(key, True, found, found, detail)
+
+
 class Reporting(_Strict):
     """What every report of a sweep under this policy must contain."""
 
     seeds: Annotated[int, Field(ge=1)] | None = None  # final configuration run with n seeds
     sensitivity: bool = False  # hyperparameter sensitivity must be reported
     variance: bool = False  # seed variance / expected max must be reported
+
+    def check(
+        self,
+        *,
+        seeds_run: int = 0,
+        sensitivity: bool = False,
+        variance: bool = False,
+        by: str = "the policy",
+    ) -> list[RequirementCheck]:
+        """Each requirement set here, met or not; ``by`` names the policy in the details.
+
+        >>> [(c.key, c.met) for c in Reporting(seeds=5, variance=True).check(seeds_run=5)]
+        [('seeds', True), ('variance', False)]
+        """
+        out = []
+        if self.seeds is not None:
+            runs = f"{seeds_run} seed{'' if seeds_run == 1 else 's'}"
+            out.append(
+                RequirementCheck(
+                    "seeds",
+                    self.seeds,
+                    seeds_run,
+                    seeds_run >= self.seeds,
+                    f"the final configuration was run with {runs}; {by} requires {self.seeds}",
+                )
+            )
+        if self.sensitivity:
+            out.append(_reported("sensitivity", sensitivity, "hyperparameter sensitivity", by))
+        if self.variance:
+            out.append(_reported("variance", variance, "seed variance", by))
+        return out
 
     def missing(
         self, *, seeds_run: int = 0, sensitivity: bool = False, variance: bool = False
@@ -276,17 +327,8 @@ class Reporting(_Strict):
         >>> Reporting(seeds=5, sensitivity=True).missing(seeds_run=3, sensitivity=True)
         ['the final configuration was run with 3 seeds; the policy requires 5']
         """
-        out = []
-        if self.seeds is not None and seeds_run < self.seeds:
-            out.append(
-                f"the final configuration was run with {seeds_run} seeds; the policy requires "
-                f"{self.seeds}"
-            )
-        if self.sensitivity and not sensitivity:
-            out.append("hyperparameter sensitivity is not reported; the policy requires it")
-        if self.variance and not variance:
-            out.append("seed variance is not reported; the policy requires it")
-        return out
+        checks = self.check(seeds_run=seeds_run, sensitivity=sensitivity, variance=variance)
+        return [c.detail for c in checks if not c.met]
 
 
 class Policy(_Strict):

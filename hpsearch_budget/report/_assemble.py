@@ -7,6 +7,7 @@ figures.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,8 +38,10 @@ from hpsearch_budget.analysis._variance import Spread
 from hpsearch_budget.budget import TrialCostModel
 from hpsearch_budget.carbon import Intensity
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.policy import Policy, load_policy
 from hpsearch_budget.report import _model as m
 from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY, forecast_section
+from hpsearch_budget.report._policy_check import policy_check
 from hpsearch_budget.units import g_to_kg, g_to_lbs, j_to_kwh
 
 Progress = Callable[[str], None]
@@ -134,6 +137,7 @@ def build_report(
     n_trials: int | None = None,
     level: float = 0.9,
     cost_model: TrialCostModel | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
     progress: Progress = lambda _: None,
 ) -> m.Report:
     """Every analysis of ``sweep``, as a :class:`Report` (raises when nothing can be reported).
@@ -141,10 +145,15 @@ def build_report(
     ``n_trials``: the sweep's planned number of trials, for the forecast of the cost to finish
     it (None: the study's recorded ``n_trials`` user attribute, if any); ``level``: coverage of
     the forecast's interval; ``cost_model``: a model of trial cost learned from earlier
-    sweeps (:meth:`TrialCostModel.from_ledger`) for the forecast of the cost to finish.
+    sweeps (:meth:`TrialCostModel.from_ledger`) for the forecast of the cost to finish;
+    ``policy``: a lab policy (a :class:`Policy` or its file) whose ``[reporting]``
+    requirements the report checks (None: none checked; unlike a sweep, a report does not
+    look for ``hpaudit.toml`` itself: ``hpaudit report`` does, as sweeps do).
     """
     from hpsearch_budget import __version__
 
+    # Read first: a malformed policy file fails before the (long) analyses.
+    lab = None if policy is None else load_policy(policy)
     if sweep.trials.empty:
         raise HpauditInputError(
             f"study {sweep.study!r} has no trials; run the sweep first (nothing to report)"
@@ -176,6 +185,7 @@ def build_report(
         trials=_points(sweep),
         notes=_notes(sweep, rnd, fc),
         forecast=fc,
+        policy=None if lab is None else policy_check(lab, seed, sens),
     )
 
 

@@ -135,6 +135,24 @@ class CheckRow(_Model):
     detail: str
 
 
+class PolicyRequirement(_Model):
+    """One ``[reporting]`` requirement of the lab policy, checked against this report."""
+
+    key: Literal["seeds", "sensitivity", "variance"]
+    label: str  # "Lab policy: seeds"
+    status: Literal["ok", "missing"]
+    required: bool | int  # seeds: the number required; the others: true
+    found: bool | int  # seeds: complete final + seed runs in the ledger; the others: reported
+    detail: str  # names the policy file; says how to meet it when missing
+
+
+class PolicyCheck(_Model):
+    """The lab policy a report was checked against: its file and each requirement."""
+
+    file: str | None  # the policy file as found or given; None for a Policy built in code
+    requirements: list[PolicyRequirement]  # [] when the policy sets no [reporting] requirement
+
+
 class TrialPoint(_Model):
     """One trial in the figures: in number order."""
 
@@ -195,3 +213,4 @@ class Report(_Model):
     trials: list[TrialPoint]
     notes: list[str]
     forecast: ForecastSection | None = None  # None: no trial with energy data to forecast from
+    policy: PolicyCheck | None = None  # None: no lab policy checked (none found, --no-policy)

@@ -344,14 +344,19 @@ def tables(r: Report) -> list[Table]:
             rows.append(["(note)", imp.note])
         out.append((title, ["parameter", "importance"], rows))
     out += _variance_tables(r)
-    out.append(
-        (
-            "Checklist (Strubell et al. 2019 recommendations)",
-            ["item", "status", "detail"],
-            [[c.label, c.status, c.detail] for c in r.checklist],
-        )
-    )
+    out.append(_checklist_table(r))
     return out
+
+
+def _checklist_table(r: Report) -> Table:
+    """The paper's recommendations, then the lab policy's requirements (when one was checked
+    and sets any: no policy, no rows)."""
+    rows = [[c.label, c.status, c.detail] for c in r.checklist]
+    title = "Checklist (Strubell et al. 2019 recommendations)"
+    if r.policy and r.policy.requirements:
+        rows += [[q.label, q.status, q.detail] for q in r.policy.requirements]
+        title = "Checklist (Strubell et al. 2019 recommendations and the lab policy)"
+    return (title, ["item", "status", "detail"], rows)
 
 
 def _some(points: Sequence[Any], k: int) -> list[Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch_budget.report import build_report, load_sweep, render, write_atomic
+from hpsearch_budget.report import Report, build_report, load_sweep, render, write_atomic
 
 pytestmark = pytest.mark.browser
 
@@ -50,6 +50,13 @@ def driver():  # type: ignore[no-untyped-def]
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def _open(driver, rep: Report, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The report's HTML, loaded in the browser, with no console error."""
+    driver.get(write_atomic(tmp_path / "report.html", render(rep, "html")).as_uri())
+    assert driver.title.startswith("hpaudit report")
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
 def test_html_report_renders_in_chromium(
     driver,
     study_db: tuple[str, str],  # type: ignore[no-untyped-def]
@@ -58,13 +65,7 @@ def test_html_report_renders_in_chromium(
     from selenium.webdriver.common.by import By
 
     storage, ledger = study_db
-    page = write_atomic(
-        tmp_path / "report.html", render(build_report(load_sweep(storage, ledger=ledger)), "html")
-    )
-    driver.get(page.as_uri())
-    assert driver.title.startswith("hpaudit report")
-    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    assert severe == []
+    _open(driver, build_report(load_sweep(storage, ledger=ledger)), tmp_path)
     ids = {
         "fig-history",
         "fig-evp",
@@ -80,3 +81,27 @@ def test_html_report_renders_in_chromium(
     shot = tmp_path / "report.png"
     assert driver.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_lab_policy_rows_render_in_the_checklist(
+    driver,
+    study_db: tuple[str, str],  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    storage, ledger = study_db
+    policy = tmp_path / "hpaudit.toml"
+    policy.write_text("[reporting]\nseeds = 5\nsensitivity = true\n")
+    _open(driver, build_report(load_sweep(storage, ledger=ledger), policy=policy), tmp_path)
+    rows = {
+        r.find_elements(By.TAG_NAME, "td")[0].text: r
+        for r in driver.find_elements(By.CSS_SELECTOR, "tr.ok, tr.missing")
+    }
+    seeds, sens = rows["Lab policy: seeds"], rows["Lab policy: sensitivity"]
+    assert seeds.is_displayed() and f"{policy} requires 5" in seeds.text
+    status = seeds.find_elements(By.TAG_NAME, "td")[1]
+    assert (
+        status.text == "missing" and status.value_of_css_property("color") == "rgba(176, 0, 32, 1)"
+    )
+    assert sens.find_elements(By.TAG_NAME, "td")[1].text == "ok"
