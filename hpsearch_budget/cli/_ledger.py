@@ -110,18 +110,15 @@ def export(
 
 def studies(ledger: LedgerOption = None) -> None:
     """List the studies in the ledger with their windows and cost so far."""
-    from hpsearch_budget.ledger import Scope
-
     with _open(ledger) as opened:
-        for name in opened.studies():
-            cost = opened.spent(Scope(study=name))
-            frame = opened.entries(name)
-            estimated = " (includes estimates)" if (frame.source == "estimated").any() else ""
-            # Plain tab-separated lines: easy to read and to cut / awk.
-            print(
-                f"{name}\t{len(frame)} windows\t{cost.energy_kwh:.4g} kWh (device){estimated}\t"
-                f"{cost.co2e_kg:.4g} kg CO2e{estimated}"  # carbon follows from that energy
-            )
+        totals = opened.study_totals()  # one SQL aggregate, not every study's rows
+    for name, windows, cost, has_estimates in totals:
+        estimated = " (includes estimates)" if has_estimates else ""
+        # Plain tab-separated lines: easy to read and to cut / awk.
+        print(
+            f"{name}\t{windows} windows\t{cost.energy_kwh:.4g} kWh (device){estimated}\t"
+            f"{cost.co2e_kg:.4g} kg CO2e{estimated}"  # carbon follows from that energy
+        )
 
 
 def show(
@@ -137,7 +134,7 @@ def show(
 
     with _open(ledger) as opened:
         _known_study(opened, study)
-        frame = opened.entries(study).tail(limit)
+        frame = opened.entries(study, newest=limit)  # not the whole ledger for 20 rows
     if fmt is OutputFormat.json:
         # as `hpaudit export --format json` writes them: ISO 8601 in UTC, missing values null
         print_json(json_records(frame))

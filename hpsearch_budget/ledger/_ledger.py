@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, Footprint, HoldingIntensity, default_carbon_model
-from hpsearch_budget.errors import LedgerError
+from hpsearch_budget.errors import HpauditInputError, LedgerError
 from hpsearch_budget.ledger import (
     _chain,
     _engine,
@@ -914,21 +914,37 @@ class Ledger:
         """Names of the studies with at least one window, sorted."""
         return self._guard(lambda: _reads.studies(self._engine))
 
+    def study_totals(self) -> list[_reads.StudyTotal]:
+        """Per study, sorted by name: its windows, their cost so far (as :meth:`spent` of the
+        study) and whether any row's energy is estimated; summed in SQL."""
+        return self._guard(lambda: _reads.study_totals(self._engine))
+
     def entries(
-        self, study: str | None = None, scope: Scope | None = None, *, open_only: bool = False
+        self,
+        study: str | None = None,
+        scope: Scope | None = None,
+        *,
+        open_only: bool = False,
+        newest: int | None = None,
     ) -> pd.DataFrame:
         """One row per window, oldest first, with the columns of docs/contracts.md.
 
         Times are UTC datetimes; JSON fields are dicts / lists. A running window already silent
         for 3 checkpoint intervals is shown as ``killed`` (as :meth:`reap` would record it).
         ``open_only``: only windows not yet finalised (filtered in SQL, for callers on a hot
-        path that look for running trials in a large study).
+        path that look for running trials in a large study). ``newest``: only the last
+        ``newest`` windows (limited in SQL: ``hpaudit ledger show`` on a lab-wide ledger).
         """
+        if newest is not None and (isinstance(newest, bool) or not isinstance(newest, int)
+                                   or newest < 1):  # fmt: skip
+            raise HpauditInputError(f"newest must be a whole number >= 1, got {newest!r}")
         self._maybe_reap()
         scope = scope or Scope()
         if study is not None:
             scope = Scope(study, scope.project, scope.user, scope.since, scope.until)
-        rows = self._guard(lambda: _reads.entry_rows(self._engine, scope, open_only=open_only))
+        rows = self._guard(
+            lambda: _reads.entry_rows(self._engine, scope, open_only=open_only, newest=newest)
+        )
         return _frame(rows, self.now())
 
     def verify(self, study: str | None = None) -> VerifyReport:

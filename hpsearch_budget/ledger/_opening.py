@@ -19,6 +19,8 @@ def open_schema(engine: Engine, url: URL, *, create: bool, allow_other_tables: b
         _refuse_foreign(names, url, allow_other_tables)
         _create_schema(engine)
     _check_schema(engine, url)
+    if create:  # a writer; readers (create=False) never write, not even an index
+        add_indexes(engine)
 
 
 def _refuse_foreign(names: set[str], url: URL, allow_other_tables: bool) -> None:
@@ -76,3 +78,17 @@ def _check_schema(engine: Engine, url: URL) -> None:
             f"ledger {where} is damaged: table(s) {', '.join(sorted(missing))} missing; "
             "restore it from a backup"
         )
+
+
+def add_indexes(engine: Engine) -> None:
+    """Create the scope indexes (:data:`_schema.SCOPE_INDEXES`) a ledger made by an earlier
+    version lacks: once, by its first writer of this version; racing writers queue on the
+    schema lock and the later ones find them made."""
+    have = {i["name"] for i in sa.inspect(engine).get_indexes(_schema.windows.name)}
+    missing = [i for i in _schema.SCOPE_INDEXES if i.name not in have]
+    if not missing:
+        return
+    with _engine.write_txn(engine) as conn:
+        _engine.lock_schema(conn)
+        for index in missing:
+            index.create(conn, checkfirst=True)

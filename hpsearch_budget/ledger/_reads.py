@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
@@ -26,6 +27,9 @@ ENTRY_COLUMNS = (
     "reserved_energy_j", "reserved_co2e_g", "reserved_usd", "reserved_gpu_s", "row_hash",
     "seq", "checkpoint_interval_s",
 )  # fmt: skip
+
+#: Rows fetched at a time when streaming (verify): bounded memory, few round trips.
+_STREAM_ROWS = 500
 
 #: Table columns whose entries() name differs.
 RENAMED = {
@@ -133,35 +137,87 @@ def studies(engine: Engine) -> list[str]:
         return [str(s) for s in conn.execute(stmt).scalars()]
 
 
-def entry_rows(engine: Engine, scope: Scope, *, open_only: bool) -> list[RowMapping]:
-    """The rows of ``scope``, oldest first (``open_only``: only those not yet finalised)."""
+class StudyTotal(NamedTuple):
+    """A study's windows, their cost so far, and whether any of its energy is estimated."""
+
+    study: str
+    windows: int
+    cost: Cost
+    estimated: bool
+
+
+def study_totals(engine: Engine) -> list[StudyTotal]:
+    """Every study's :class:`StudyTotal`, sorted by name: one aggregate over the ledger, not
+    its rows (``hpaudit ledger studies`` read every study's rows into a frame to count them)."""
+    sums = [sa.func.coalesce(sa.func.sum(W.c[c]), 0.0) for c in ("energy_j", "co2e_g", "usd",
+                                                                 "gpu_s")]  # fmt: skip
+    estimated = sa.func.max(sa.case((W.c.source == "estimated", 1), else_=0))
+    stmt = (
+        sa.select(W.c.study, sa.func.count(), *sums, estimated)
+        .group_by(W.c.study)
+        .order_by(W.c.study)
+    )
     with _engine.read_txn(engine) as conn:
-        stmt = sa.select(W).where(*where(scope)).order_by(W.c.id)
+        if conn.dialect.name == "sqlite":  # SQL sums read a hand edit's text as 0: refuse it
+            _refuse_edited(conn)
+        return [
+            StudyTotal(str(r[0]), int(r[1]), Cost(*(float(x) for x in r[2:6])), bool(r[6]))
+            for r in conn.execute(stmt)
+        ]
+
+
+def _refuse_edited(conn: Any) -> None:
+    """SQLite: raise :func:`unreadable`'s error for the first row holding what the ledger
+    never writes (text in a number column, no JSON in a JSON one), found in SQL."""
+    numbers = [c for c in W.columns if isinstance(c.type, sa.Double | sa.BigInteger)]
+    bad = [sa.and_(c.is_not(None), sa.func.typeof(c).not_in(("real", "integer"))) for c in numbers]
+    texts = [W.c[c] for c in (*JSON_COLUMNS, "values_json")]
+    bad += [sa.and_(c.is_not(None), sa.func.json_valid(c) == 0) for c in texts]  # NULL: 0
+    row = conn.execute(sa.select(W).where(sa.or_(*bad)).order_by(W.c.id).limit(1)).mappings()
+    found = [dict(r) for r in row]
+    error = unreadable(found) if found else None
+    if error is not None:
+        raise error
+
+
+def entry_rows(
+    engine: Engine, scope: Scope, *, open_only: bool, newest: int | None = None
+) -> list[RowMapping]:
+    """The rows of ``scope``, oldest first (``open_only``: only those not yet finalised;
+    ``newest``: only the last so many, read newest first from the end of the id range)."""
+    with _engine.read_txn(engine) as conn:
+        stmt = sa.select(W).where(*where(scope))
         if open_only:
             stmt = stmt.where(W.c.status == "running", UNLINKED)
-        return list(conn.execute(stmt).mappings())
+        if newest is None:
+            return list(conn.execute(stmt.order_by(W.c.id)).mappings())
+        return list(conn.execute(stmt.order_by(W.c.id.desc()).limit(newest)).mappings())[::-1]
 
 
 def verify_chains(engine: Engine, study: str | None) -> VerifyReport:
-    """Check every study's hash chain (or ``study``'s), in one read transaction."""
+    """Check every study's hash chain (or ``study``'s), in one read transaction. Rows are
+    streamed in (study, seq) order and checked a study at a time: memory holds one study's
+    rows, not a lab ledger's (300,000 rows took 1 GB read all at once)."""
     finished = sa.or_(W.c.status.in_(_schema.FINISHED), W.c.seq.is_not(None))
     H = _schema.chain_heads
+    found: dict[str, Any] = {}  # study -> its problem (or None)
+    rows_seen = pending = 0
     with _engine.read_txn(engine) as conn:
         stmt = sa.select(W).where(finished)
         heads_stmt = sa.select(H)
         if study is not None:
             stmt = stmt.where(W.c.study == study)
             heads_stmt = heads_stmt.where(H.c.study == study)
-        rows = [dict(r) for r in conn.execute(stmt.order_by(W.c.study, W.c.seq)).mappings()]
         heads = {h["study"]: dict(h) for h in conn.execute(heads_stmt).mappings()}
-    by_study: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_study.setdefault(r["study"], []).append(r)
-    names = sorted(set(by_study) | set(heads))
-    problems = [
-        p
-        for name in names
-        if (p := _chain.verify_study(name, by_study.get(name, []), heads.get(name)))
-    ]
-    pending = sum(1 for r in rows if _chain.is_sealed(r))
-    return VerifyReport(studies=len(names), rows=len(rows), problems=problems, pending=pending)
+        streamed = conn.execution_options(yield_per=_STREAM_ROWS).execute(
+            stmt.order_by(W.c.study, W.c.seq)
+        )
+        for name, group in itertools.groupby(streamed.mappings(), key=lambda r: r["study"]):
+            rows = [dict(r) for r in group]
+            rows_seen += len(rows)
+            pending += sum(1 for r in rows if _chain.is_sealed(r))
+            found[name] = _chain.verify_study(name, rows, heads.get(name))
+    for name in set(heads) - set(found):  # a head whose rows are all gone
+        found[name] = _chain.verify_study(name, [], heads[name])
+    problems = [p for name in sorted(found) if (p := found[name])]
+    return VerifyReport(studies=len(found), rows=rows_seen, problems=problems, pending=pending)

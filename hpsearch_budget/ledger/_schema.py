@@ -100,6 +100,16 @@ windows = Table(
     ),
     Index("ix_hpaudit_windows_study_seq", "study", "seq", unique=True),
 )
+# A budget's or cap's sums, budget status and export --since/--until read the rows of one
+# project or user in a time range, or of a time range: without these each read a whole lab
+# ledger (PostgreSQL scanned the table at every trial start under a project cap). They change
+# no table's shape, so the schema version stays: ledgers made before get them from their next
+# writer (_opening.add_indexes), and an older version still reads and writes such a ledger.
+SCOPE_INDEXES = (
+    Index("ix_hpaudit_windows_project_started", windows.c.project, windows.c.started_unix_s),
+    Index("ix_hpaudit_windows_user_started", windows.c.user_name, windows.c.started_unix_s),
+    Index("ix_hpaudit_windows_started", windows.c.started_unix_s),
+)
 # Set on creation rather than by Table(postgresql_with=...), which SQLAlchemy 2.0 refuses (2.1
 # added it); the new table is still empty, so it is the same as a WITH clause in its CREATE.
 event.listen(

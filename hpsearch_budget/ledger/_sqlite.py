@@ -77,12 +77,17 @@ _SCOPE_SQL = {
 }
 
 
-@functools.lru_cache(maxsize=32)
-def _rows_after(keys: tuple[str, ...]) -> str:
+_NEWEST = f"SELECT max(id) FROM {W.name}"
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_after(keys: tuple[str, ...], first: bool = False) -> str:
     """SQL: the rows of a scope above a low-water mark of ids, oldest first. The scope's
     columns are written ``+column`` so that SQLite walks the id range (few rows) instead of
-    the study's index (all of the study's rows)."""
-    where = " AND ".join(["id > :low", *(_SCOPE_SQL[k] for k in keys)])
+    the study's index (all of the study's rows). ``first``: no mark yet, so the id range is
+    the whole ledger: the scope's own index (study, project, user, time) finds its rows."""
+    scope = (_SCOPE_SQL[k].removeprefix("+") if first else _SCOPE_SQL[k] for k in keys)
+    where = " AND ".join(["id > :low", *scope])
     return f"SELECT {', '.join(_READ)} FROM {W.name} WHERE {where} ORDER BY id"
 
 
@@ -99,6 +104,10 @@ class SqliteSums:
     transactions of one process may each leave their mark; every mark covers only rows
     finished in the snapshot it came from, so any of them is sound (an older snapshot that
     uses a newer mark counts those rows' final cost, never twice, never not at all).
+    When none of the scope's rows is running, the mark moves to the newest id in the ledger,
+    not only the scope's newest row: the rows between belong to other scopes, and walking
+    them again at every read cost a study whose rows are not the ledger's newest a whole
+    scan per read (56 ms at 300,000 rows).
     """
 
     def __init__(self) -> None:
@@ -109,7 +118,7 @@ class SqliteSums:
         params = scope_params(scope)
         key = tuple(sorted(params.items()))
         low, below = self._marks.get(key, (0, [0.0, 0.0, 0.0, 0.0]))
-        sql = _rows_after(tuple(k for k, _ in key))
+        sql = _rows_after(tuple(k for k, _ in key), first=low == 0)
         rows = db.execute(sql, {**params, "low": low}).fetchall()
         spent, committed = list(below), [0.0, 0.0, 0.0, 0.0]
         settled, mark, settling = list(below), low, True
@@ -132,6 +141,8 @@ class SqliteSums:
                 f"ledger row id {bad[0]} holds text where a number belongs: it was edited by "
                 "hand; restore the ledger from a backup"
             ) from None
+        if settling:  # nothing of the scope runs: the ledger's newer rows are others'
+            mark = max(mark, db.execute(_NEWEST).fetchone()[0] or 0)
         self._marks[key] = (mark, settled)
         return Cost(*spent), Cost(*committed)
 

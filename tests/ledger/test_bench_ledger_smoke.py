@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from collections.abc import Callable
+from typing import Any
 
 
-def test_bench_ledger_quick(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    env = {**os.environ}
-    env.pop("HPAUDIT_TEST_PG_URL", None)  # SQLite only here; the PostgreSQL path has its tests
-    subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "bench_ledger.py"), "--quick", "--out",
-         str(out)],
-        check=True, env=env, timeout=120, capture_output=True,
-    )  # fmt: skip
-    results = json.loads(out.read_text())["results"]
+def test_bench_ledger_quick(run_quick: Callable[..., Any]) -> None:
+    # SQLite only here; the PostgreSQL path has its tests
+    results = run_quick("bench_ledger.py", timeout=120)["results"]
     assert {(r["writers"], r["checkpoints_per_row"]) for r in results} == {
         (1, 0),
         (2, 0),
@@ -30,14 +18,11 @@ def test_bench_ledger_quick(tmp_path: Path) -> None:
     assert all(r["rows_per_s"] > 0 and r["rows"] == 5 * r["writers"] for r in results)
 
 
-def test_bench_ledger_quick_postgresql_with_floor(pg_url: str, tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "bench_ledger.py"), "--quick", "--floor",
-         "--checkpoints", "0", "--pg-url", pg_url, "--out", str(out)],
-        check=True, timeout=300, capture_output=True,
-    )  # fmt: skip
-    results = json.loads(out.read_text())["results"]
+def test_bench_ledger_quick_postgresql_with_floor(
+    pg_url: str, run_quick: Callable[..., Any]
+) -> None:
+    args = ("--floor", "--checkpoints", "0", "--pg-url", pg_url)
+    results = run_quick("bench_ledger.py", *args)["results"]
     backends = {r["backend"] for r in results}
     assert backends == {"sqlite", "postgresql", "pg floor (bare psycopg)"}
     floor = [r for r in results if r["backend"].startswith("pg floor")]
