@@ -7,6 +7,10 @@ csv, parquet and json hold the columns of :meth:`Ledger.entries`; times are ISO 
 (``Z``). JSON is an array of records, one per line: numbers as numbers, a missing value, NaN or
 inf as null, and the dict / list columns (``energy_by_domain``, ``params``...) as JSON objects
 and arrays where csv holds their JSON text. CodeCarbon's layout: see ``_codecarbon.py``.
+
+csv, json and codecarbon are written a chunk of rows at a time (:func:`export_chunks`, fed by
+:meth:`Ledger.entry_chunks`), so memory stays bounded whatever the ledger's size; the file is
+the same as one written from all the rows at once. Parquet is written from every row at once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,13 @@ def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> 
     >>> export_frame(ledger.entries(), os.path.join(d, "emissions.csv"), "codecarbon")
     1
     """
+    return export_chunks([frame], out, fmt)
+
+
+def export_chunks(chunks: Iterable[pd.DataFrame], out: str | os.PathLike[str], fmt: str) -> int:
+    """:func:`export_frame` of the rows of ``chunks`` (``Ledger.entry_chunks()``: at least one
+    frame, the first with the columns even when empty), one chunk in memory at a time (parquet:
+    all of them). Returns the number of rows written."""
     if fmt not in FORMATS:
         raise HpauditInputError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = Path(out)
@@ -75,35 +86,53 @@ def export_frame(frame: pd.DataFrame, out: str | os.PathLike[str], fmt: str) -> 
             f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist"
         )
     write = _WRITERS[fmt]
-    _atomic_write(path, lambda tmp: write(frame, tmp))
-    return len(frame)  # one row (record) per window in every format
+    written = [0]  # one row (record) per window in every format
+
+    def counted() -> Iterator[pd.DataFrame]:
+        for chunk in chunks:
+            written[0] += len(chunk)
+            yield chunk
+
+    _atomic_write(path, lambda tmp: write(counted(), tmp))
+    return written[0]
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    table.to_csv(path, index=False, date_format=ISO_UTC)
+def _write_csv(tables: Iterable[pd.DataFrame], path: Path) -> None:
+    # the header once, then each chunk appended: the bytes of one to_csv of all the rows
+    for i, table in enumerate(tables):
+        table.to_csv(path, mode="a" if i else "w", header=not i, index=False,
+                     date_format=ISO_UTC)  # fmt: skip
 
 
-def _write_json(frame: pd.DataFrame, path: Path) -> None:
-    lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in json_records(frame)]
+def _write_json(frames: Iterable[pd.DataFrame], path: Path) -> None:
     # one record per line: a reader can diff or grep it; the whole file is one JSON array
-    path.write_text("[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n", "utf-8")
+    with open(path, "w", encoding="utf-8") as fh:
+        sep = "[\n"
+        for frame in frames:
+            for record in json_records(frame):
+                fh.write(sep + json.dumps(record, ensure_ascii=False, allow_nan=False))
+                sep = ",\n"
+        fh.write("[]\n" if sep == "[\n" else "\n]\n")
 
 
-def _write_parquet(table: pd.DataFrame, path: Path) -> None:
+def _write_parquet(frames: Iterable[pd.DataFrame], path: Path) -> None:
     try:
         import pyarrow  # noqa: F401
     except ImportError:
         raise HpauditInputError(
             "parquet export needs pyarrow: pip install 'hpsearch_budget[parquet]'"
         ) from None
+    # In memory: a chunk whose text column is all missing has no type to write it with.
+    # infer_objects: text columns typed as in one frame of all the rows (str, not object)
+    table = flat_entries(pd.concat(list(frames), ignore_index=True).infer_objects())
     table.to_parquet(path, index=False)
 
 
-_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
-    "csv": lambda frame, path: _write_csv(flat_entries(frame), path),
-    "parquet": lambda frame, path: _write_parquet(flat_entries(frame), path),
+_WRITERS: dict[str, Callable[[Iterable[pd.DataFrame], Path], None]] = {
+    "csv": lambda frames, path: _write_csv(map(flat_entries, frames), path),
+    "parquet": _write_parquet,
     "json": _write_json,
-    "codecarbon": lambda frame, path: _write_csv(codecarbon_frame(frame), path),
+    "codecarbon": lambda frames, path: _write_csv(map(codecarbon_frame, frames), path),
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -192,6 +192,17 @@ def entry_rows(
         if newest is None:
             return list(conn.execute(stmt.order_by(W.c.id)).mappings())
         return list(conn.execute(stmt.order_by(W.c.id.desc()).limit(newest)).mappings())[::-1]
+
+
+def entry_row_chunks(engine: Engine, scope: Scope, rows: int) -> Iterator[Sequence[RowMapping]]:
+    """The rows of ``scope`` in id order, ``rows`` at a time, from one read transaction (one
+    snapshot: a row committed mid-export is in it whole or not at all). At least one chunk,
+    empty for no rows, so that a writer still gets the columns. Memory holds one chunk."""
+    with _engine.read_txn(engine) as conn:
+        stmt = sa.select(W).where(*where(scope)).order_by(W.c.id)
+        chunks = conn.execution_options(yield_per=rows).execute(stmt).mappings().partitions()
+        yield next(chunks, [])
+        yield from chunks
 
 
 def verify_chains(engine: Engine, study: str | None) -> VerifyReport:
