@@ -71,14 +71,16 @@ def report(
         str | None,
         typer.Option(
             help="Ledger URL with the trials' energy (default: the one the study records in its "
-            "'hpaudit_ledger' attribute, or one in the study's own database)."
+            "'hpaudit_ledger' attribute, or a Ray folder's results in their 'hpaudit_ledger' "
+            "key, or one in the study's own database)."
         ),
     ] = None,
     no_ledger: Annotated[
         bool,
         typer.Option(
             "--no-ledger",
-            help="Use no ledger for an Optuna study: energy from the trials' user attributes.",
+            help="Use no ledger for an Optuna study or a Ray Tune folder: energy from the "
+            "trials' user attributes or results.",
         ),
     ] = False,
     fmt: Annotated[

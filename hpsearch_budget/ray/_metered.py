@@ -18,6 +18,8 @@ Every reported result gains these keys (see ``docs/ray-cluster.md``)::
     energy_source                  measured | integrated | estimated | replayed (weakest domain)
     hpaudit_window, hpaudit_study  the ledger window id and study
 
+the first result of each window also ``hpaudit_ledger``: the ledger's URL (no password, absolute
+SQLite path), by which ``hpaudit report <folder>`` finds the ledger without ``--ledger``;
 and, while ``metric=`` names no number reported so far, ``hpaudit_metric_missing`` (the metric
 and the keys reported): :class:`~hpsearch_budget.ray.LedgerCallback` warns of it once.
 
@@ -64,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.ledger._shareable import STUDY_ATTR, shareable_url
 
 if TYPE_CHECKING:
     from hpsearch_budget.carbon import CarbonModel
@@ -82,6 +85,10 @@ RESULT_KEYS = (
     "hpaudit_window",
     "hpaudit_study",
 )
+
+#: Added to the first result of each ledger window: the ledger's URL, no password (the name
+#: the Optuna integration gives the study attribute): ``hpaudit report <folder>`` joins it.
+LEDGER_URL_KEY = STUDY_ATTR
 
 #: Added to a result while ``metered(metric=...)`` has no number to store as the window's
 #: objective value: ``{"metric": name, "reported": [the keys the trainable reported]}``.
@@ -419,6 +426,9 @@ class _TrialRun:
             m = self._measure()
             cost = self._checkpoint(m, step=self.state.steps - 1)
         out = self._with_cost(dict(metrics), cost, m)
+        if self.state.steps == 1:
+            # Once per window, not per result: the folder's reader reads every result line.
+            out[LEDGER_URL_KEY] = shareable_url(self.spec.url)
         if self.state.failing is not None:
             out[LEDGER_ERROR_KEY] = self.state.failing
         if self.spec.metric and self.state.value is None:

@@ -1,4 +1,4 @@
-"""Which ledger an Optuna study's report joins when the user names none.
+"""Which ledger an Optuna study's or a Ray Tune folder's report joins when the user names none.
 
 A sweep run through :func:`hpsearch_budget.optuna.optimize` or a ``metered`` objective records
 its ledger's URL (no password, absolute SQLite path) as the study user attribute
@@ -12,6 +12,10 @@ Whichever ledger is joined, the study is looked up there under the name recorded
 ``hpaudit_ledger_study``: a study copied under a new name (``optuna.copy_study``) keeps the
 name its trials were metered under. A study without it (metered before it was recorded) is
 looked up under its own name.
+
+A Ray Tune folder records the URL in the same way, as the key ``hpaudit_ledger`` of the first
+result of each ledger window (``hpsearch_budget.ray.metered``); the same order applies (no
+ledger shares a folder's database), and its trials are joined on their trial ids.
 """
 
 from __future__ import annotations
@@ -19,13 +23,12 @@ from __future__ import annotations
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger._shareable import STUDY_ATTR, STUDY_NAME_ATTR
-from hpsearch_budget.report._source_common import Progress
+from hpsearch_budget.report._source_common import (
+    RECORDED_LEDGER_KEY,
+    RECORDED_STUDY_KEY,
+    Progress,
+)
 from hpsearch_budget.report._source_ledger import _join_entries, _ledger_entries, _with_ledger
-
-#: Key in ``Sweep.cache`` under which the Optuna readers leave the recorded ledger URL.
-RECORDED_LEDGER_KEY = "recorded_ledger"
-#: Key in ``Sweep.cache`` under which they leave the study's recorded name in the ledger.
-RECORDED_STUDY_KEY = "recorded_ledger_study"
 
 
 def join_ledger(
@@ -35,19 +38,22 @@ def join_ledger(
     *,
     find: bool = True,
     colocated: str | None = None,
+    ray: bool = False,
 ) -> Sweep:
     """Join ``ledger`` (``--ledger``), else the ledger the study records, else ``colocated``
     (a ledger in the study's database) onto ``sweep``. ``find=False`` (``--no-ledger``): none
-    but ``ledger``: the report uses the trials' attributes."""
+    but ``ledger``: the report uses the trials' attributes. ``ray``: a Ray Tune folder's."""
     recorded = sweep.cache.pop(RECORDED_LEDGER_KEY, None)
     name = _ledger_study(sweep) if find or ledger is not None else sweep.study
     if ledger is not None:
-        return _with_ledger(sweep, ledger, progress, named=True, study=name)
+        return _with_ledger(sweep, ledger, progress, named=True, study=name, ray=ray)
     if not find:
-        return _with_ledger(sweep, None, progress)
-    if isinstance(recorded, str) and _join_recorded(sweep, recorded, progress, colocated, name):
+        return _with_ledger(sweep, None, progress, ray=ray)
+    if isinstance(recorded, str) and _join_recorded(
+        sweep, recorded, progress, colocated, name, ray
+    ):
         return sweep
-    return _with_ledger(sweep, colocated, progress, study=name)
+    return _with_ledger(sweep, colocated, progress, study=name, ray=ray)
 
 
 def _ledger_study(sweep: Sweep) -> str:
@@ -64,25 +70,34 @@ def _ledger_study(sweep: Sweep) -> str:
 
 
 def _join_recorded(
-    sweep: Sweep, url: str, progress: Progress, colocated: str | None, name: str
+    sweep: Sweep, url: str, progress: Progress, colocated: str | None, name: str, ray: bool
 ) -> bool:
     """Join study ``name`` of the recorded ledger ``url``; False (and a note saying why) when
     it cannot be used."""
-    progress("opening the study's recorded ledger")
+    progress("opening the recorded ledger")
+    where = (
+        f"the {STUDY_ATTR} key of the trials' results"
+        if ray
+        else f"the study's {STUDY_ATTR} attribute"
+    )
     try:
         _, entries = _ledger_entries(url, name)
     except HpauditInputError as exc:
         why = str(exc).split("; ")[0]  # what went wrong, not the advice meant for --ledger
-        instead = (
-            "the ledger in the study's own database is tried instead"
-            if colocated is not None
-            else "the energy figures come from the trials' user attributes"
-        )
         sweep.notes.append(
-            f"ledger not used: the study's {STUDY_ATTR} attribute names {url}, which cannot be "
-            f"used ({why}); {instead}; pass --ledger URL where that ledger is now"
+            f"ledger not used: {where} names {url}, which cannot be used ({why}); "
+            f"{_instead(colocated, ray)}; pass --ledger URL where that ledger is now"
         )
         return False
-    _join_entries(sweep, entries)
-    sweep.notes.append(f"ledger from the study's {STUDY_ATTR} attribute: {url}")
+    _join_entries(sweep, entries, ray=ray)
+    sweep.notes.append(f"ledger from {where}: {url}")
     return True
+
+
+def _instead(colocated: str | None, ray: bool) -> str:
+    """Where the figures come from when the recorded ledger cannot be used."""
+    if colocated is not None:
+        return "the ledger in the study's own database is tried instead"
+    if ray:
+        return "the figures come from the trials' results"
+    return "the energy figures come from the trials' user attributes"

@@ -20,6 +20,13 @@ from hpsearch_budget.units import kg_to_g, kwh_to_j
 
 Progress = Callable[[str], None]
 
+#: Key in ``Sweep.cache`` under which a reader leaves the ledger URL the sweep recorded (an
+#: Optuna study's attribute, a Ray trial's result): :mod:`._recorded_ledger` joins it.
+RECORDED_LEDGER_KEY = "recorded_ledger"
+#: Key in ``Sweep.cache`` under which the Optuna readers leave the study's recorded name in the
+#: ledger.
+RECORDED_STUDY_KEY = "recorded_ledger_study"
+
 
 def _nothing(_: str) -> None:
     pass

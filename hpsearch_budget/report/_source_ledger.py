@@ -22,6 +22,7 @@ from hpsearch_budget.report._source_common import (
     _redact,
     require_direction,
 )
+from hpsearch_budget.report._source_ray import note_ray_fates
 from hpsearch_budget.units import j_to_kwh
 
 
@@ -126,6 +127,8 @@ def _with_ledger(
     ``study``: the study's name in the ledger, when not the sweep's own (a renamed copy).
     """
     if ledger is None:
+        if ray:
+            note_ray_fates(sweep)
         if not sweep.has_energy:
             sweep.notes.append(
                 "no energy data: the trials carry no energy attributes and no ledger was given "

@@ -15,8 +15,10 @@ import pandas as pd
 
 from hpsearch_budget.analysis import Sweep
 from hpsearch_budget.errors import HpauditInputError
+from hpsearch_budget.ledger._shareable import STUDY_ATTR
 from hpsearch_budget.report._attempts import weakest
 from hpsearch_budget.report._source_common import (
+    RECORDED_LEDGER_KEY,
     Progress,
     _energy_from_attrs,
     _nothing,
@@ -52,6 +54,7 @@ _RAY_KEYS = {
     "gpu_s",
     "hpaudit_window",
     "hpaudit_study",
+    STUDY_ATTR,  # the ledger's URL, in the first result of each window
     "energy_kwh",
     "co2e_kg",
     "energy_source",
@@ -103,7 +106,23 @@ def load_ray(
     notes = [f"Ray Tune metric {metric!r}, last reported value per trial"]
     direction = require_direction(direction, trials, "a Ray Tune folder", f"metric {metric!r}")
     study = _ray_study(lasts, folder)
-    return Sweep(study, trials, direction, "ray", str(folder), notes=notes)
+    sweep = Sweep(study, trials, direction, "ray", str(folder), notes=notes)
+    _keep_recorded_ledger(sweep, [res for _, res in ordered])
+    return sweep
+
+
+def _keep_recorded_ledger(sweep: Sweep, results: Iterable[list[dict[str, Any]]]) -> None:
+    """Leave the ledger URL the trials recorded (``hpaudit_ledger``, in the first result of
+    each ledger window) for ``join_ledger``; trials naming several ledgers leave it to
+    ``--ledger``, with a note."""
+    urls = {r[STUDY_ATTR] for res in results for r in res if isinstance(r.get(STUDY_ATTR), str)}
+    if len(urls) == 1:
+        sweep.cache[RECORDED_LEDGER_KEY] = urls.pop()
+    elif urls:
+        sweep.notes.append(
+            f"ledger not used: the trials' results name {len(urls)} ledgers in their "
+            f"{STUDY_ATTR} key ({', '.join(sorted(urls))}); pass --ledger URL"
+        )
 
 
 def _ray_results(folder: Path) -> dict[Path, list[dict[str, Any]]]:

@@ -10,9 +10,10 @@
 * A ledger URL: the ledger's tuning rows are the trials.
 
 Energy per trial comes from the ledger (joined on study name + trial number) when one is given,
-the study records it (its ``hpaudit_ledger`` attribute, :mod:`._recorded_ledger`) or it shares
-the storage's database, else from the trial's ``energy_kwh`` / ``co2e_kg`` /
-``energy_source`` user attributes (or Ray result keys) written by the integrations.
+the study records it (its ``hpaudit_ledger`` attribute, a Ray result's ``hpaudit_ledger`` key:
+:mod:`._recorded_ledger`) or it shares the storage's database, else from the trial's
+``energy_kwh`` / ``co2e_kg`` / ``energy_source`` user attributes (or Ray result keys) written
+by the integrations.
 
 This module detects the source and reads Optuna storages; the Ray Tune reader lives in
 :mod:`._source_ray`, the ledger reader and join in :mod:`._source_ledger` (``load_ray`` and
@@ -36,12 +37,10 @@ from hpsearch_budget.errors import HpauditInputError
 from hpsearch_budget.ledger._shareable import STUDY_ATTR, STUDY_NAME_ATTR
 from hpsearch_budget.report._attempts import FAILED_TRIAL_ATTR, fold_retries, keep_retries
 from hpsearch_budget.report._forecast import N_TRIALS_ATTR, PLANNED_TRIALS_KEY
-from hpsearch_budget.report._recorded_ledger import (
+from hpsearch_budget.report._recorded_ledger import join_ledger
+from hpsearch_budget.report._source_common import (
     RECORDED_LEDGER_KEY,
     RECORDED_STUDY_KEY,
-    join_ledger,
-)
-from hpsearch_budget.report._source_common import (
     Progress,
     _energy_from_attrs,
     _nothing,
@@ -50,8 +49,8 @@ from hpsearch_budget.report._source_common import (
     optuna_times,
     rdb_times,
 )
-from hpsearch_budget.report._source_ledger import _with_ledger, load_ledger
-from hpsearch_budget.report._source_ray import load_ray, note_ray_fates
+from hpsearch_budget.report._source_ledger import load_ledger
+from hpsearch_budget.report._source_ray import load_ray
 
 _OPTUNA_STATES = {
     "COMPLETE": "complete",
@@ -77,7 +76,8 @@ def load_sweep(
     """Detect what ``source`` is and read the sweep from it (see the module docstring).
 
     An Optuna study without ``ledger`` joins the ledger it records (its ``hpaudit_ledger``
-    attribute) or one in its own database, unless ``find_ledger`` is False
+    attribute) or one in its own database, a Ray Tune folder the one its trials' results
+    record (their ``hpaudit_ledger`` key), unless ``find_ledger`` is False
     (:mod:`._recorded_ledger`).
     """
     if not isinstance(source, str) or not source.strip():
@@ -89,9 +89,7 @@ def load_sweep(
     if "://" not in source and path.is_dir():
         sweep = load_ray(path, metric=metric, direction=direction, progress=progress)
         _check_ray_study(sweep, study)
-        if ledger is None:
-            note_ray_fates(sweep)
-        return _with_ledger(sweep, ledger, progress, ray=True, named=ledger is not None)
+        return join_ledger(sweep, ledger, progress, find=find_ledger, ray=True)
     if metric is not None:
         raise HpauditInputError(
             "--metric picks a Ray Tune folder's metric; an Optuna study or a ledger has one "

@@ -120,6 +120,35 @@ def test_a_ray_trial_tune_stopped_is_pruned_not_complete(tmp_path: Path) -> None
     assert not [n for n in sw.notes if "stopped by Tune" in n]
 
 
+def test_ray_trials_naming_several_ledgers_join_none(tmp_path: Path) -> None:
+    """Trials whose results record different ledgers (an experiment restored with another
+    ledger URL): none is guessed; a note names them and asks for --ledger."""
+    import json
+
+    from hpsearch_budget.ledger import Ledger
+    from hpsearch_budget.meters import Measurement
+
+    exp = write_ray_folder(tmp_path, n=2)
+    urls = [f"sqlite:///{tmp_path / name}" for name in ("a.db", "b.db")]
+    for url in urls:
+        with Ledger(url) as led:
+            for i in range(2):
+                w = led.open_window("exp", f"exp:t{i:05d}")
+                led.finalize(w, Measurement(1.0, {"cpu": 5.0}), status="complete")
+    for url, path in zip(urls, sorted(exp.glob("*/result.json")), strict=True):
+        lines = path.read_text().splitlines()
+        first = json.loads(lines[0])
+        first["hpaudit_ledger"] = url  # as metered() writes it: the first result of a window
+        path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    sw = load_sweep(str(exp), direction="minimize")
+    (note,) = [n for n in sw.notes if "hpaudit_ledger" in n]
+    assert note.startswith("ledger not used: the trials' results name 2 ledgers")
+    assert all(url in note for url in urls) and note.endswith("pass --ledger URL")
+    assert sw.trials["state"].tolist() == ["complete", "pruned"]  # the folder's fates
+    one = load_sweep(str(exp), direction="minimize", ledger=urls[0])
+    assert one.trials["state"].tolist() == ["complete", "complete"]  # the ledger's fates
+
+
 def test_ray_folder_needs_a_metric_when_ambiguous(tmp_path: Path) -> None:
     exp = write_ray_folder(tmp_path)
     for f in exp.glob("*/result.json"):
