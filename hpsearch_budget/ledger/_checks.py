@@ -19,6 +19,12 @@ def check_name(value: object, what: str) -> None:
         raise HpauditInputError(f"{what} is longer than 512 characters; shorten it")
 
 
+def check_count(value: object, what: str) -> None:
+    """A whole number of rows, >= 1 (``bool`` is no number of rows)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HpauditInputError(f"{what} must be a whole number >= 1, got {value!r}")
+
+
 def check_measurement(m: object) -> None:
     if not isinstance(m, Measurement):
         raise HpauditInputError(

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from hpsearch_budget.budget import Cost
 from hpsearch_budget.carbon import CarbonModel, Footprint, HoldingIntensity, default_carbon_model
-from hpsearch_budget.errors import HpauditInputError, LedgerError
+from hpsearch_budget.errors import LedgerError
 from hpsearch_budget.ledger import (
     _chain,
     _engine,
@@ -36,6 +36,7 @@ from hpsearch_budget.ledger import (
 )
 from hpsearch_budget.ledger._chain import VerifyReport
 from hpsearch_budget.ledger._checks import check_cost as _check_cost
+from hpsearch_budget.ledger._checks import check_count as _check_count
 from hpsearch_budget.ledger._checks import check_limits as _check_limits
 from hpsearch_budget.ledger._checks import check_measurement as _check_measurement
 from hpsearch_budget.ledger._checks import check_name as _check_name
@@ -942,9 +943,8 @@ class Ledger:
         path that look for running trials in a large study). ``newest``: only the last
         ``newest`` windows (limited in SQL: ``hpaudit ledger show`` on a lab-wide ledger).
         """
-        if newest is not None and (isinstance(newest, bool) or not isinstance(newest, int)
-                                   or newest < 1):  # fmt: skip
-            raise HpauditInputError(f"newest must be a whole number >= 1, got {newest!r}")
+        if newest is not None:
+            _check_count(newest, "newest")
         self._maybe_reap()
         scope = _with_study(scope or Scope(), study)
         rows = self._guard(
@@ -961,8 +961,7 @@ class Ledger:
         At least one frame (empty, with the columns, for no rows). Consume it before the
         ledger is closed; the read stays open until the last chunk has been taken.
         """
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise HpauditInputError(f"rows must be a whole number >= 1, got {rows!r}")
+        _check_count(rows, "rows")
         self._maybe_reap()
         scope = _with_study(scope or Scope(), study)
         now = self.now()  # one instant for every chunk, as entries() shows them
